@@ -1,0 +1,113 @@
+//! Ingest errors and their one mapping to HTTP and gRPC statuses (OTLP spec, "Failures").
+
+use std::time::Duration;
+
+use http::StatusCode;
+use sightline_store::StoreError;
+
+/// Why an export request was not (fully) stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The body can't be decoded: malformed protobuf or JSON, a bad compressed stream.
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body exceeds the limit of {limit} bytes{stage}")]
+    TooLarge { limit: usize, stage: &'static str },
+    /// A passing condition (shutting down, a full disk); the sender should retry.
+    #[error("{message}")]
+    Unavailable {
+        message: String,
+        retry_after: Duration,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IngestError {
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            IngestError::Malformed(_) => StatusCode::BAD_REQUEST,
+            IngestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::NotFound(_) => StatusCode::NOT_FOUND,
+            IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            IngestError::Malformed(_) | IngestError::UnsupportedMediaType(_) => {
+                tonic::Code::InvalidArgument
+            }
+            IngestError::NotFound(_) => tonic::Code::Unimplemented,
+            // Not retryable without RetryInfo, which the OTLP spec says makes it permanent.
+            IngestError::TooLarge { .. } => tonic::Code::InvalidArgument,
+            IngestError::Unavailable { .. } => tonic::Code::Unavailable,
+            IngestError::Internal(_) => tonic::Code::Internal,
+        }
+    }
+
+    /// How long a sender should wait before retrying, for retryable errors.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            IngestError::Unavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// Short, bounded label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IngestError::Malformed(_) => "malformed",
+            IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
+            IngestError::NotFound(_) => "not_found",
+            IngestError::TooLarge { .. } => "too_large",
+            IngestError::Unavailable { .. } => "unavailable",
+            IngestError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<StoreError> for IngestError {
+    fn from(e: StoreError) -> Self {
+        if e.is_retryable() {
+            tracing::warn!(error = %e, "store refused a write; sender will retry");
+            IngestError::Unavailable {
+                message: format!("temporarily unable to store data: {e}"),
+                retry_after: Duration::from_secs(1),
+            }
+        } else {
+            tracing::error!(error = %e, "store rejected a converted batch");
+            IngestError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<arrow::error::ArrowError> for IngestError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        IngestError::Internal(format!("building columns: {e}"))
+    }
+}
+
+/// `google.rpc.Status`, the body of OTLP/HTTP error responses.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+impl From<&IngestError> for RpcStatus {
+    fn from(e: &IngestError) -> Self {
+        RpcStatus {
+            code: e.grpc_code() as i32,
+            message: e.to_string(),
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! OTLP/HTTP receiver: `POST /v1/traces`, `/v1/metrics`, `/v1/logs`, protobuf or JSON,
+//! optionally gzip or zstd compressed, answered in the request's own content type.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+use crate::decode::{self, Encoding, Format};
+use crate::error::{IngestError, RpcStatus};
+use crate::ingest::{ExportRequest, Ingest, Transport};
+use crate::limits::Limits;
+
+#[derive(Debug, Clone)]
+struct HttpState {
+    ingest: Ingest,
+    limits: Limits,
+}
+
+/// The OTLP/HTTP routes.
+pub fn router(ingest: Ingest, limits: Limits) -> Router {
+    Router::new()
+        .route("/v1/traces", post(export::<ExportTraceServiceRequest>))
+        .route("/v1/metrics", post(export::<ExportMetricsServiceRequest>))
+        .route("/v1/logs", post(export::<ExportLogsServiceRequest>))
+        .fallback(not_found)
+        .with_state(HttpState { ingest, limits })
+}
+
+async fn not_found() -> Response {
+    error_response(
+        Format::Json,
+        &IngestError::NotFound(
+            "no such OTLP endpoint; use /v1/traces, /v1/metrics or /v1/logs".into(),
+        ),
+    )
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn export<R: ExportRequest>(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // Until the content type is known, errors are answered in JSON.
+    let format = match Format::from_content_type(header_str(&headers, header::CONTENT_TYPE)) {
+        Ok(f) => f,
+        Err(e) => return fail::<R>(&state, Format::Json, e),
+    };
+    match receive::<R>(&state, &headers, body, format).await {
+        Ok(response) => response,
+        Err(e) => fail::<R>(&state, format, e),
+    }
+}
+
+fn fail<R: ExportRequest>(state: &HttpState, format: Format, e: IngestError) -> Response {
+    state.ingest.count_failure(R::SIGNAL, Transport::Http, &e);
+    error_response(format, &e)
+}
+
+async fn receive<R: ExportRequest>(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+    format: Format,
+) -> Result<Response, IngestError> {
+    let encoding = Encoding::from_header(header_str(headers, header::CONTENT_ENCODING))?;
+    let limit = state.limits.max_body_bytes;
+    let too_large = || IngestError::TooLarge { limit, stage: "" };
+    if let Some(len) = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large());
+    }
+    let raw = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                too_large()
+            } else {
+                IngestError::Malformed(format!("could not read the request body: {e}"))
+            }
+        })?
+        .to_bytes();
+    state
+        .ingest
+        .count_bytes(R::SIGNAL, Transport::Http, raw.len());
+    let decoded_limit = state.limits.max_decoded_bytes;
+    let request: R = tokio::task::spawn_blocking(move || {
+        let bytes = decode::decompress(&raw, encoding, decoded_limit)?;
+        decode::decode::<R>(&bytes, format)
+    })
+    .await
+    .map_err(|e| IngestError::Internal(format!("decoder task failed: {e}")))??;
+    let outcome = state.ingest.export(&request, Transport::Http).await?;
+    let body = match format {
+        Format::Protobuf => prost::Message::encode_to_vec(&outcome.response::<R>()),
+        Format::Json => outcome.json::<R>().to_string().into_bytes(),
+    };
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()))],
+        body,
+    )
+        .into_response())
+}
+
+/// An error as the OTLP spec wants it: the status code, a `google.rpc.Status` body in the
+/// request's encoding, and `Retry-After` when the sender should retry.
+pub fn error_response(format: Format, e: &IngestError) -> Response {
+    let status = RpcStatus::from(e);
+    let body = match format {
+        Format::Protobuf => prost::Message::encode_to_vec(&status),
+        Format::Json => serde_json::json!({ "code": status.code, "message": status.message })
+            .to_string()
+            .into_bytes(),
+    };
+    let mut response = (
+        e.http_status(),
+        [(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()))],
+        Body::from(body),
+    )
+        .into_response();
+    if let Some(after) = e.retry_after() {
+        let secs = after.as_secs().max(1).to_string();
+        if let Ok(v) = HeaderValue::from_str(&secs) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    response
+}

@@ -1,0 +1,256 @@
+//! The path every export request takes, whatever its transport: convert to Arrow, store,
+//! count, and answer with OTLP partial success when some items were rejected.
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use sightline_store::Store;
+
+use crate::convert::{self, Converted};
+use crate::error::IngestError;
+use crate::metrics::{CollectorMetrics, ItemLabels, RequestLabels};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Grpc,
+    Http,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// An OTLP export request type, with what differs between the signals.
+pub trait ExportRequest:
+    prost::Message + Default + serde::de::DeserializeOwned + Send + Sync + 'static
+{
+    const SIGNAL: Signal;
+    /// Name of the `rejected_<items>` field in OTLP/JSON.
+    const REJECTED_FIELD: &'static str;
+    type Response: prost::Message + Default + Send + 'static;
+
+    fn convert(&self, received_ns: i64) -> Result<Converted, arrow::error::ArrowError>;
+    fn response(rejected: i64, message: String) -> Self::Response;
+}
+
+impl ExportRequest for ExportTraceServiceRequest {
+    const SIGNAL: Signal = Signal::Traces;
+    const REJECTED_FIELD: &'static str = "rejectedSpans";
+    type Response = ExportTraceServiceResponse;
+
+    fn convert(&self, _received_ns: i64) -> Result<Converted, arrow::error::ArrowError> {
+        convert::traces::convert(self)
+    }
+
+    fn response(rejected: i64, message: String) -> Self::Response {
+        ExportTraceServiceResponse {
+            partial_success: (rejected > 0 || !message.is_empty()).then_some(
+                ExportTracePartialSuccess {
+                    rejected_spans: rejected,
+                    error_message: message,
+                },
+            ),
+        }
+    }
+}
+
+impl ExportRequest for ExportMetricsServiceRequest {
+    const SIGNAL: Signal = Signal::Metrics;
+    const REJECTED_FIELD: &'static str = "rejectedDataPoints";
+    type Response = ExportMetricsServiceResponse;
+
+    fn convert(&self, _received_ns: i64) -> Result<Converted, arrow::error::ArrowError> {
+        convert::metrics::convert(self)
+    }
+
+    fn response(rejected: i64, message: String) -> Self::Response {
+        ExportMetricsServiceResponse {
+            partial_success: (rejected > 0 || !message.is_empty()).then_some(
+                ExportMetricsPartialSuccess {
+                    rejected_data_points: rejected,
+                    error_message: message,
+                },
+            ),
+        }
+    }
+}
+
+impl ExportRequest for ExportLogsServiceRequest {
+    const SIGNAL: Signal = Signal::Logs;
+    const REJECTED_FIELD: &'static str = "rejectedLogRecords";
+    type Response = ExportLogsServiceResponse;
+
+    fn convert(&self, received_ns: i64) -> Result<Converted, arrow::error::ArrowError> {
+        convert::logs::convert(self, received_ns)
+    }
+
+    fn response(rejected: i64, message: String) -> Self::Response {
+        ExportLogsServiceResponse {
+            partial_success: (rejected > 0 || !message.is_empty()).then_some(
+                ExportLogsPartialSuccess {
+                    rejected_log_records: rejected,
+                    error_message: message,
+                },
+            ),
+        }
+    }
+}
+
+/// What happened to an export request that was (at least partly) stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub message: Option<String>,
+}
+
+impl Outcome {
+    pub fn response<R: ExportRequest>(&self) -> R::Response {
+        R::response(
+            i64::try_from(self.rejected).unwrap_or(i64::MAX),
+            self.message.clone().unwrap_or_default(),
+        )
+    }
+
+    /// The OTLP/JSON response body.
+    pub fn json<R: ExportRequest>(&self) -> serde_json::Value {
+        if self.rejected == 0 && self.message.is_none() {
+            return serde_json::json!({});
+        }
+        let mut partial = serde_json::Map::new();
+        // int64 is a decimal string in the proto3 JSON mapping.
+        partial.insert(
+            R::REJECTED_FIELD.into(),
+            serde_json::Value::String(self.rejected.to_string()),
+        );
+        partial.insert(
+            "errorMessage".into(),
+            serde_json::Value::String(self.message.clone().unwrap_or_default()),
+        );
+        serde_json::json!({ "partialSuccess": partial })
+    }
+}
+
+/// Converts and stores export requests; shared by the gRPC and HTTP receivers.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    store: Arc<Store>,
+    metrics: CollectorMetrics,
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+impl Ingest {
+    pub fn new(store: Arc<Store>, metrics: CollectorMetrics) -> Self {
+        Self { store, metrics }
+    }
+
+    pub fn metrics(&self) -> &CollectorMetrics {
+        &self.metrics
+    }
+
+    /// Counts a request that failed before conversion (undecodable, too large...).
+    pub fn count_failure(&self, signal: Signal, transport: Transport, err: &IngestError) {
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                signal: signal.name(),
+                transport: transport.name(),
+                outcome: err.reason(),
+            })
+            .inc();
+    }
+
+    pub fn count_bytes(&self, signal: Signal, transport: Transport, bytes: usize) {
+        self.metrics
+            .received_bytes
+            .get_or_create(&ItemLabels {
+                signal: signal.name(),
+                transport: transport.name(),
+            })
+            .inc_by(bytes as u64);
+    }
+
+    /// Stores what can be stored of `req`.
+    pub async fn export<R: ExportRequest>(
+        &self,
+        req: &R,
+        transport: Transport,
+    ) -> Result<Outcome, IngestError> {
+        let result = self.export_inner(req).await;
+        let labels = ItemLabels {
+            signal: R::SIGNAL.name(),
+            transport: transport.name(),
+        };
+        match &result {
+            Ok(outcome) => {
+                self.metrics
+                    .accepted
+                    .get_or_create(&labels)
+                    .inc_by(outcome.accepted);
+                self.metrics
+                    .rejected
+                    .get_or_create(&labels)
+                    .inc_by(outcome.rejected);
+                self.metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        signal: labels.signal,
+                        transport: labels.transport,
+                        outcome: if outcome.rejected > 0 { "partial" } else { "ok" },
+                    })
+                    .inc();
+            }
+            Err(e) => self.count_failure(R::SIGNAL, transport, e),
+        }
+        result
+    }
+
+    async fn export_inner<R: ExportRequest>(&self, req: &R) -> Result<Outcome, IngestError> {
+        let converted = req.convert(now_ns())?;
+        let outcome = Outcome {
+            accepted: converted.accepted,
+            rejected: converted.rejected,
+            message: converted.rejection,
+        };
+        if !converted.batches.is_empty() {
+            self.store.write(converted.batches).await?;
+        }
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,35 @@
+//! # sightline-collector
+//!
+//! The OTLP front of Sightline: everything between a sender's bytes and a stored batch.
+//!
+//! - [`grpc`]: the OTLP/gRPC services (tonic, types from `opentelemetry-proto`), gzip and zstd;
+//! - [`http`]: OTLP/HTTP `POST /v1/{traces,metrics,logs}`, protobuf or JSON, gzip or zstd;
+//! - [`decode`]: content types, decompression capped while streaming, protobuf and OTLP/JSON;
+//! - [`convert`]: OTLP → Arrow record batches for the store's tables, with per-item validation
+//!   that feeds OTLP partial success;
+//! - [`ingest`]: the shared path (convert → store → count → answer) both receivers call;
+//! - [`error`]: ingest errors and their single mapping to HTTP and gRPC statuses.
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<sightline_store::Store>) {
+//! use sightline_collector::{Ingest, Limits, metrics::CollectorMetrics};
+//! let mut registry = prometheus_client::registry::Registry::default();
+//! let ingest = Ingest::new(store, CollectorMetrics::new(&mut registry));
+//! let http_routes = sightline_collector::http::router(ingest.clone(), Limits::default());
+//! let grpc_routes = sightline_collector::grpc::GrpcReceiver::new(ingest).into_router(Limits::default());
+//! # }
+//! ```
+
+pub mod attributes;
+pub mod convert;
+pub mod decode;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod ingest;
+pub mod limits;
+pub mod metrics;
+
+pub use error::IngestError;
+pub use ingest::{Ingest, Outcome, Signal, Transport};
+pub use limits::Limits;

@@ -1,0 +1,316 @@
+//! The server's configuration: one TOML file, every key optional, unknown keys rejected with
+//! their name, command-line flags and `SIGHTLINE_*` environment variables on top, validated
+//! before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Deserializer};
+
+/// Parses `500ms`, `30s`, `5m`, `2h`, `7d`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let units: [(&str, u64); 5] = [
+        ("ms", 1),
+        ("s", 1_000),
+        ("m", 60_000),
+        ("h", 3_600_000),
+        ("d", 86_400_000),
+    ];
+    let (num, unit_ms) = units
+        .iter()
+        .find_map(|(suffix, ms)| t.strip_suffix(suffix).map(|n| (n, *ms)))
+        .unwrap_or((t, 1_000));
+    let num = num.trim();
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "invalid duration {s:?}: expected e.g. 500ms, 30s, 5m, 2h or 7d"
+        ));
+    }
+    let n: u64 = num
+        .parse()
+        .map_err(|e| format!("invalid duration {s:?}: {e}"))?;
+    let ms = n
+        .checked_mul(unit_ms)
+        .ok_or_else(|| format!("duration {s:?} is too large"))?;
+    Ok(Duration::from_millis(ms))
+}
+
+/// Parses `1048576`, `512KiB`, `64MiB`, `2GiB` (also `KB`/`MB`/`GB` as powers of 1000).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let units: [(&str, u64); 7] = [
+        ("KiB", 1 << 10),
+        ("MiB", 1 << 20),
+        ("GiB", 1 << 30),
+        ("KB", 1_000),
+        ("MB", 1_000_000),
+        ("GB", 1_000_000_000),
+        ("B", 1),
+    ];
+    let (num, mult) = units
+        .iter()
+        .find_map(|(suffix, m)| t.strip_suffix(suffix).map(|n| (n, *m)))
+        .unwrap_or((t, 1));
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected e.g. 1048576, 512KiB, 64MiB or 2GiB"))?;
+    n.checked_mul(mult)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// Sizes are written as a number of bytes or a string with a unit.
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Bytes(b) => usize::try_from(b).map_err(serde::de::Error::custom),
+        Size::Text(s) => parse_size(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where Parquet files (and later the WAL) live.
+    pub data_dir: PathBuf,
+    pub listen: ListenConfig,
+    pub storage: StorageConfig,
+    pub limits: LimitsConfig,
+    pub query: QueryConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            listen: ListenConfig::default(),
+            storage: StorageConfig::default(),
+            limits: LimitsConfig::default(),
+            query: QueryConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenConfig {
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    /// The UI and HTTP API.
+    pub http: SocketAddr,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            otlp_grpc: SocketAddr::from(([0, 0, 0, 0], 4317)),
+            otlp_http: SocketAddr::from(([0, 0, 0, 0], 4318)),
+            http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Buffered rows are written to Parquet at the latest after this long.
+    #[serde(deserialize_with = "de_duration")]
+    pub flush_interval: Duration,
+    /// A table's buffer is written to Parquet once it holds this much memory.
+    #[serde(deserialize_with = "de_size")]
+    pub flush_max_bytes: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval: Duration::from_secs(60),
+            flush_max_bytes: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest OTLP/HTTP body on the wire.
+    #[serde(deserialize_with = "de_size")]
+    pub max_body_bytes: usize,
+    /// Largest request after decompression, and largest gRPC message.
+    #[serde(deserialize_with = "de_size")]
+    pub max_decoded_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = sightline_collector::Limits::default();
+        Self {
+            max_body_bytes: l.max_body_bytes,
+            max_decoded_bytes: l.max_decoded_bytes,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    pub max_rows: usize,
+    #[serde(deserialize_with = "de_size")]
+    pub memory_limit: usize,
+    /// Worker threads of the query runtime (separate from ingestion).
+    pub threads: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        let l = sightline_store::query::QueryLimits::default();
+        Self {
+            timeout: l.timeout,
+            max_rows: l.max_rows,
+            memory_limit: l.memory_bytes,
+            threads: l.threads,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter, e.g. `info` or `sightline=debug,info`; `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; errors name the file and the offending key.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.data_dir.as_os_str().is_empty() {
+            bail!("data_dir must not be empty");
+        }
+        if self.storage.flush_interval < Duration::from_millis(10) {
+            bail!("storage.flush_interval must be at least 10ms");
+        }
+        if self.storage.flush_max_bytes < 1024 {
+            bail!("storage.flush_max_bytes must be at least 1KiB");
+        }
+        if self.limits.max_body_bytes == 0 || self.limits.max_decoded_bytes == 0 {
+            bail!("limits.max_body_bytes and limits.max_decoded_bytes must be positive");
+        }
+        if self.limits.max_decoded_bytes < self.limits.max_body_bytes {
+            bail!("limits.max_decoded_bytes must be at least limits.max_body_bytes");
+        }
+        if self.query.timeout.is_zero() {
+            bail!("query.timeout must be positive");
+        }
+        if self.query.max_rows == 0 {
+            bail!("query.max_rows must be positive");
+        }
+        if !(1..=256).contains(&self.query.threads) {
+            bail!("query.threads must be between 1 and 256");
+        }
+        if self.query.memory_limit < (16 << 20) {
+            bail!("query.memory_limit must be at least 16MiB");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses_and_validates() {
+        let text = include_str!("../sightline.example.toml");
+        let c = Config::from_toml(text).expect("example parses");
+        c.validate().expect("example is valid");
+        assert_eq!(c.listen.otlp_grpc.port(), 4317);
+        assert_eq!(c.storage.flush_max_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::from_toml("").expect("empty"), Config::default());
+        Config::default().validate().expect("defaults are valid");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::from_toml("[storage]\nflush_intervall = \"5s\"\n")
+            .expect_err("typo rejected")
+            .to_string();
+        assert!(err.contains("flush_intervall"), "{err}");
+        let err = Config::from_toml("colour = 1").expect_err("unknown").to_string();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let err = Config::from_toml("[query]\ntimeout = \"soon\"\n")
+            .expect_err("bad duration")
+            .to_string();
+        assert!(err.contains("soon"), "{err}");
+        let mut c = Config::default();
+        c.query.threads = 0;
+        assert!(c.validate().expect_err("zero").to_string().contains("query.threads"));
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("1.5s").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
+        assert_eq!(parse_size("10"), Ok(10));
+        assert!(parse_size("lots").is_err());
+    }
+}

@@ -1,0 +1,38 @@
+//! `sightline`: the observability backend in one binary.
+//!
+//! - `sightline serve`: the OTLP receivers, the store and the HTTP API (see `serve.rs`);
+//! - `sightline load`: a load generator that drives a running server over OTLP (see `load.rs`).
+
+mod config;
+mod load;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "sightline", version, about = "OpenTelemetry in, Parquet at rest, SQL out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: OTLP/gRPC, OTLP/HTTP, the store and the HTTP API.
+    Serve(serve::ServeArgs),
+    /// Send realistic OTLP load to a running server for a bounded time and report
+    /// throughput, latency percentiles and the server's peak memory.
+    Load(load::LoadArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sightline")
+        .build()?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve::run(args)),
+        Command::Load(args) => runtime.block_on(load::run(args)),
+    }
+}

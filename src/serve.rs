@@ -1,0 +1,253 @@
+//! `sightline serve`: wires the store, the receivers and the API together and runs them until
+//! SIGTERM or SIGINT, then stops intake, flushes every buffer to Parquet and exits 0.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use sightline_collector::grpc::GrpcReceiver;
+use sightline_collector::metrics::CollectorMetrics;
+use sightline_collector::{Ingest, Limits};
+use sightline_store::query::QueryLimits;
+use sightline_store::{Store, StoreConfig};
+use sightline_ui::{ApiState, Readiness};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, LogFormat};
+
+/// How long in-flight requests get to finish once intake stops.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML config file (every key optional; see sightline.example.toml).
+    #[arg(long, env = "SIGHTLINE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./data].
+    #[arg(long, env = "SIGHTLINE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// OTLP/gRPC listen address [default: 0.0.0.0:4317].
+    #[arg(long, env = "SIGHTLINE_OTLP_GRPC_LISTEN")]
+    otlp_grpc_listen: Option<SocketAddr>,
+    /// OTLP/HTTP listen address [default: 0.0.0.0:4318].
+    #[arg(long, env = "SIGHTLINE_OTLP_HTTP_LISTEN")]
+    otlp_http_listen: Option<SocketAddr>,
+    /// HTTP API and UI listen address [default: 0.0.0.0:8080].
+    #[arg(long, env = "SIGHTLINE_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// Once every listener is bound, write their addresses as JSON to this file
+    /// (useful with port 0).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The config file with the flags applied on top, validated.
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Some(a) = self.otlp_grpc_listen {
+            config.listen.otlp_grpc = a;
+        }
+        if let Some(a) = self.otlp_http_listen {
+            config.listen.otlp_http = a;
+        }
+        if let Some(a) = self.http_listen {
+            config.listen.http = a;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A second init (tests) is harmless: the first subscriber stays.
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {addr}"))
+}
+
+fn write_ready_file(path: &Path, addrs: &serde_json::Value) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, addrs.to_string())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    init_logging(&config);
+
+    let mut registry = Registry::default();
+    let store = Store::open(
+        StoreConfig {
+            data_dir: config.data_dir.clone(),
+            tenant: "default".into(),
+            flush_interval: config.storage.flush_interval,
+            flush_max_bytes: config.storage.flush_max_bytes,
+        },
+        &mut registry,
+    )
+    .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let engine = store
+        .query_engine(QueryLimits {
+            timeout: config.query.timeout,
+            max_rows: config.query.max_rows,
+            memory_bytes: config.query.memory_limit,
+            threads: config.query.threads,
+        })
+        .await
+        .context("cannot start the query engine")?;
+    let ingest = Ingest::new(store.clone(), CollectorMetrics::new(&mut registry));
+    let limits = Limits {
+        max_body_bytes: config.limits.max_body_bytes,
+        max_decoded_bytes: config.limits.max_decoded_bytes,
+    };
+
+    let grpc_listener = bind("OTLP/gRPC", config.listen.otlp_grpc).await?;
+    let otlp_http_listener = bind("OTLP/HTTP", config.listen.otlp_http).await?;
+    let api_listener = bind("the HTTP API", config.listen.http).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let otlp_http_addr = otlp_http_listener.local_addr()?;
+    let api_addr = api_listener.local_addr()?;
+
+    let readiness = Arc::new(Readiness::default());
+    let api = sightline_ui::router(ApiState {
+        store: store.clone(),
+        engine: Arc::new(engine),
+        registry: Arc::new(registry),
+        readiness: readiness.clone(),
+    });
+
+    let stop_intake = CancellationToken::new();
+    let stop_api = CancellationToken::new();
+    let stop_flusher = CancellationToken::new();
+    let mut intake = JoinSet::new();
+    {
+        let token = stop_intake.clone();
+        let routes = GrpcReceiver::new(ingest.clone()).into_router(limits);
+        intake.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(grpc_listener),
+                    token.cancelled_owned(),
+                )
+                .await
+                .context("OTLP/gRPC server failed")
+        });
+    }
+    {
+        let token = stop_intake.clone();
+        let app = sightline_collector::http::router(ingest.clone(), limits);
+        intake.spawn(async move {
+            axum::serve(otlp_http_listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+                .context("OTLP/HTTP server failed")
+        });
+    }
+    let api_task = {
+        let token = stop_api.clone();
+        tokio::spawn(async move {
+            axum::serve(api_listener, api)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+                .context("HTTP API server failed")
+        })
+    };
+    let flusher = tokio::spawn(store.clone().run_flusher(stop_flusher.clone().cancelled_owned()));
+
+    readiness.set(true);
+    tracing::info!(
+        otlp_grpc = %grpc_addr,
+        otlp_http = %otlp_http_addr,
+        http = %api_addr,
+        data_dir = %config.data_dir.display(),
+        "sightline is ready"
+    );
+    if let Some(path) = &args.ready_file {
+        write_ready_file(
+            path,
+            &serde_json::json!({
+                "otlp_grpc": grpc_addr.to_string(),
+                "otlp_http": otlp_http_addr.to_string(),
+                "http": api_addr.to_string(),
+            }),
+        )?;
+    }
+
+    // Run until a signal, or until a server fails.
+    let failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        Some(result) = intake.join_next() => Some(match result {
+            Ok(Ok(())) => anyhow::anyhow!("a receiver stopped unexpectedly"),
+            Ok(Err(e)) => e,
+            Err(e) => anyhow::anyhow!("a receiver panicked: {e}"),
+        }),
+    };
+
+    // Shutdown: refuse new traffic, let in-flight requests finish, flush, then stop the API.
+    readiness.set(false);
+    stop_intake.cancel();
+    if tokio::time::timeout(DRAIN_DEADLINE, async {
+        while intake.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within {DRAIN_DEADLINE:?}; aborting them");
+        intake.abort_all();
+    }
+    stop_flusher.cancel();
+    let _ = flusher.await;
+    let flushed = store.close().await;
+    stop_api.cancel();
+    let _ = tokio::time::timeout(DRAIN_DEADLINE, api_task).await;
+    match (&flushed, &failure) {
+        (Ok(report), _) => tracing::info!(files = ?report, "flushed; sightline stopped"),
+        (Err(e), _) => tracing::error!(error = %e, "final flush failed"),
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    flushed.context("final flush failed")?;
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! The store's self-metrics (Prometheus), labelled by table only: bounded cardinality.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    pub table: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlushLabel {
+    pub table: &'static str,
+    pub outcome: &'static str,
+}
+
+fn flush_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreMetrics {
+    pub buffered_rows: Family<TableLabel, Gauge>,
+    pub buffered_bytes: Family<TableLabel, Gauge>,
+    pub files: Family<TableLabel, Gauge>,
+    pub flushes: Family<FlushLabel, Counter>,
+    pub flushed_rows: Family<TableLabel, Counter>,
+    pub flushed_bytes: Family<TableLabel, Counter>,
+    pub flush_seconds: Family<TableLabel, Histogram, fn() -> Histogram>,
+}
+
+impl StoreMetrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            buffered_rows: Family::default(),
+            buffered_bytes: Family::default(),
+            files: Family::default(),
+            flushes: Family::default(),
+            flushed_rows: Family::default(),
+            flushed_bytes: Family::default(),
+            flush_seconds: Family::new_with_constructor(flush_histogram),
+        };
+        let r = registry.sub_registry_with_prefix("sightline_store");
+        r.register(
+            "buffered_rows",
+            "Rows acknowledged and held in memory, not yet in Parquet",
+            m.buffered_rows.clone(),
+        );
+        r.register(
+            "buffered_bytes",
+            "Memory used by buffered rows",
+            m.buffered_bytes.clone(),
+        );
+        r.register("files", "Parquet data files in the catalog", m.files.clone());
+        r.register(
+            "flushes",
+            "Flushes of buffered rows to Parquet, by outcome",
+            m.flushes.clone(),
+        );
+        r.register(
+            "flushed_rows",
+            "Rows written to Parquet by flushes",
+            m.flushed_rows.clone(),
+        );
+        r.register(
+            "flushed_bytes",
+            "Parquet bytes written by flushes",
+            m.flushed_bytes.clone(),
+        );
+        r.register(
+            "flush_duration_seconds",
+            "Time to write one table's buffer to Parquet",
+            m.flush_seconds.clone(),
+        );
+        m
+    }
+}

@@ -1,0 +1,90 @@
+//! Where files live. Every path of the store is built and parsed here, nowhere else.
+//!
+//! Layout (Hive-style, readable by DuckDB, Spark, Trino, pyarrow):
+//! `<root>/<tenant>/<table>/date=YYYY-MM-DD/hour=HH/<min_ns>_<max_ns>_<id>.parquet`
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+
+use crate::schema::Table;
+
+pub const PARQUET_EXT: &str = "parquet";
+pub const TMP_EXT: &str = "tmp";
+const NANOS_PER_HOUR: i64 = 3_600_000_000_000;
+
+/// The hour bucket (hours since the epoch) of a nanosecond timestamp.
+pub fn hour_of(ts_ns: i64) -> i64 {
+    ts_ns.div_euclid(NANOS_PER_HOUR)
+}
+
+/// Directory of a table for a tenant.
+pub fn table_dir(root: &Path, tenant: &str, table: Table) -> PathBuf {
+    root.join(tenant).join(table.name())
+}
+
+/// Directory of the hourly partition `hour` (hours since the epoch) of a table.
+pub fn partition_dir(table_dir: &Path, hour: i64) -> PathBuf {
+    let t: DateTime<Utc> = DateTime::from_timestamp(hour * 3600, 0).unwrap_or_default();
+    table_dir
+        .join(format!(
+            "date={:04}-{:02}-{:02}",
+            t.year(),
+            t.month(),
+            t.day()
+        ))
+        .join(format!("hour={:02}", t.hour()))
+}
+
+/// File name for a data file covering `[min_ns, max_ns]`; `id` makes it unique.
+pub fn data_file_name(min_ns: i64, max_ns: i64, id: &str) -> String {
+    format!("{min_ns}_{max_ns}_{id}.{PARQUET_EXT}")
+}
+
+/// The time range encoded in a data file's name, if it is one of ours.
+pub fn parse_data_file_name(name: &str) -> Option<(i64, i64)> {
+    let stem = name.strip_suffix(&format!(".{PARQUET_EXT}"))?;
+    let mut parts = stem.splitn(3, '_');
+    let min = parts.next()?.parse().ok()?;
+    let max = parts.next()?.parse().ok()?;
+    parts.next()?;
+    Some((min, max))
+}
+
+/// Parses `date=YYYY-MM-DD/hour=HH` directory names back into an hour bucket.
+pub fn parse_partition(date_dir: &str, hour_dir: &str) -> Option<i64> {
+    let date = date_dir.strip_prefix("date=")?;
+    let hour: u32 = hour_dir.strip_prefix("hour=")?.parse().ok()?;
+    let day = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
+    let t = day.and_hms_opt(hour, 0, 0)?.and_utc();
+    Some(t.timestamp().div_euclid(3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_dir_round_trips() {
+        let ts = 1_764_318_000_123_456_789_i64; // 2025-11-28T08:20:00.123Z
+        let h = hour_of(ts);
+        let dir = partition_dir(Path::new("/d/default/spans"), h);
+        assert_eq!(dir, Path::new("/d/default/spans/date=2025-11-28/hour=08"));
+        assert_eq!(parse_partition("date=2025-11-28", "hour=08"), Some(h));
+    }
+
+    #[test]
+    fn negative_times_fall_in_the_hour_before_the_epoch() {
+        assert_eq!(hour_of(-1), -1);
+        let dir = partition_dir(Path::new("t"), -1);
+        assert_eq!(dir, Path::new("t/date=1969-12-31/hour=23"));
+    }
+
+    #[test]
+    fn data_file_names_round_trip() {
+        let name = data_file_name(-5, 99, "0001_ab");
+        assert_eq!(parse_data_file_name(&name), Some((-5, 99)));
+        assert_eq!(parse_data_file_name("x.parquet"), None);
+        assert_eq!(parse_data_file_name("1_2_x.parquet.tmp"), None);
+    }
+}

@@ -1,0 +1,277 @@
+//! Arrow schemas of the stored tables.
+//!
+//! These column names are a public API (documented in `docs/sql.md`): queries, dashboards and
+//! external Parquet readers depend on them. Add columns at the end; never rename one.
+
+use std::sync::{Arc, LazyLock};
+
+use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
+
+/// The tables the store keeps, one set per tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    Spans,
+    Logs,
+    Metrics,
+    /// Per-batch partial trace summaries; the `traces` view aggregates them by trace id.
+    TraceFragments,
+}
+
+impl Table {
+    pub const ALL: [Table; 4] = [
+        Table::Spans,
+        Table::Logs,
+        Table::Metrics,
+        Table::TraceFragments,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Spans => "spans",
+            Table::Logs => "logs",
+            Table::Metrics => "metrics",
+            Table::TraceFragments => "trace_fragments",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            Table::Spans => SPANS.clone(),
+            Table::Logs => LOGS.clone(),
+            Table::Metrics => METRICS.clone(),
+            Table::TraceFragments => TRACE_FRAGMENTS.clone(),
+        }
+    }
+
+    /// The column whose value places a row in its hourly partition and orders rows in a file.
+    pub fn time_column(self) -> &'static str {
+        match self {
+            Table::Spans | Table::TraceFragments => "start_time",
+            Table::Logs | Table::Metrics => "time",
+        }
+    }
+
+    /// Columns a file is sorted by, in order: the time column first for time pruning, except
+    /// for trace fragments, which are looked up by id.
+    pub fn sort_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Spans => &["start_time", "trace_id"],
+            Table::Logs => &["time"],
+            Table::Metrics => &["metric_name", "time"],
+            Table::TraceFragments => &["trace_id", "start_time"],
+        }
+    }
+
+    /// Columns that get a Parquet bloom filter (exact-match lookups).
+    pub fn bloom_columns(self) -> &'static [&'static str] {
+        match self {
+            Table::Spans | Table::TraceFragments | Table::Logs => &["trace_id"],
+            Table::Metrics => &[],
+        }
+    }
+}
+
+/// Nanosecond UTC timestamps everywhere.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+}
+
+/// `Map<Utf8, Utf8>` as built by arrow's `MapBuilder` with default field names.
+pub fn string_map_type() -> DataType {
+    let entries = Field::new(
+        "entries",
+        DataType::Struct(Fields::from(vec![
+            Field::new("keys", DataType::Utf8, false),
+            Field::new("values", DataType::Utf8, true),
+        ])),
+        false,
+    );
+    DataType::Map(Arc::new(entries), false)
+}
+
+/// Item field of every list column.
+pub fn list_item(item: DataType) -> FieldRef {
+    Arc::new(Field::new("item", item, true))
+}
+
+pub fn list_of(item: DataType) -> DataType {
+    DataType::List(list_item(item))
+}
+
+fn map_field(name: &str) -> Field {
+    Field::new(name, string_map_type(), false)
+}
+
+pub fn event_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("time", timestamp_type(), false),
+        Field::new("name", DataType::Utf8, false),
+        map_field("attributes"),
+        map_field("attribute_types"),
+        Field::new("dropped_attributes_count", DataType::UInt32, false),
+    ])
+}
+
+pub fn link_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("trace_id", DataType::Utf8, false),
+        Field::new("span_id", DataType::Utf8, false),
+        Field::new("trace_state", DataType::Utf8, true),
+        map_field("attributes"),
+        map_field("attribute_types"),
+        Field::new("dropped_attributes_count", DataType::UInt32, false),
+        Field::new("flags", DataType::UInt32, false),
+    ])
+}
+
+fn resource_and_scope() -> Vec<Field> {
+    vec![
+        Field::new("service_name", DataType::Utf8, false),
+        map_field("resource_attributes"),
+        map_field("resource_attribute_types"),
+        Field::new("scope_name", DataType::Utf8, true),
+        Field::new("scope_version", DataType::Utf8, true),
+    ]
+}
+
+static SPANS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields = vec![
+        Field::new("trace_id", DataType::Utf8, false),
+        Field::new("span_id", DataType::Utf8, false),
+        Field::new("parent_span_id", DataType::Utf8, true),
+        Field::new("trace_state", DataType::Utf8, true),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("start_time", timestamp_type(), false),
+        Field::new("end_time", timestamp_type(), false),
+        Field::new("duration_ns", DataType::Int64, false),
+        Field::new("status_code", DataType::Utf8, false),
+        Field::new("status_message", DataType::Utf8, true),
+    ];
+    fields.extend(resource_and_scope());
+    fields.extend([
+        Field::new("http_route", DataType::Utf8, true),
+        Field::new("http_request_method", DataType::Utf8, true),
+        Field::new("http_response_status_code", DataType::Int64, true),
+        map_field("attributes"),
+        map_field("attribute_types"),
+        Field::new("events", list_of(DataType::Struct(event_fields())), false),
+        Field::new("links", list_of(DataType::Struct(link_fields())), false),
+        Field::new("flags", DataType::UInt32, false),
+        Field::new("dropped_attributes_count", DataType::UInt32, false),
+        Field::new("dropped_events_count", DataType::UInt32, false),
+        Field::new("dropped_links_count", DataType::UInt32, false),
+    ]);
+    Arc::new(Schema::new(fields))
+});
+
+static LOGS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let mut fields = vec![
+        Field::new("time", timestamp_type(), false),
+        Field::new("observed_time", timestamp_type(), false),
+        Field::new("severity_number", DataType::Int32, false),
+        Field::new("severity_text", DataType::Utf8, true),
+        Field::new("body", DataType::Utf8, true),
+        Field::new("body_type", DataType::Utf8, true),
+        Field::new("trace_id", DataType::Utf8, true),
+        Field::new("span_id", DataType::Utf8, true),
+        Field::new("flags", DataType::UInt32, false),
+        Field::new("event_name", DataType::Utf8, true),
+    ];
+    fields.extend(resource_and_scope());
+    fields.extend([
+        map_field("attributes"),
+        map_field("attribute_types"),
+        Field::new("dropped_attributes_count", DataType::UInt32, false),
+    ]);
+    Arc::new(Schema::new(fields))
+});
+
+static METRICS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let u64_list = list_of(DataType::UInt64);
+    let f64_list = list_of(DataType::Float64);
+    let mut fields = vec![
+        Field::new("time", timestamp_type(), false),
+        Field::new("start_time", timestamp_type(), true),
+        Field::new("metric_name", DataType::Utf8, false),
+        Field::new("metric_type", DataType::Utf8, false),
+        Field::new("unit", DataType::Utf8, true),
+        Field::new("description", DataType::Utf8, true),
+        Field::new("temporality", DataType::Utf8, true),
+        Field::new("is_monotonic", DataType::Boolean, true),
+        Field::new("value", DataType::Float64, true),
+        Field::new("count", DataType::UInt64, true),
+        Field::new("sum", DataType::Float64, true),
+        Field::new("min", DataType::Float64, true),
+        Field::new("max", DataType::Float64, true),
+        Field::new("bucket_counts", u64_list.clone(), true),
+        Field::new("explicit_bounds", f64_list.clone(), true),
+        Field::new("scale", DataType::Int32, true),
+        Field::new("zero_count", DataType::UInt64, true),
+        Field::new("zero_threshold", DataType::Float64, true),
+        Field::new("positive_offset", DataType::Int32, true),
+        Field::new("positive_bucket_counts", u64_list.clone(), true),
+        Field::new("negative_offset", DataType::Int32, true),
+        Field::new("negative_bucket_counts", u64_list, true),
+        Field::new("quantiles", f64_list.clone(), true),
+        Field::new("quantile_values", f64_list, true),
+        Field::new("flags", DataType::UInt32, false),
+    ];
+    fields.extend(resource_and_scope());
+    fields.extend([map_field("attributes"), map_field("attribute_types")]);
+    Arc::new(Schema::new(fields))
+});
+
+static TRACE_FRAGMENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("trace_id", DataType::Utf8, false),
+        Field::new("start_time", timestamp_type(), false),
+        Field::new("end_time", timestamp_type(), false),
+        Field::new("root_service_name", DataType::Utf8, true),
+        Field::new("root_span_name", DataType::Utf8, true),
+        Field::new("span_count", DataType::Int64, false),
+        Field::new("error_count", DataType::Int64, false),
+    ]))
+});
+
+/// The `traces` view: one row per trace, aggregated from `trace_fragments`.
+pub const TRACES_VIEW_SQL: &str = "SELECT trace_id, \
+    min(start_time) AS start_time, \
+    max(end_time) AS end_time, \
+    CAST(max(end_time) AS BIGINT) - CAST(min(start_time) AS BIGINT) AS duration_ns, \
+    max(root_service_name) AS root_service_name, \
+    max(root_span_name) AS root_span_name, \
+    sum(span_count) AS span_count, \
+    sum(error_count) AS error_count \
+    FROM trace_fragments GROUP BY trace_id";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, MapBuilder, StringBuilder};
+
+    #[test]
+    fn map_type_matches_map_builder_output() {
+        let mut b = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        b.keys().append_value("k");
+        b.values().append_value("v");
+        b.append(true).expect("append");
+        assert_eq!(b.finish().data_type(), &string_map_type());
+    }
+
+    #[test]
+    fn every_table_has_its_time_and_sort_columns() {
+        for t in Table::ALL {
+            let s = t.schema();
+            assert!(s.field_with_name(t.time_column()).is_ok(), "{}", t.name());
+            for c in t.sort_columns().iter().chain(t.bloom_columns()) {
+                assert!(s.field_with_name(c).is_ok(), "{} {c}", t.name());
+            }
+            assert_eq!(Table::from_name(t.name()), Some(t));
+        }
+    }
+}

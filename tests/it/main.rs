@@ -1,0 +1,4 @@
+mod http_json;
+mod restart;
+mod sdk_roundtrip;
+mod server;

@@ -1,0 +1,111 @@
+//! # sightline-ui
+//!
+//! Sightline's HTTP API on the UI/API listener: SQL (`POST /api/v1/sql`, answered as JSON, CSV
+//! or Arrow IPC), an explicit flush, Prometheus self-metrics and health probes. The web app
+//! joins it here.
+//!
+//! ```no_run
+//! # async fn demo(state: sightline_ui::ApiState) {
+//! let app: axum::Router = sightline_ui::router(state);
+//! # }
+//! ```
+
+pub mod format;
+pub mod sql;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use prometheus_client::registry::Registry;
+use sightline_store::Store;
+use sightline_store::query::QueryEngine;
+
+/// Whether the server should receive traffic (set once every listener is up, cleared when
+/// shutting down).
+#[derive(Debug, Default)]
+pub struct Readiness(AtomicBool);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What the API handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub store: Arc<Store>,
+    pub engine: Arc<QueryEngine>,
+    pub registry: Arc<Registry>,
+    pub readiness: Arc<Readiness>,
+}
+
+/// The API routes.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/api/v1/sql", post(sql::handle))
+        .route("/api/v1/flush", post(flush))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn index() -> Response {
+    axum::Json(serde_json::json!({
+        "name": "sightline",
+        "version": env!("CARGO_PKG_VERSION"),
+        "endpoints": {
+            "sql": "POST /api/v1/sql {\"sql\": \"SELECT ...\"}",
+            "flush": "POST /api/v1/flush",
+            "metrics": "GET /metrics",
+            "health": "GET /healthz, GET /readyz",
+        },
+        "docs": "docs/sql.md in the repository lists every table and column",
+    }))
+    .into_response()
+}
+
+async fn readyz(State(state): State<ApiState>) -> Response {
+    if state.readiness.get() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn flush(State(state): State<ApiState>) -> Response {
+    match state.store.flush_all().await {
+        Ok(report) => axum::Json(serde_json::json!({ "files_written": report })).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
