@@ -286,7 +286,9 @@ mod tests {
             .expect_err("typo rejected")
             .to_string();
         assert!(err.contains("flush_intervall"), "{err}");
-        let err = Config::from_toml("colour = 1").expect_err("unknown").to_string();
+        let err = Config::from_toml("colour = 1")
+            .expect_err("unknown")
+            .to_string();
         assert!(err.contains("colour"), "{err}");
     }
 
@@ -298,7 +300,12 @@ mod tests {
         assert!(err.contains("soon"), "{err}");
         let mut c = Config::default();
         c.query.threads = 0;
-        assert!(c.validate().expect_err("zero").to_string().contains("query.threads"));
+        assert!(
+            c.validate()
+                .expect_err("zero")
+                .to_string()
+                .contains("query.threads")
+        );
     }
 
     #[test]

@@ -2134,10 +2134,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         bail!("TLS is not supported for the gRPC target; use host:port");
     }
 
-    if let Some(pid) = args.server_pid {
-        if read_rss(pid).is_none() {
-            bail!("--server-pid {pid}: cannot read VmRSS from /proc/{pid}/status");
-        }
+    if let Some(pid) = args.server_pid
+        && read_rss(pid).is_none()
+    {
+        bail!("--server-pid {pid}: cannot read VmRSS from /proc/{pid}/status");
     }
 
     // Pre-generate the request pool outside the timed run.
@@ -2310,9 +2310,7 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert_eq!(parse_duration(" 3s "), Ok(Duration::from_secs(3)));
-        for bad in [
-            "", "s", "ms", "abc", "10x", "-1s", "1.5s", "0s", "0ms",
-        ] {
+        for bad in ["", "s", "ms", "abc", "10x", "-1s", "1.5s", "0s", "0ms"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
     }

@@ -10,7 +10,11 @@ mod serve;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "sightline", version, about = "OpenTelemetry in, Parquet at rest, SQL out")]
+#[command(
+    name = "sightline",
+    version,
+    about = "OpenTelemetry in, Parquet at rest, SQL out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

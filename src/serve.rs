@@ -193,7 +193,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .context("HTTP API server failed")
         })
     };
-    let flusher = tokio::spawn(store.clone().run_flusher(stop_flusher.clone().cancelled_owned()));
+    let flusher = tokio::spawn(
+        store
+            .clone()
+            .run_flusher(stop_flusher.clone().cancelled_owned()),
+    );
 
     readiness.set(true);
     tracing::info!(
@@ -233,7 +237,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .await
     .is_err()
     {
-        tracing::warn!("in-flight requests did not finish within {DRAIN_DEADLINE:?}; aborting them");
+        tracing::warn!(
+            "in-flight requests did not finish within {DRAIN_DEADLINE:?}; aborting them"
+        );
         intake.abort_all();
     }
     stop_flusher.cancel();

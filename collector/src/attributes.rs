@@ -152,7 +152,10 @@ impl AttrColumns {
     }
 
     pub fn finish(mut self) -> (ArrayRef, ArrayRef) {
-        (Arc::new(self.values.finish()), Arc::new(self.types.finish()))
+        (
+            Arc::new(self.values.finish()),
+            Arc::new(self.types.finish()),
+        )
     }
 }
 
@@ -177,7 +180,10 @@ mod tests {
         assert_eq!(value_text(&Value::DoubleValue(0.1)), "0.1");
         assert_eq!(value_text(&Value::DoubleValue(3.0)), "3");
         assert_eq!(value_text(&Value::DoubleValue(f64::NAN)), "NaN");
-        assert_eq!(value_text(&Value::DoubleValue(f64::NEG_INFINITY)), "-Infinity");
+        assert_eq!(
+            value_text(&Value::DoubleValue(f64::NEG_INFINITY)),
+            "-Infinity"
+        );
         assert_eq!(value_text(&Value::BytesValue(vec![1, 2, 3])), "AQID");
         let arr = Value::ArrayValue(ArrayValue {
             values: vec![
@@ -198,8 +204,18 @@ mod tests {
 
     #[test]
     fn doubles_round_trip_through_text() {
-        for d in [0.1, 1e300, -2.5e-310, 123456.789, f64::MAX, f64::MIN_POSITIVE] {
-            assert_eq!(value_text(&Value::DoubleValue(d)).parse::<f64>().ok(), Some(d));
+        for d in [
+            0.1,
+            1e300,
+            -2.5e-310,
+            123456.789,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+        ] {
+            assert_eq!(
+                value_text(&Value::DoubleValue(d)).parse::<f64>().ok(),
+                Some(d)
+            );
         }
     }
 
@@ -217,12 +233,24 @@ mod tests {
         let types = types.as_any().downcast_ref::<MapArray>().expect("map");
         assert_eq!(values.len(), 2);
         let row = values.value(0);
-        let keys = row.column(0).as_any().downcast_ref::<StringArray>().expect("k");
-        let vals = row.column(1).as_any().downcast_ref::<StringArray>().expect("v");
+        let keys = row
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("k");
+        let vals = row
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("v");
         assert_eq!(keys.iter().flatten().collect::<Vec<_>>(), vec!["i", "s"]);
         assert_eq!(vals.iter().flatten().collect::<Vec<_>>(), vec!["7", "y"]);
         let trow = types.value(0);
-        let tkeys = trow.column(0).as_any().downcast_ref::<StringArray>().expect("k");
+        let tkeys = trow
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("k");
         assert_eq!(tkeys.iter().flatten().collect::<Vec<_>>(), vec!["i"]);
         assert_eq!(values.value(1).len(), 0);
     }

@@ -19,7 +19,12 @@ impl Format {
                 "missing Content-Type; use application/x-protobuf or application/json".into(),
             ));
         };
-        let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match essence.as_str() {
             "application/x-protobuf" | "application/protobuf" => Ok(Format::Protobuf),
             "application/json" => Ok(Format::Json),
@@ -89,8 +94,9 @@ where
     T: prost::Message + Default + serde::de::DeserializeOwned,
 {
     match format {
-        Format::Protobuf => T::decode(bytes)
-            .map_err(|e| IngestError::Malformed(format!("invalid protobuf: {e}"))),
+        Format::Protobuf => {
+            T::decode(bytes).map_err(|e| IngestError::Malformed(format!("invalid protobuf: {e}")))
+        }
         Format::Json => serde_json::from_slice(bytes)
             .map_err(|e| IngestError::Malformed(format!("invalid OTLP/JSON: {e}"))),
     }

@@ -42,7 +42,7 @@ async fn not_found() -> Response {
     )
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -76,7 +76,8 @@ async fn receive<R: ExportRequest>(
     let encoding = Encoding::from_header(header_str(headers, header::CONTENT_ENCODING))?;
     let limit = state.limits.max_body_bytes;
     let too_large = || IngestError::TooLarge { limit, stage: "" };
-    if let Some(len) = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
+    if let Some(len) =
+        header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
         && len > limit as u64
     {
         return Err(too_large());
@@ -109,7 +110,10 @@ async fn receive<R: ExportRequest>(
     };
     Ok((
         StatusCode::OK,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        )],
         body,
     )
         .into_response())
@@ -127,7 +131,10 @@ pub fn error_response(format: Format, e: &IngestError) -> Response {
     };
     let mut response = (
         e.http_status(),
-        [(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        )],
         Body::from(body),
     )
         .into_response();

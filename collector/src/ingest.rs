@@ -232,7 +232,11 @@ impl Ingest {
                     .get_or_create(&RequestLabels {
                         signal: labels.signal,
                         transport: labels.transport,
-                        outcome: if outcome.rejected > 0 { "partial" } else { "ok" },
+                        outcome: if outcome.rejected > 0 {
+                            "partial"
+                        } else {
+                            "ok"
+                        },
                     })
                     .inc();
             }

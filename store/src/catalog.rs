@@ -127,16 +127,15 @@ impl TableCatalog {
         let table = self.table;
         let dir = self.dir.clone();
         let to_write = batches.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            crate::writer::write_files(table, &dir, &to_write)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(StoreError::io(
-                &self.dir,
-                std::io::Error::other(format!("flush task failed: {e}")),
-            ))
-        });
+        let written =
+            tokio::task::spawn_blocking(move || crate::writer::write_files(table, &dir, &to_write))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(StoreError::io(
+                        &self.dir,
+                        std::io::Error::other(format!("flush task failed: {e}")),
+                    ))
+                });
         let mut s = self.write();
         let flushing = std::mem::take(&mut s.flushing);
         match written {

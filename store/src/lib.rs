@@ -246,7 +246,8 @@ impl Store {
     /// Runs the background flusher until `stop` resolves: flushes buffers that are too big or
     /// too old. Returns when stopped (the caller flushes what is left with [`Store::close`]).
     pub async fn run_flusher(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
-        let tick = (self.config.flush_interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let tick = (self.config.flush_interval / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
         tokio::pin!(stop);
         loop {
             tokio::select! {

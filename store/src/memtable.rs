@@ -39,7 +39,7 @@ impl Memtable {
             self.rows += b.num_rows();
         }
         if !batches.is_empty() {
-            self.oldest = Some(self.oldest.map_or_else(Instant::now, |o| o));
+            self.oldest.get_or_insert_with(Instant::now);
         }
         batches.append(&mut self.batches);
         self.batches = batches;

@@ -55,7 +55,11 @@ impl StoreMetrics {
             "Memory used by buffered rows",
             m.buffered_bytes.clone(),
         );
-        r.register("files", "Parquet data files in the catalog", m.files.clone());
+        r.register(
+            "files",
+            "Parquet data files in the catalog",
+            m.files.clone(),
+        );
         r.register(
             "flushes",
             "Flushes of buffered rows to Parquet, by outcome",

@@ -72,12 +72,10 @@ impl TimeBounds {
                 }
                 let (op, value) = match (left.as_ref(), right.as_ref()) {
                     (Expr::Column(c), Expr::Literal(v, _)) if c.name == column => (*op, v),
-                    (Expr::Literal(v, _), Expr::Column(c)) if c.name == column => {
-                        match op.swap() {
-                            Some(op) => (op, v),
-                            None => return,
-                        }
-                    }
+                    (Expr::Literal(v, _), Expr::Column(c)) if c.name == column => match op.swap() {
+                        Some(op) => (op, v),
+                        None => return,
+                    },
                     _ => return,
                 };
                 let Some(ns) = timestamp_ns(value) else {
@@ -225,7 +223,10 @@ mod tests {
     use datafusion::prelude::{col, lit};
 
     fn ts(v: i64) -> Expr {
-        lit(ScalarValue::TimestampNanosecond(Some(v), Some("UTC".into())))
+        lit(ScalarValue::TimestampNanosecond(
+            Some(v),
+            Some("UTC".into()),
+        ))
     }
 
     #[test]

@@ -133,10 +133,7 @@ impl QueryEngine {
             limits,
             runtime: Some(runtime),
         };
-        if catalogs
-            .iter()
-            .any(|c| c.table() == Table::TraceFragments)
-        {
+        if catalogs.iter().any(|c| c.table() == Table::TraceFragments) {
             let plan = engine
                 .ctx
                 .state()

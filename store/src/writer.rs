@@ -243,11 +243,10 @@ mod tests {
                 .contains("date=1970-01-01/hour=01")
         );
         let f = File::open(&files[0].path).expect("open");
-        let reader =
-            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-                .expect("reader")
-                .build()
-                .expect("build");
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+            .expect("reader")
+            .build()
+            .expect("build");
         let got: Vec<RecordBatch> = reader.collect::<Result<_, _>>().expect("read");
         let ids = got[0]
             .column(0)

@@ -26,9 +26,7 @@ impl OutputFormat {
                 "json" => Ok(Self::Json),
                 "csv" => Ok(Self::Csv),
                 "arrow" => Ok(Self::Arrow),
-                other => Err(format!(
-                    "unknown format {other:?}; use json, csv or arrow"
-                )),
+                other => Err(format!("unknown format {other:?}; use json, csv or arrow")),
             };
         }
         let accept = accept.unwrap_or("").to_ascii_lowercase();
@@ -88,7 +86,10 @@ pub fn json_rows(batch: &RecordBatch) -> Result<Vec<Vec<serde_json::Value>>, Arr
         .into_iter()
         .map(|mut o| {
             (0..n)
-                .map(|i| o.remove(&format!("c{i}")).unwrap_or(serde_json::Value::Null))
+                .map(|i| {
+                    o.remove(&format!("c{i}"))
+                        .unwrap_or(serde_json::Value::Null)
+                })
                 .collect()
         })
         .collect())
@@ -139,7 +140,11 @@ fn flatten_for_csv(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     for (f, col) in schema.fields().iter().zip(batch.columns()) {
         if is_nested(f.data_type()) {
             let single = RecordBatch::try_new(
-                Arc::new(Schema::new(vec![Field::new("c", f.data_type().clone(), true)])),
+                Arc::new(Schema::new(vec![Field::new(
+                    "c",
+                    f.data_type().clone(),
+                    true,
+                )])),
                 vec![col.clone()],
             )?;
             let texts: Vec<Option<String>> = json_rows(&single)?
@@ -166,7 +171,12 @@ fn csv(out: &QueryOutput) -> Result<Vec<u8>, ArrowError> {
             .with_header(true)
             .build(&mut buf);
         if out.batches.is_empty() {
-            let names: Vec<&str> = out.schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let names: Vec<&str> = out
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
             drop(writer);
             buf.extend_from_slice(names.join(",").as_bytes());
             buf.push(b'\n');
@@ -227,7 +237,10 @@ mod tests {
     fn json_keeps_duplicate_names_nulls_and_maps() {
         let (_, body) = render(&output(), OutputFormat::Json, Duration::ZERO).expect("json");
         let v: serde_json::Value = serde_json::from_slice(&body).expect("parse");
-        assert_eq!(v["rows"], serde_json::json!([[1, null, {"http.route": "/cart"}]]));
+        assert_eq!(
+            v["rows"],
+            serde_json::json!([[1, null, {"http.route": "/cart"}]])
+        );
         assert_eq!(v["columns"][1]["name"], "n");
         assert_eq!(v["row_count"], 1);
     }
@@ -236,22 +249,27 @@ mod tests {
     fn csv_renders_nested_columns_as_json_text() {
         let (_, body) = render(&output(), OutputFormat::Csv, Duration::ZERO).expect("csv");
         let text = String::from_utf8(body).expect("utf8");
-        assert_eq!(text, "n,n,attributes\n1,,\"{\"\"http.route\"\":\"\"/cart\"\"}\"\n");
+        assert_eq!(
+            text,
+            "n,n,attributes\n1,,\"{\"\"http.route\"\":\"\"/cart\"\"}\"\n"
+        );
     }
 
     #[test]
     fn arrow_ipc_round_trips() {
         let (_, body) = render(&output(), OutputFormat::Arrow, Duration::ZERO).expect("ipc");
-        let reader =
-            arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
-                .expect("reader");
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+            .expect("reader");
         let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().expect("read");
         assert_eq!(batches[0].num_rows(), 1);
     }
 
     #[test]
     fn format_choice() {
-        assert_eq!(OutputFormat::choose(Some("CSV"), None), Ok(OutputFormat::Csv));
+        assert_eq!(
+            OutputFormat::choose(Some("CSV"), None),
+            Ok(OutputFormat::Csv)
+        );
         assert_eq!(
             OutputFormat::choose(None, Some(ARROW_STREAM)),
             Ok(OutputFormat::Arrow)

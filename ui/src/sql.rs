@@ -49,9 +49,7 @@ pub async fn handle(State(state): State<ApiState>, headers: HeaderMap, body: Str
             );
         }
     };
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok());
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let output = match OutputFormat::choose(request.format.as_deref(), accept) {
         Ok(f) => f,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),

@@ -63,7 +63,8 @@ impl Columns {
         self.time.push(time);
         self.observed.push(observed);
         self.severity_number.append_value(r.severity_number);
-        self.severity_text.append_option(non_empty(&r.severity_text));
+        self.severity_text
+            .append_option(non_empty(&r.severity_text));
         let (body, body_type) = any_value_parts(r.body.as_ref());
         self.body.append_option(body);
         self.body_type.append_option(body_type);

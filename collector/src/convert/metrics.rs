@@ -234,7 +234,12 @@ fn point_times(time: u64, start: u64) -> Result<(i64, Option<i64>), String> {
     Ok((t, (s != 0).then_some(s)))
 }
 
-fn info<'a>(m: &'a Metric, kind: &'static str, temporality: Option<i32>, mono: Option<bool>) -> MetricInfo<'a> {
+fn info<'a>(
+    m: &'a Metric,
+    kind: &'static str,
+    temporality: Option<i32>,
+    mono: Option<bool>,
+) -> MetricInfo<'a> {
     MetricInfo {
         name: &m.name,
         kind,
@@ -277,7 +282,12 @@ fn convert_metric(ctx: &ResourceScope<'_>, m: &Metric, cols: &mut Columns, out: 
         }),
         Data::Sum(s) => each_point!(
             &s.data_points,
-            info(m, "sum", Some(s.aggregation_temporality), Some(s.is_monotonic)),
+            info(
+                m,
+                "sum",
+                Some(s.aggregation_temporality),
+                Some(s.is_monotonic)
+            ),
             |p| PointValues {
                 value: number(&p.value),
                 ..Default::default()
@@ -298,7 +308,12 @@ fn convert_metric(ctx: &ResourceScope<'_>, m: &Metric, cols: &mut Columns, out: 
         ),
         Data::ExponentialHistogram(h) => each_point!(
             &h.data_points,
-            info(m, "exponential_histogram", Some(h.aggregation_temporality), None),
+            info(
+                m,
+                "exponential_histogram",
+                Some(h.aggregation_temporality),
+                None
+            ),
             |p| PointValues {
                 count: Some(p.count),
                 sum: p.sum,

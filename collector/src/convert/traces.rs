@@ -3,9 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, Int64Builder, StringBuilder, UInt32Builder,
-};
+use arrow::array::{ArrayRef, Int64Builder, StringBuilder, UInt32Builder};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -14,8 +12,8 @@ use sightline_store::Table;
 use sightline_store::schema::{event_fields, link_fields};
 
 use super::{
-    Converted, ResourceScope, ResourceScopeColumns, check_id, non_empty, service_name,
-    struct_list, time_ns, ts_builder,
+    Converted, ResourceScope, ResourceScopeColumns, check_id, non_empty, service_name, struct_list,
+    time_ns, ts_builder,
 };
 use crate::attributes::{self, AttrColumns};
 
@@ -158,7 +156,8 @@ impl Columns {
             self.ln_dropped.append_value(l.dropped_attributes_count);
             self.ln_flags.append_value(l.flags);
         }
-        self.ln_offsets.push(arrow::array::ArrayBuilder::len(&self.ln_flags) as i32);
+        self.ln_offsets
+            .push(arrow::array::ArrayBuilder::len(&self.ln_flags) as i32);
     }
 
     fn finish(mut self) -> Result<RecordBatch, ArrowError> {
@@ -229,7 +228,10 @@ impl Columns {
     }
 }
 
-fn fragments_batch(order: &[String], frags: &HashMap<String, Fragment>) -> Result<RecordBatch, ArrowError> {
+fn fragments_batch(
+    order: &[String],
+    frags: &HashMap<String, Fragment>,
+) -> Result<RecordBatch, ArrowError> {
     let mut trace_id = StringBuilder::new();
     let mut start = ts_builder();
     let mut end = ts_builder();
@@ -307,7 +309,11 @@ pub fn convert(req: &ExportTraceServiceRequest) -> Result<Converted, ArrowError>
                 f.start = f.start.min(start);
                 f.end = f.end.max(end);
                 f.spans += 1;
-                if span.status.as_ref().is_some_and(|s| s.code == StatusCode::Error as i32) {
+                if span
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.code == StatusCode::Error as i32)
+                {
                     f.errors += 1;
                 }
                 if span.parent_span_id.is_empty() {
@@ -319,7 +325,8 @@ pub fn convert(req: &ExportTraceServiceRequest) -> Result<Converted, ArrowError>
     }
     if out.accepted > 0 {
         out.batches.push((Table::Spans, cols.finish()?));
-        out.batches.push((Table::TraceFragments, fragments_batch(&order, &frags)?));
+        out.batches
+            .push((Table::TraceFragments, fragments_batch(&order, &frags)?));
     }
     Ok(out)
 }
