@@ -135,6 +135,23 @@ pub struct StorageConfig {
     /// A table's buffer is written to Parquet once it holds this much memory.
     #[serde(deserialize_with = "de_size")]
     pub flush_max_bytes: usize,
+    /// `fsync` (default): a write is acknowledged after the write-ahead log is fsync'd.
+    /// `batched`: acknowledged once written to the OS, fsync'd every `sync_interval`.
+    pub durability: DurabilityMode,
+    /// With `durability = "batched"`: the longest time between two fsyncs.
+    #[serde(deserialize_with = "de_duration")]
+    pub sync_interval: Duration,
+    /// Size at which a write-ahead log segment is closed and a new one begun.
+    #[serde(deserialize_with = "de_size")]
+    pub wal_segment_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    #[default]
+    Fsync,
+    Batched,
 }
 
 impl Default for StorageConfig {
@@ -142,6 +159,20 @@ impl Default for StorageConfig {
         Self {
             flush_interval: Duration::from_secs(60),
             flush_max_bytes: 64 << 20,
+            durability: DurabilityMode::Fsync,
+            sync_interval: Duration::from_millis(100),
+            wal_segment_bytes: 64 << 20,
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn durability(&self) -> sightline_store::Durability {
+        match self.durability {
+            DurabilityMode::Fsync => sightline_store::Durability::Fsync,
+            DurabilityMode::Batched => sightline_store::Durability::Batched {
+                interval: self.sync_interval,
+            },
         }
     }
 }
@@ -155,6 +186,50 @@ pub struct LimitsConfig {
     /// Largest request after decompression, and largest gRPC message.
     #[serde(deserialize_with = "de_size")]
     pub max_decoded_bytes: usize,
+    /// Memory ceiling for acknowledged rows not yet in Parquet plus requests in flight.
+    #[serde(deserialize_with = "de_size")]
+    pub max_memory_bytes: usize,
+    /// Disk ceiling for the write-ahead log.
+    #[serde(deserialize_with = "de_size")]
+    pub max_wal_bytes: usize,
+    /// Attributes kept per attribute list; the rest are dropped and counted.
+    pub max_attributes: usize,
+    #[serde(deserialize_with = "de_size")]
+    pub max_attribute_key_bytes: usize,
+    /// Longer string values are truncated; longer bytes, arrays and maps are dropped.
+    #[serde(deserialize_with = "de_size")]
+    pub max_attribute_value_bytes: usize,
+    /// Arrays and maps nested deeper are dropped.
+    pub max_attribute_depth: usize,
+    pub max_events_per_span: usize,
+    pub max_links_per_span: usize,
+    /// Items older than this when they arrive are rejected (partial success).
+    #[serde(deserialize_with = "de_duration")]
+    pub max_past: Duration,
+    /// Items more than this ahead of the server's clock are rejected.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_future: Duration,
+}
+
+impl LimitsConfig {
+    pub fn to_limits(&self) -> sightline_collector::Limits {
+        sightline_collector::Limits {
+            max_body_bytes: self.max_body_bytes,
+            max_decoded_bytes: self.max_decoded_bytes,
+            max_memory_bytes: self.max_memory_bytes,
+            max_wal_bytes: self.max_wal_bytes as u64,
+            items: sightline_collector::limits::ItemLimits {
+                max_attributes: self.max_attributes,
+                max_key_bytes: self.max_attribute_key_bytes,
+                max_value_bytes: self.max_attribute_value_bytes,
+                max_depth: self.max_attribute_depth,
+                max_events: self.max_events_per_span,
+                max_links: self.max_links_per_span,
+                max_past: self.max_past,
+                max_future: self.max_future,
+            },
+        }
+    }
 }
 
 impl Default for LimitsConfig {
@@ -163,6 +238,16 @@ impl Default for LimitsConfig {
         Self {
             max_body_bytes: l.max_body_bytes,
             max_decoded_bytes: l.max_decoded_bytes,
+            max_memory_bytes: l.max_memory_bytes,
+            max_wal_bytes: l.max_wal_bytes as usize,
+            max_attributes: l.items.max_attributes,
+            max_attribute_key_bytes: l.items.max_key_bytes,
+            max_attribute_value_bytes: l.items.max_value_bytes,
+            max_attribute_depth: l.items.max_depth,
+            max_events_per_span: l.items.max_events,
+            max_links_per_span: l.items.max_links,
+            max_past: l.items.max_past,
+            max_future: l.items.max_future,
         }
     }
 }
@@ -239,11 +324,37 @@ impl Config {
         if self.storage.flush_max_bytes < 1024 {
             bail!("storage.flush_max_bytes must be at least 1KiB");
         }
+        if self.storage.sync_interval < Duration::from_millis(1)
+            || self.storage.sync_interval > Duration::from_secs(10)
+        {
+            bail!("storage.sync_interval must be between 1ms and 10s");
+        }
+        if self.storage.wal_segment_bytes < (1 << 20) {
+            bail!("storage.wal_segment_bytes must be at least 1MiB");
+        }
         if self.limits.max_body_bytes == 0 || self.limits.max_decoded_bytes == 0 {
             bail!("limits.max_body_bytes and limits.max_decoded_bytes must be positive");
         }
         if self.limits.max_decoded_bytes < self.limits.max_body_bytes {
             bail!("limits.max_decoded_bytes must be at least limits.max_body_bytes");
+        }
+        if self.limits.max_memory_bytes < 2 * self.storage.flush_max_bytes {
+            bail!(
+                "limits.max_memory_bytes must be at least twice storage.flush_max_bytes, or \
+                 buffers would be refused before they are flushed"
+            );
+        }
+        if self.limits.max_memory_bytes < self.limits.max_decoded_bytes {
+            bail!("limits.max_memory_bytes must be at least limits.max_decoded_bytes");
+        }
+        if self.limits.max_attributes == 0 || self.limits.max_attribute_value_bytes == 0 {
+            bail!("limits.max_attributes and limits.max_attribute_value_bytes must be positive");
+        }
+        if self.limits.max_past.is_zero() {
+            bail!("limits.max_past must be positive");
+        }
+        if (self.limits.max_wal_bytes as u64) < 2 * self.storage.wal_segment_bytes as u64 {
+            bail!("limits.max_wal_bytes must be at least twice storage.wal_segment_bytes");
         }
         if self.query.timeout.is_zero() {
             bail!("query.timeout must be positive");

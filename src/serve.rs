@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
+use sightline_collector::Ingest;
 use sightline_collector::grpc::GrpcReceiver;
 use sightline_collector::metrics::CollectorMetrics;
-use sightline_collector::{Ingest, Limits};
 use sightline_store::query::QueryLimits;
 use sightline_store::{Store, StoreConfig};
 use sightline_ui::{ApiState, Readiness};
@@ -122,6 +122,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tenant: "default".into(),
             flush_interval: config.storage.flush_interval,
             flush_max_bytes: config.storage.flush_max_bytes,
+            durability: config.storage.durability(),
+            wal_segment_bytes: config.storage.wal_segment_bytes as u64,
         },
         &mut registry,
     )
@@ -135,11 +137,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await
         .context("cannot start the query engine")?;
-    let ingest = Ingest::new(store.clone(), CollectorMetrics::new(&mut registry));
-    let limits = Limits {
-        max_body_bytes: config.limits.max_body_bytes,
-        max_decoded_bytes: config.limits.max_decoded_bytes,
-    };
+    let limits = config.limits.to_limits();
+    let ingest = Ingest::new(store.clone(), CollectorMetrics::new(&mut registry), limits);
 
     let grpc_listener = bind("OTLP/gRPC", config.listen.otlp_grpc).await?;
     let otlp_http_listener = bind("OTLP/HTTP", config.listen.otlp_http).await?;
@@ -162,7 +161,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut intake = JoinSet::new();
     {
         let token = stop_intake.clone();
-        let routes = GrpcReceiver::new(ingest.clone()).into_router(limits);
+        let routes = GrpcReceiver::new(ingest.clone()).into_router();
         intake.spawn(async move {
             tonic::transport::Server::builder()
                 .add_routes(routes)
@@ -176,7 +175,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     {
         let token = stop_intake.clone();
-        let app = sightline_collector::http::router(ingest.clone(), limits);
+        let app = sightline_collector::http::router(ingest.clone());
         intake.spawn(async move {
             axum::serve(otlp_http_listener, app)
                 .with_graceful_shutdown(token.cancelled_owned())

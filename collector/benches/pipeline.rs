@@ -11,12 +11,20 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span::Event};
 use prost::Message;
-use sightline_collector::convert;
+use sightline_collector::convert::{self, ConvertContext};
 use sightline_collector::decode::{Format, decode};
+use sightline_collector::limits::ItemLimits;
 use sightline_store::Table;
 
 const SPANS: usize = 1000;
-const BASE_NS: u64 = 1_764_318_000_000_000_000;
+
+fn base_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default()
+        - 60_000_000_000
+}
 
 fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue {
@@ -55,7 +63,7 @@ fn trace_request() -> ExportTraceServiceRequest {
     let spans = (0..SPANS)
         .map(|i| {
             let trace = (i / 10) as u128 + 1;
-            let start = BASE_NS + i as u64 * 1_000_000;
+            let start = base_ns() + i as u64 * 1_000_000;
             Span {
                 trace_id: trace.to_be_bytes().to_vec(),
                 span_id: (i as u64 + 1).to_be_bytes().to_vec(),
@@ -111,8 +119,8 @@ fn trace_request() -> ExportTraceServiceRequest {
 fn logs_request() -> ExportLogsServiceRequest {
     let records = (0..SPANS)
         .map(|i| LogRecord {
-            time_unix_nano: BASE_NS + i as u64 * 1_000_000,
-            observed_time_unix_nano: BASE_NS + i as u64 * 1_000_000 + 10,
+            time_unix_nano: base_ns() + i as u64 * 1_000_000,
+            observed_time_unix_nano: base_ns() + i as u64 * 1_000_000 + 10,
             severity_number: 9,
             severity_text: "INFO".into(),
             body: Some(AnyValue {
@@ -148,6 +156,7 @@ fn bench(c: &mut Criterion) {
     let proto = traces.encode_to_vec();
     let json = serde_json::to_vec(&traces).expect("json");
     let logs = logs_request();
+    let ctx = ConvertContext::new(base_ns() as i64, ItemLimits::default());
 
     let mut g = c.benchmark_group("otlp");
     g.throughput(Throughput::Elements(SPANS as u64));
@@ -158,15 +167,15 @@ fn bench(c: &mut Criterion) {
         b.iter(|| decode::<ExportTraceServiceRequest>(&json, Format::Json).expect("decode"))
     });
     g.bench_function("to_arrow_1000_spans", |b| {
-        b.iter(|| convert::traces::convert(&traces).expect("convert"))
+        b.iter(|| convert::traces::convert(&traces, &ctx).expect("convert"))
     });
     g.bench_function("to_arrow_1000_logs", |b| {
-        b.iter(|| convert::logs::convert(&logs, BASE_NS as i64).expect("convert"))
+        b.iter(|| convert::logs::convert(&logs, &ctx).expect("convert"))
     });
     g.finish();
 
     // Parquet encode of 100k spans (100 requests' worth), as one flush writes them.
-    let converted = convert::traces::convert(&traces).expect("convert");
+    let converted = convert::traces::convert(&traces, &ctx).expect("convert");
     let spans = converted
         .batches
         .iter()
@@ -180,7 +189,8 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(100 * SPANS as u64));
     g.bench_function("write_100k_spans", |b| {
         b.iter(|| {
-            sightline_store::writer::write_files(Table::Spans, dir.path(), &batches).expect("write")
+            sightline_store::writer::write_files(Table::Spans, dir.path(), &batches, 1)
+                .expect("write")
         })
     });
     g.finish();

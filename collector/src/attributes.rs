@@ -9,6 +9,8 @@ use base64::Engine;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use std::sync::Arc;
 
+use crate::limits::ItemLimits;
+
 /// Renders a double so that parsing the text gives the same double back.
 pub fn double_text(d: f64) -> String {
     if d.is_nan() {
@@ -105,15 +107,64 @@ pub fn find_int(attrs: &[KeyValue], key: &str) -> Option<i64> {
     })
 }
 
-/// The text and the type name of an optional `AnyValue` (`None` text for an empty value).
-pub fn any_value_parts(v: Option<&AnyValue>) -> (Option<String>, Option<&'static str>) {
+/// The text and the type name of an optional `AnyValue` (`None` text for an empty value),
+/// within the limits: a too long string is truncated, a too long or too deep other value
+/// becomes `None` with its type kept.
+pub fn any_value_parts(
+    v: Option<&AnyValue>,
+    limits: &ItemLimits,
+) -> (Option<String>, Option<&'static str>) {
     match v.and_then(|v| v.value.as_ref()) {
-        Some(v) => (Some(value_text(v)), type_name(v)),
+        Some(v) => (limited_text(v, limits), type_name(v)),
         None => (None, None),
     }
 }
 
 type StrMap = MapBuilder<StringBuilder, StringBuilder>;
+
+/// How deep arrays and maps nest inside a value (a scalar is 0).
+pub fn depth(v: &Value) -> usize {
+    match v {
+        Value::ArrayValue(a) => {
+            1 + a
+                .values
+                .iter()
+                .filter_map(|x| x.value.as_ref())
+                .map(depth)
+                .max()
+                .unwrap_or(0)
+        }
+        Value::KvlistValue(kv) => {
+            1 + kv
+                .values
+                .iter()
+                .filter_map(|x| x.value.as_ref().and_then(|v| v.value.as_ref()))
+                .map(depth)
+                .max()
+                .unwrap_or(0)
+        }
+        _ => 0,
+    }
+}
+
+/// The text of a value within the item limits, or `None` when the attribute must be dropped.
+fn limited_text(v: &Value, limits: &ItemLimits) -> Option<String> {
+    if depth(v) > limits.max_depth {
+        return None;
+    }
+    let mut text = value_text(v);
+    if text.len() > limits.max_value_bytes {
+        if !matches!(v, Value::StringValue(_)) {
+            return None;
+        }
+        let mut cut = limits.max_value_bytes;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    Some(text)
+}
 
 /// Builds the `attributes` / `attribute_types` column pair, one map per row.
 #[derive(Debug)]
@@ -132,13 +183,35 @@ impl Default for AttrColumns {
 }
 
 impl AttrColumns {
-    /// Appends one row's attributes. Of duplicate keys the last one wins (as in the SDKs).
-    pub fn append(&mut self, attrs: &[KeyValue]) {
+    /// Appends one row's attributes within `limits`; returns how many were dropped. Of
+    /// duplicate keys the last one wins (as in the SDKs).
+    pub fn append(&mut self, attrs: &[KeyValue], limits: &ItemLimits) -> u32 {
+        let mut kept = 0usize;
+        let mut dropped = 0u32;
         for (i, kv) in attrs.iter().enumerate() {
-            if attrs[i + 1..].iter().any(|later| later.key == kv.key) {
+            // Quadratic in the list length, which the count limit keeps small in practice;
+            // past twice the limit, duplicates are no longer looked for.
+            if i < 2 * limits.max_attributes
+                && attrs[i + 1..].iter().any(|later| later.key == kv.key)
+            {
                 continue;
             }
-            let (text, ty) = any_value_parts(kv.value.as_ref());
+            if kept >= limits.max_attributes || kv.key.len() > limits.max_key_bytes {
+                dropped += 1;
+                continue;
+            }
+            let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
+            let (text, ty) = match value {
+                Some(v) => match limited_text(v, limits) {
+                    Some(text) => (Some(text), type_name(v)),
+                    None => {
+                        dropped += 1;
+                        continue;
+                    }
+                },
+                None => (None, None),
+            };
+            kept += 1;
             self.values.keys().append_value(&kv.key);
             self.values.values().append_option(text);
             if let Some(ty) = ty {
@@ -149,6 +222,7 @@ impl AttrColumns {
         // Appending a present (non-null) map never fails: keys and values have equal lengths.
         let _ = self.values.append(true);
         let _ = self.types.append(true);
+        dropped
     }
 
     pub fn finish(mut self) -> (ArrayRef, ArrayRef) {
@@ -222,12 +296,16 @@ mod tests {
     #[test]
     fn maps_hold_text_and_types_and_last_duplicate_wins() {
         let mut b = AttrColumns::default();
-        b.append(&[
-            kv("s", Value::StringValue("x".into())),
-            kv("i", Value::IntValue(7)),
-            kv("s", Value::StringValue("y".into())),
-        ]);
-        b.append(&[]);
+        let limits = ItemLimits::default();
+        b.append(
+            &[
+                kv("s", Value::StringValue("x".into())),
+                kv("i", Value::IntValue(7)),
+                kv("s", Value::StringValue("y".into())),
+            ],
+            &limits,
+        );
+        b.append(&[], &limits);
         let (values, types) = b.finish();
         let values = values.as_any().downcast_ref::<MapArray>().expect("map");
         let types = types.as_any().downcast_ref::<MapArray>().expect("map");
@@ -253,5 +331,48 @@ mod tests {
             .expect("k");
         assert_eq!(tkeys.iter().flatten().collect::<Vec<_>>(), vec!["i"]);
         assert_eq!(values.value(1).len(), 0);
+    }
+
+    #[test]
+    fn limits_drop_and_truncate_and_count() {
+        let limits = ItemLimits {
+            max_attributes: 3,
+            max_key_bytes: 5,
+            max_value_bytes: 4,
+            max_depth: 1,
+            ..ItemLimits::default()
+        };
+        let nested = Value::ArrayValue(ArrayValue {
+            values: vec![AnyValue {
+                value: Some(Value::ArrayValue(ArrayValue { values: vec![] })),
+            }],
+        });
+        let mut b = AttrColumns::default();
+        let dropped = b.append(
+            &[
+                kv("long-key", Value::IntValue(1)),
+                kv("deep", nested),
+                kv("s", Value::StringValue("héllo".into())),
+                kv("b", Value::BytesValue(vec![0; 10])),
+                kv("i", Value::IntValue(1)),
+                kv("j", Value::IntValue(2)),
+                kv("k", Value::IntValue(3)),
+            ],
+            &limits,
+        );
+        // long-key, deep and b (too long, not a string) dropped; k is past the count limit.
+        assert_eq!(dropped, 4);
+        let (values, _) = b.finish();
+        let values = values.as_any().downcast_ref::<MapArray>().expect("map");
+        let row = values.value(0);
+        let vals = row
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("v");
+        assert_eq!(
+            vals.iter().flatten().collect::<Vec<_>>(),
+            vec!["hél", "1", "2"]
+        );
     }
 }

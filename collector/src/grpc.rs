@@ -25,7 +25,6 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::error::IngestError;
 use crate::ingest::{ExportRequest, Ingest, Transport};
-use crate::limits::Limits;
 
 /// Implements the three OTLP collector services over [`Ingest`].
 #[derive(Debug, Clone)]
@@ -55,11 +54,16 @@ impl GrpcReceiver {
         request: Request<R>,
     ) -> Result<Response<R::Response>, Status> {
         let request = request.into_inner();
-        self.ingest.count_bytes(
-            R::SIGNAL,
-            Transport::Grpc,
-            prost::Message::encoded_len(&request),
-        );
+        let size = prost::Message::encoded_len(&request);
+        self.ingest.count_bytes(R::SIGNAL, Transport::Grpc, size);
+        // tonic has decoded the message already; its memory still counts until the answer.
+        let _admitted = self
+            .ingest
+            .admit(R::SIGNAL, Transport::Grpc, size)
+            .map_err(|e| {
+                self.ingest.count_failure(R::SIGNAL, Transport::Grpc, &e);
+                status(&e)
+            })?;
         match self.ingest.export(&request, Transport::Grpc).await {
             Ok(outcome) => Ok(Response::new(outcome.response::<R>())),
             Err(e) => Err(status(&e)),
@@ -67,8 +71,8 @@ impl GrpcReceiver {
     }
 
     /// A tonic router serving the three services with compression and size limits.
-    pub fn into_router(self, limits: Limits) -> tonic::service::Routes {
-        let max = limits.max_decoded_bytes;
+    pub fn into_router(self) -> tonic::service::Routes {
+        let max = self.ingest.limits().max_decoded_bytes;
         let traces = TraceServiceServer::new(self.clone())
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)

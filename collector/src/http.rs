@@ -23,8 +23,9 @@ struct HttpState {
     limits: Limits,
 }
 
-/// The OTLP/HTTP routes.
-pub fn router(ingest: Ingest, limits: Limits) -> Router {
+/// The OTLP/HTTP routes (limits from `ingest`).
+pub fn router(ingest: Ingest) -> Router {
+    let limits = *ingest.limits();
     Router::new()
         .route("/v1/traces", post(export::<ExportTraceServiceRequest>))
         .route("/v1/metrics", post(export::<ExportMetricsServiceRequest>))
@@ -76,12 +77,17 @@ async fn receive<R: ExportRequest>(
     let encoding = Encoding::from_header(header_str(headers, header::CONTENT_ENCODING))?;
     let limit = state.limits.max_body_bytes;
     let too_large = || IngestError::TooLarge { limit, stage: "" };
-    if let Some(len) =
-        header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
-        && len > limit as u64
-    {
+    let declared = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
         return Err(too_large());
     }
+    // Admission before reading the body: an overloaded server refuses cheaply. A body of
+    // unknown length is reserved at the limit until its real size is known.
+    let mut admitted = state.ingest.admit(
+        R::SIGNAL,
+        Transport::Http,
+        declared.map_or(limit, |l| l as usize),
+    )?;
     let raw = Limited::new(body, limit)
         .collect()
         .await
@@ -97,12 +103,15 @@ async fn receive<R: ExportRequest>(
         .ingest
         .count_bytes(R::SIGNAL, Transport::Http, raw.len());
     let decoded_limit = state.limits.max_decoded_bytes;
-    let request: R = tokio::task::spawn_blocking(move || {
+    let raw_len = raw.len();
+    let (request, decoded_len): (R, usize) = tokio::task::spawn_blocking(move || {
         let bytes = decode::decompress(&raw, encoding, decoded_limit)?;
-        decode::decode::<R>(&bytes, format)
+        Ok::<_, IngestError>((decode::decode::<R>(&bytes, format)?, bytes.len()))
     })
     .await
     .map_err(|e| IngestError::Internal(format!("decoder task failed: {e}")))??;
+    // The decoded request lives until the answer: account for it (roughly: its encoded size).
+    admitted.grow(decoded_len.saturating_sub(raw_len));
     let outcome = state.ingest.export(&request, Transport::Http).await?;
     let body = match format {
         Format::Protobuf => prost::Message::encode_to_vec(&outcome.response::<R>()),

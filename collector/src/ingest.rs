@@ -13,8 +13,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use sightline_store::Store;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::convert::{self, Converted};
+use crate::limits::Limits;
+
+use crate::convert::{self, ConvertContext, Converted};
 use crate::error::IngestError;
 use crate::metrics::{CollectorMetrics, ItemLabels, RequestLabels};
 
@@ -59,7 +62,7 @@ pub trait ExportRequest:
     const REJECTED_FIELD: &'static str;
     type Response: prost::Message + Default + Send + 'static;
 
-    fn convert(&self, received_ns: i64) -> Result<Converted, arrow::error::ArrowError>;
+    fn convert(&self, ctx: &ConvertContext) -> Result<Converted, arrow::error::ArrowError>;
     fn response(rejected: i64, message: String) -> Self::Response;
 }
 
@@ -68,8 +71,8 @@ impl ExportRequest for ExportTraceServiceRequest {
     const REJECTED_FIELD: &'static str = "rejectedSpans";
     type Response = ExportTraceServiceResponse;
 
-    fn convert(&self, _received_ns: i64) -> Result<Converted, arrow::error::ArrowError> {
-        convert::traces::convert(self)
+    fn convert(&self, ctx: &ConvertContext) -> Result<Converted, arrow::error::ArrowError> {
+        convert::traces::convert(self, ctx)
     }
 
     fn response(rejected: i64, message: String) -> Self::Response {
@@ -89,8 +92,8 @@ impl ExportRequest for ExportMetricsServiceRequest {
     const REJECTED_FIELD: &'static str = "rejectedDataPoints";
     type Response = ExportMetricsServiceResponse;
 
-    fn convert(&self, _received_ns: i64) -> Result<Converted, arrow::error::ArrowError> {
-        convert::metrics::convert(self)
+    fn convert(&self, ctx: &ConvertContext) -> Result<Converted, arrow::error::ArrowError> {
+        convert::metrics::convert(self, ctx)
     }
 
     fn response(rejected: i64, message: String) -> Self::Response {
@@ -110,8 +113,8 @@ impl ExportRequest for ExportLogsServiceRequest {
     const REJECTED_FIELD: &'static str = "rejectedLogRecords";
     type Response = ExportLogsServiceResponse;
 
-    fn convert(&self, received_ns: i64) -> Result<Converted, arrow::error::ArrowError> {
-        convert::logs::convert(self, received_ns)
+    fn convert(&self, ctx: &ConvertContext) -> Result<Converted, arrow::error::ArrowError> {
+        convert::logs::convert(self, ctx)
     }
 
     fn response(rejected: i64, message: String) -> Self::Response {
@@ -166,7 +169,34 @@ impl Outcome {
 pub struct Ingest {
     store: Arc<Store>,
     metrics: CollectorMetrics,
+    limits: Limits,
+    /// Bytes of requests admitted and not yet answered.
+    inflight: Arc<AtomicUsize>,
 }
+
+/// A request's share of the memory ceiling, given back when it is answered.
+#[derive(Debug)]
+pub struct Admitted {
+    inflight: Arc<AtomicUsize>,
+    bytes: usize,
+}
+
+impl Admitted {
+    /// Grows the reservation (e.g. once a body is decompressed).
+    pub fn grow(&mut self, bytes: usize) {
+        self.inflight.fetch_add(bytes, Ordering::AcqRel);
+        self.bytes += bytes;
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.inflight.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// How long a refused sender should wait before retrying.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
@@ -176,8 +206,63 @@ fn now_ns() -> i64 {
 }
 
 impl Ingest {
-    pub fn new(store: Arc<Store>, metrics: CollectorMetrics) -> Self {
-        Self { store, metrics }
+    pub fn new(store: Arc<Store>, metrics: CollectorMetrics, limits: Limits) -> Self {
+        Self {
+            store,
+            metrics,
+            limits,
+            inflight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Memory in use: buffered rows plus requests being processed.
+    pub fn memory_in_use(&self) -> usize {
+        self.store.buffered_bytes() + self.inflight.load(Ordering::Acquire)
+    }
+
+    /// Admits a request of `bytes` (its size on the wire, or an estimate) or refuses it as
+    /// retryable when a ceiling is reached: the memory for buffered and in-flight data, or the
+    /// write-ahead log's disk space. Refusing early costs the server almost nothing.
+    pub fn admit(
+        &self,
+        signal: Signal,
+        transport: Transport,
+        bytes: usize,
+    ) -> Result<Admitted, IngestError> {
+        let refuse = |what: String| {
+            // Make room: write every buffer to Parquet now.
+            self.store.request_flush();
+            tracing::debug!(signal = signal.name(), transport = transport.name(), %what, "refusing a request");
+            IngestError::Unavailable {
+                message: what,
+                retry_after: RETRY_AFTER,
+            }
+        };
+        let in_use = self.memory_in_use();
+        if in_use.saturating_add(bytes) > self.limits.max_memory_bytes {
+            return Err(refuse(format!(
+                "Sightline is over its memory ceiling ({in_use} of {} bytes buffered or in \
+                 flight); retry later",
+                self.limits.max_memory_bytes
+            )));
+        }
+        let wal = self.store.wal_disk_bytes();
+        if wal > self.limits.max_wal_bytes {
+            return Err(refuse(format!(
+                "Sightline's write-ahead log is over its disk ceiling ({wal} of {} bytes); \
+                 retry later",
+                self.limits.max_wal_bytes
+            )));
+        }
+        self.inflight.fetch_add(bytes, Ordering::AcqRel);
+        Ok(Admitted {
+            inflight: self.inflight.clone(),
+            bytes,
+        })
     }
 
     pub fn metrics(&self) -> &CollectorMetrics {
@@ -246,7 +331,7 @@ impl Ingest {
     }
 
     async fn export_inner<R: ExportRequest>(&self, req: &R) -> Result<Outcome, IngestError> {
-        let converted = req.convert(now_ns())?;
+        let converted = req.convert(&ConvertContext::new(now_ns(), self.limits.items))?;
         let outcome = Outcome {
             accepted: converted.accepted,
             rejected: converted.rejected,

@@ -14,9 +14,9 @@
 //! # async fn demo(store: std::sync::Arc<sightline_store::Store>) {
 //! use sightline_collector::{Ingest, Limits, metrics::CollectorMetrics};
 //! let mut registry = prometheus_client::registry::Registry::default();
-//! let ingest = Ingest::new(store, CollectorMetrics::new(&mut registry));
-//! let http_routes = sightline_collector::http::router(ingest.clone(), Limits::default());
-//! let grpc_routes = sightline_collector::grpc::GrpcReceiver::new(ingest).into_router(Limits::default());
+//! let ingest = Ingest::new(store, CollectorMetrics::new(&mut registry), Limits::default());
+//! let http_routes = sightline_collector::http::router(ingest.clone());
+//! let grpc_routes = sightline_collector::grpc::GrpcReceiver::new(ingest).into_router();
 //! # }
 //! ```
 

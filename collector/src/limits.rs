@@ -1,12 +1,66 @@
 //! Size limits on what the receivers accept.
 
-/// Limits on request sizes, shared by the gRPC and HTTP receivers.
+/// Limits on what the receivers accept, shared by the gRPC and HTTP receivers.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest request body accepted on the wire (compressed).
     pub max_body_bytes: usize,
     /// Largest request after decompression (also the largest gRPC message).
     pub max_decoded_bytes: usize,
+    /// Ceiling on memory for acknowledged rows not yet in Parquet plus requests being
+    /// processed. Past it, requests are refused as retryable (503 / UNAVAILABLE).
+    pub max_memory_bytes: usize,
+    /// Ceiling on the write-ahead log's size on disk; past it, requests are refused likewise.
+    pub max_wal_bytes: u64,
+    /// Limits on each item inside a request.
+    pub items: ItemLimits,
+}
+
+/// Limits on one span, log record or data point. Attributes and events past a limit are
+/// dropped and counted in the item's `dropped_*_count`, as the OpenTelemetry spec does; long
+/// string values are truncated; items with times outside the accepted window are rejected
+/// (OTLP partial success).
+#[derive(Debug, Clone, Copy)]
+pub struct ItemLimits {
+    /// Attributes kept per attribute list (span, event, link, resource, log, point).
+    pub max_attributes: usize,
+    /// Longer keys drop their attribute.
+    pub max_key_bytes: usize,
+    /// Longer string values are truncated (at a character boundary); longer byte, array and
+    /// map values drop their attribute.
+    pub max_value_bytes: usize,
+    /// Arrays and maps nested deeper than this drop their attribute.
+    pub max_depth: usize,
+    pub max_events: usize,
+    pub max_links: usize,
+    /// Items whose time is older than this (relative to arrival) are rejected.
+    pub max_past: std::time::Duration,
+    /// Items whose time is further ahead than this are rejected.
+    pub max_future: std::time::Duration,
+}
+
+impl Default for ItemLimits {
+    fn default() -> Self {
+        Self {
+            max_attributes: 128,
+            max_key_bytes: 256,
+            max_value_bytes: 64 * 1024,
+            max_depth: 8,
+            max_events: 256,
+            max_links: 256,
+            max_past: std::time::Duration::from_secs(30 * 86_400),
+            max_future: std::time::Duration::from_secs(3_600),
+        }
+    }
+}
+
+impl ItemLimits {
+    /// The accepted time window `[oldest, newest]` for items arriving at `now_ns`.
+    pub fn window(&self, now_ns: i64) -> (i64, i64) {
+        let past = i64::try_from(self.max_past.as_nanos()).unwrap_or(i64::MAX);
+        let future = i64::try_from(self.max_future.as_nanos()).unwrap_or(i64::MAX);
+        (now_ns.saturating_sub(past), now_ns.saturating_add(future))
+    }
 }
 
 impl Default for Limits {
@@ -14,6 +68,9 @@ impl Default for Limits {
         Self {
             max_body_bytes: 16 * 1024 * 1024,
             max_decoded_bytes: 64 * 1024 * 1024,
+            max_memory_bytes: 1024 * 1024 * 1024,
+            max_wal_bytes: 4 * 1024 * 1024 * 1024,
+            items: ItemLimits::default(),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use arrow::record_batch::RecordBatch;
 
 use crate::error::{Result, StoreError};
-use crate::memtable::Memtable;
+use crate::memtable::{Memtable, Taken};
 use crate::paths;
 use crate::schema::Table;
 use crate::writer::DataFile;
@@ -26,8 +26,10 @@ pub struct Snapshot {
 #[derive(Debug, Default)]
 struct State {
     active: Memtable,
-    flushing: Vec<RecordBatch>,
+    flushing: Taken,
     files: Vec<Arc<DataFile>>,
+    /// Every write with a sequence number up to this one is in `files` (for this table).
+    flushed_seq: u64,
 }
 
 /// A table's buffers and files.
@@ -50,20 +52,45 @@ pub struct BufferStats {
 }
 
 impl TableCatalog {
-    /// Opens the catalog of `table` in `dir`, listing the files already there and removing
-    /// temporary files that a crash left behind.
+    /// Opens the catalog of `table` in `dir`, listing the files already there. What a crash
+    /// left behind is cleaned up: temporary files, and the files of a flush that did not
+    /// finish (newer than the watermark; their rows are still in the WAL).
     pub fn open(table: Table, dir: PathBuf) -> Result<Self> {
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
-        let files = scan_files(&dir)?;
+        let flushed_seq = read_watermark(&dir)?;
+        let mut files = Vec::new();
+        for f in scan_files(&dir)? {
+            if f.wal_seq > flushed_seq {
+                tracing::warn!(path = %f.path.display(), "removing a file of an unfinished flush; its rows are replayed from the WAL");
+                std::fs::remove_file(&f.path).map_err(|e| StoreError::io(&f.path, e))?;
+            } else {
+                files.push(Arc::new(f));
+            }
+        }
         Ok(Self {
             table,
             dir,
             state: RwLock::new(State {
-                files: files.into_iter().map(Arc::new).collect(),
+                files,
+                flushed_seq,
                 ..Default::default()
             }),
             flush_lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Every write up to this WAL sequence number is in this table's Parquet files.
+    pub fn flushed_seq(&self) -> u64 {
+        self.read().flushed_seq
+    }
+
+    /// The oldest WAL sequence number whose rows are only in memory, if any.
+    pub fn first_unflushed_seq(&self) -> Option<u64> {
+        let s = self.read();
+        match (s.flushing.seqs, s.active.seqs()) {
+            (Some((a, _)), Some((b, _))) => Some(a.min(b)),
+            (a, b) => a.or(b).map(|(first, _)| first),
+        }
     }
 
     pub fn table(&self) -> Table {
@@ -82,14 +109,15 @@ impl TableCatalog {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds an acknowledged batch; queries see it from now on.
-    pub fn append(&self, batch: RecordBatch) {
-        self.write().active.push(batch);
+    /// Adds the batch of the write with WAL sequence number `seq`; queries see it from now on.
+    /// Writes must arrive in sequence order.
+    pub fn append(&self, seq: u64, batch: RecordBatch) {
+        self.write().active.push(seq, batch);
     }
 
     pub fn snapshot(&self) -> Snapshot {
         let s = self.read();
-        let mut batches = s.flushing.clone();
+        let mut batches = s.flushing.batches.clone();
         batches.extend(s.active.batches().iter().cloned());
         Snapshot {
             batches,
@@ -100,9 +128,15 @@ impl TableCatalog {
     pub fn stats(&self) -> BufferStats {
         let s = self.read();
         BufferStats {
-            rows: s.active.rows() + s.flushing.iter().map(|b| b.num_rows()).sum::<usize>(),
+            rows: s.active.rows()
+                + s.flushing
+                    .batches
+                    .iter()
+                    .map(|b| b.num_rows())
+                    .sum::<usize>(),
             bytes: s.active.bytes()
                 + s.flushing
+                    .batches
                     .iter()
                     .map(|b| b.get_array_memory_size())
                     .sum::<usize>(),
@@ -111,37 +145,45 @@ impl TableCatalog {
         }
     }
 
-    /// Writes everything buffered to Parquet and publishes the files. Returns the new files.
-    /// On failure the rows go back to the buffer, so nothing is lost and a later flush retries.
+    /// Writes everything buffered to Parquet, records the new watermark and publishes the
+    /// files. Returns the new files. On failure the rows go back to the buffer, so nothing is
+    /// lost and a later flush retries.
     pub async fn flush(&self) -> Result<Vec<Arc<DataFile>>> {
         let _guard = self.flush_lock.lock().await;
-        let batches = {
+        let taken = {
             let mut s = self.write();
             let taken = s.active.take();
             s.flushing = taken.clone();
             taken
         };
-        if batches.is_empty() {
+        let Some((_, last_seq)) = taken.seqs.filter(|_| !taken.batches.is_empty()) else {
+            self.write().flushing = Taken::default();
             return Ok(Vec::new());
-        }
+        };
         let table = self.table;
         let dir = self.dir.clone();
-        let to_write = batches.clone();
-        let written =
-            tokio::task::spawn_blocking(move || crate::writer::write_files(table, &dir, &to_write))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(StoreError::io(
-                        &self.dir,
-                        std::io::Error::other(format!("flush task failed: {e}")),
-                    ))
-                });
+        let to_write = taken.batches;
+        let written = tokio::task::spawn_blocking(move || {
+            let files = crate::writer::write_files(table, &dir, &to_write, last_seq)?;
+            // The watermark is what makes the files count: a crash before it is written leaves
+            // files newer than the watermark, removed at the next start and replayed from the WAL.
+            write_watermark(&dir, last_seq)?;
+            Ok(files)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(StoreError::io(
+                &self.dir,
+                std::io::Error::other(format!("flush task failed: {e}")),
+            ))
+        });
         let mut s = self.write();
         let flushing = std::mem::take(&mut s.flushing);
         match written {
             Ok(files) => {
                 let files: Vec<Arc<DataFile>> = files.into_iter().map(Arc::new).collect();
                 s.files.extend(files.iter().cloned());
+                s.flushed_seq = last_seq;
                 Ok(files)
             }
             Err(e) => {
@@ -178,7 +220,7 @@ fn scan_files(dir: &Path) -> Result<Vec<DataFile>> {
                     std::fs::remove_file(&file).map_err(|e| StoreError::io(&file, e))?;
                     continue;
                 }
-                let Some((min_time, max_time)) = paths::parse_data_file_name(name) else {
+                let Some(info) = paths::parse_data_file_name(name) else {
                     continue;
                 };
                 let meta = std::fs::metadata(&file).map_err(|e| StoreError::io(&file, e))?;
@@ -186,13 +228,43 @@ fn scan_files(dir: &Path) -> Result<Vec<DataFile>> {
                     rows: 0,
                     size: meta.len(),
                     path: file,
-                    min_time,
-                    max_time,
+                    min_time: info.min_time,
+                    max_time: info.max_time,
+                    wal_seq: info.wal_seq,
                 });
             }
         }
     }
     Ok(files)
+}
+
+fn read_watermark(dir: &Path) -> Result<u64> {
+    let path = dir.join(paths::WATERMARK_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|e| {
+            StoreError::io(
+                &path,
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad watermark: {e}"),
+                ),
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(StoreError::io(&path, e)),
+    }
+}
+
+/// Records durably that every write up to `seq` is in this table's files.
+fn write_watermark(dir: &Path, seq: u64) -> Result<()> {
+    let path = dir.join(paths::WATERMARK_FILE);
+    let tmp = dir.join(format!("{}.{}", paths::WATERMARK_FILE, paths::TMP_EXT));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+    std::io::Write::write_all(&mut f, seq.to_string().as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| StoreError::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
+    crate::writer::sync_dir(dir)
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -24,6 +24,8 @@ pub enum StoreError {
     SchemaMismatch { table: &'static str, reason: String },
     #[error("the store is shutting down")]
     ShuttingDown,
+    #[error("another process is using the data directory {0} (its LOCK file is held)")]
+    Locked(PathBuf),
 }
 
 impl StoreError {

@@ -4,6 +4,8 @@
 //!
 //! - [`schema`]: the Arrow schemas of `spans`, `logs`, `metrics` and `trace_fragments` (and the
 //!   `traces` view), a public contract documented in `docs/sql.md`;
+//! - [`wal`]: the write-ahead log; a write is acknowledged once it is appended and fsync'd
+//!   (group commit), and replayed after a crash;
 //! - [`memtable`] and [`catalog`]: acknowledged rows buffered in memory and the Parquet files of
 //!   each table, swapped atomically so every query sees each row exactly once;
 //! - [`writer`] and [`paths`]: sorted, zstd-compressed Parquet files in hourly Hive-style
@@ -30,12 +32,13 @@ pub mod paths;
 pub mod provider;
 pub mod query;
 pub mod schema;
+pub mod wal;
 pub mod writer;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
@@ -45,7 +48,8 @@ pub use catalog::{Snapshot, TableCatalog};
 pub use error::{Result, StoreError};
 pub use schema::Table;
 
-use metrics::{FlushLabel, StoreMetrics, TableLabel};
+use metrics::{FlushLabel, StoreMetrics, TableLabel, WalMetrics};
+pub use wal::Durability;
 
 /// Where and how the store keeps data.
 #[derive(Debug, Clone)]
@@ -56,6 +60,10 @@ pub struct StoreConfig {
     pub flush_interval: Duration,
     /// A table's buffer is flushed once it holds this many bytes.
     pub flush_max_bytes: usize,
+    /// When a write counts as durable (see [`Durability`]).
+    pub durability: Durability,
+    /// Size at which a WAL segment is closed and a new one started.
+    pub wal_segment_bytes: u64,
 }
 
 impl StoreConfig {
@@ -65,7 +73,26 @@ impl StoreConfig {
             tenant: "default".into(),
             flush_interval: Duration::from_secs(60),
             flush_max_bytes: 64 * 1024 * 1024,
+            durability: Durability::Fsync,
+            wal_segment_bytes: 64 << 20,
         }
+    }
+}
+
+/// Takes the data directory's lock file, so that two processes never share one directory.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io(&path, e)),
     }
 }
 
@@ -76,26 +103,93 @@ pub type FlushReport = BTreeMap<&'static str, usize>;
 #[derive(Debug)]
 pub struct Store {
     config: StoreConfig,
-    catalogs: BTreeMap<Table, Arc<TableCatalog>>,
+    catalogs: Arc<BTreeMap<Table, Arc<TableCatalog>>>,
     metrics: StoreMetrics,
+    wal: wal::Wal,
+    /// The sequence number of the newest write applied to the buffers.
+    last_seq: Arc<AtomicU64>,
     closed: AtomicBool,
     wake_flusher: tokio::sync::Notify,
+    /// Set when memory is short: the flusher writes every buffer, whatever its size or age.
+    flush_everything: AtomicBool,
+    /// Held (locked) for the store's lifetime: one process per data directory.
+    _lock: std::fs::File,
 }
 
 impl Store {
-    /// Opens (or creates) the store under `config.data_dir`, listing existing files.
+    /// Opens (or creates) the store under `config.data_dir`: lists the Parquet files, replays
+    /// the write-ahead log into the buffers (skipping what is already in Parquet), and starts
+    /// the log for new writes.
     pub fn open(config: StoreConfig, registry: &mut Registry) -> Result<Arc<Self>> {
+        let lock = lock_data_dir(&config.data_dir)?;
         let mut catalogs = BTreeMap::new();
         for table in Table::ALL {
             let dir = paths::table_dir(&config.data_dir, &config.tenant, table);
             catalogs.insert(table, Arc::new(TableCatalog::open(table, dir)?));
         }
+        let catalogs = Arc::new(catalogs);
+        let wal_metrics = WalMetrics::new(registry);
+        let wal_dir = paths::wal_dir(&config.data_dir);
+
+        let mut last_seq = catalogs
+            .values()
+            .map(|c| c.flushed_seq())
+            .max()
+            .unwrap_or(0);
+        let report = wal::replay(&wal_dir, |record| {
+            last_seq = last_seq.max(record.seq);
+            for (table, batch) in record.batches {
+                let catalog = &catalogs[&table];
+                if record.seq > catalog.flushed_seq() {
+                    catalog.append(record.seq, batch);
+                }
+            }
+        })?;
+        wal_metrics.replayed_records.inc_by(report.records as u64);
+        wal_metrics.torn_tails.inc_by(report.torn_tails as u64);
+        wal_metrics
+            .quarantined_segments
+            .inc_by(report.quarantined.len() as u64);
+        if report.records > 0 {
+            tracing::info!(
+                records = report.records,
+                segments = report.segments,
+                last_seq = report.last_seq,
+                "replayed the write-ahead log"
+            );
+        }
+
+        let last_applied = Arc::new(AtomicU64::new(last_seq));
+        let apply: wal::Apply = {
+            let catalogs = catalogs.clone();
+            let last_applied = last_applied.clone();
+            Arc::new(move |seq, batches| {
+                for (table, batch) in batches {
+                    catalogs[&table].append(seq, batch);
+                }
+                last_applied.store(seq, Ordering::Release);
+            })
+        };
+        let wal = wal::Wal::start(
+            wal::WalConfig {
+                dir: wal_dir,
+                durability: config.durability,
+                segment_bytes: config.wal_segment_bytes,
+            },
+            last_seq + 1,
+            apply,
+            wal_metrics,
+        )?;
         let store = Arc::new(Self {
             config,
             catalogs,
             metrics: StoreMetrics::new(registry),
+            wal,
+            last_seq: last_applied,
             closed: AtomicBool::new(false),
             wake_flusher: tokio::sync::Notify::new(),
+            flush_everything: AtomicBool::new(false),
+            _lock: lock,
         });
         for table in Table::ALL {
             store.update_gauges(table);
@@ -123,9 +217,10 @@ impl Store {
         query::QueryEngine::new(&self.catalogs(), limits).await
     }
 
-    /// Stores batches; they are visible to queries when this returns. Every batch must have
-    /// exactly its table's schema.
-    pub async fn write(&self, writes: Vec<(Table, RecordBatch)>) -> Result<()> {
+    /// Stores batches durably: when this returns they are in the write-ahead log (fsync'd,
+    /// unless the durability mode says otherwise) and visible to queries. Every batch must
+    /// have exactly its table's schema. Returns the write's WAL sequence number.
+    pub async fn write(&self, writes: Vec<(Table, RecordBatch)>) -> Result<u64> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::ShuttingDown);
         }
@@ -137,17 +232,38 @@ impl Store {
                 });
             }
         }
+        let tables: Vec<Table> = writes.iter().map(|(t, _)| *t).collect();
+        let seq = self.wal.append(writes).await?;
         let mut wake = false;
-        for (table, batch) in writes {
-            let catalog = &self.catalogs[&table];
-            catalog.append(batch);
-            wake |= catalog.stats().bytes >= self.config.flush_max_bytes;
+        for table in tables {
+            wake |= self.catalogs[&table].stats().bytes >= self.config.flush_max_bytes;
             self.update_gauges(table);
         }
         if wake {
             self.wake_flusher.notify_one();
         }
-        Ok(())
+        Ok(seq)
+    }
+
+    /// Bytes of acknowledged rows held in memory, over all tables.
+    pub fn buffered_bytes(&self) -> usize {
+        self.catalogs.values().map(|c| c.stats().bytes).sum()
+    }
+
+    /// Bytes the write-ahead log holds on disk.
+    pub fn wal_disk_bytes(&self) -> u64 {
+        self.wal.disk_bytes()
+    }
+
+    /// Lets the WAL drop every segment whose writes are all in Parquet.
+    fn truncate_wal(&self) {
+        let upto = self
+            .catalogs
+            .values()
+            .filter_map(|c| c.first_unflushed_seq())
+            .min()
+            .map_or_else(|| self.last_seq.load(Ordering::Acquire), |s| s - 1);
+        self.wal.truncate(upto);
     }
 
     fn update_gauges(&self, table: Table) {
@@ -207,6 +323,9 @@ impl Store {
                 .observe(started.elapsed().as_secs_f64());
         }
         self.update_gauges(table);
+        if matches!(&result, Ok(files) if !files.is_empty()) {
+            self.truncate_wal();
+        }
         result.map(|files| files.len())
     }
 
@@ -230,13 +349,21 @@ impl Store {
         }
     }
 
-    /// Tables whose buffer is due for a flush (by size or age).
+    /// Asks the flusher to write every buffer to Parquet now (memory is short).
+    pub fn request_flush(&self) {
+        self.flush_everything.store(true, Ordering::Release);
+        self.wake_flusher.notify_one();
+    }
+
+    /// Tables whose buffer is due for a flush (by size or age, or everything on request).
     fn due_tables(&self) -> Vec<Table> {
+        let everything = self.flush_everything.swap(false, Ordering::AcqRel);
         Table::ALL
             .into_iter()
             .filter(|t| {
                 let s = self.catalogs[t].stats();
-                s.bytes >= self.config.flush_max_bytes
+                (everything && s.rows > 0)
+                    || s.bytes >= self.config.flush_max_bytes
                     || s.oldest
                         .is_some_and(|o| o.elapsed() >= self.config.flush_interval)
             })
@@ -262,9 +389,273 @@ impl Store {
         }
     }
 
-    /// Refuses further writes and flushes everything buffered. Safe to call twice.
+    /// Refuses further writes, lets the WAL finish what is queued, and flushes everything
+    /// buffered (the WAL is then empty). Safe to call twice.
     pub async fn close(&self) -> Result<FlushReport> {
         self.closed.store(true, Ordering::Release);
-        self.flush_all().await
+        self.wal.close().await;
+        let report = self.flush_all().await;
+        if report.is_ok() {
+            // Everything is in Parquet: the next start has nothing to replay.
+            self.wal.remove_all_after_close()?;
+        }
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray, TimestampNanosecondArray};
+
+    fn fragments(first: usize, n: usize, hour_ns: i64) -> RecordBatch {
+        let ids: Vec<String> = (first..first + n).map(|i| format!("{i:032x}")).collect();
+        let times: Vec<i64> = (0..n as i64).map(|i| hour_ns + i * 1_000).collect();
+        RecordBatch::try_new(
+            Table::TraceFragments.schema(),
+            vec![
+                Arc::new(StringArray::from(ids)),
+                Arc::new(TimestampNanosecondArray::from(times.clone()).with_timezone("UTC")),
+                Arc::new(TimestampNanosecondArray::from(times).with_timezone("UTC")),
+                Arc::new(StringArray::from(vec![Some("svc"); n])),
+                Arc::new(StringArray::from(vec![Some("root"); n])),
+                Arc::new(Int64Array::from(vec![1; n])),
+                Arc::new(Int64Array::from(vec![0; n])),
+            ],
+        )
+        .expect("batch")
+    }
+
+    async fn count(engine: &query::QueryEngine) -> i64 {
+        let out = engine
+            .execute("SELECT count(*) AS n, count(DISTINCT trace_id) AS d FROM trace_fragments")
+            .await
+            .expect("query");
+        let b = &out.batches[0];
+        let n = b
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("n")
+            .value(0);
+        let d = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("d")
+            .value(0);
+        assert_eq!(n, d, "a row was seen twice");
+        n
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queries_during_flushes_see_every_row_exactly_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut registry = Registry::default();
+        let store = Store::open(StoreConfig::new(dir.path()), &mut registry).expect("open");
+        let engine = Arc::new(
+            store
+                .query_engine(query::QueryLimits::default())
+                .await
+                .expect("engine"),
+        );
+        let hour = 3_600_000_000_000_i64;
+        let mut written = 0usize;
+        for round in 0..5 {
+            for _ in 0..4 {
+                // Rows of two different hours, so a flush writes several files.
+                store
+                    .write(vec![(
+                        Table::TraceFragments,
+                        fragments(written, 250, (round % 2) * hour),
+                    )])
+                    .await
+                    .expect("write");
+                written += 250;
+            }
+            let flusher = {
+                let store = store.clone();
+                tokio::spawn(async move { store.flush_all().await })
+            };
+            let mut seen = 0;
+            while !flusher.is_finished() || seen < 3 {
+                assert_eq!(count(&engine).await, written as i64);
+                seen += 1;
+            }
+            flusher.await.expect("join").expect("flush");
+            assert_eq!(count(&engine).await, written as i64);
+        }
+        assert_eq!(store.catalog(Table::TraceFragments).stats().rows, 0);
+
+        // Reopened, the store finds every file and nothing more.
+        drop(engine);
+        drop(store);
+        let store =
+            Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("reopen");
+        let engine = store
+            .query_engine(query::QueryLimits::default())
+            .await
+            .expect("engine");
+        assert_eq!(count(&engine).await, written as i64);
+    }
+
+    #[tokio::test]
+    async fn a_closed_store_refuses_writes_and_flushes_what_it_held() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("open");
+        store
+            .write(vec![(Table::TraceFragments, fragments(0, 10, 0))])
+            .await
+            .expect("write");
+        let report = store.close().await.expect("close");
+        assert_eq!(report["trace_fragments"], 1);
+        assert!(matches!(
+            store
+                .write(vec![(Table::TraceFragments, fragments(10, 1, 0))])
+                .await,
+            Err(StoreError::ShuttingDown)
+        ));
+        assert_eq!(
+            store.close().await.expect("second close")["trace_fragments"],
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_the_wrong_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("open");
+        let err = store
+            .write(vec![(Table::Spans, fragments(0, 1, 0))])
+            .await
+            .expect_err("mismatch");
+        assert!(matches!(err, StoreError::SchemaMismatch { .. }), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod recovery_tests {
+    use super::*;
+    use arrow::array::{Array, Int64Array, StringArray, TimestampNanosecondArray};
+
+    fn fragment(id: usize) -> RecordBatch {
+        RecordBatch::try_new(
+            Table::TraceFragments.schema(),
+            vec![
+                Arc::new(StringArray::from(vec![format!("{id:032x}")])),
+                Arc::new(TimestampNanosecondArray::from(vec![id as i64]).with_timezone("UTC")),
+                Arc::new(TimestampNanosecondArray::from(vec![id as i64]).with_timezone("UTC")),
+                Arc::new(StringArray::from(vec![None::<&str>])),
+                Arc::new(StringArray::from(vec![None::<&str>])),
+                Arc::new(Int64Array::from(vec![1])),
+                Arc::new(Int64Array::from(vec![0])),
+            ],
+        )
+        .expect("batch")
+    }
+
+    async fn ids(store: &Store) -> Vec<String> {
+        let engine = store
+            .query_engine(query::QueryLimits::default())
+            .await
+            .expect("engine");
+        let out = engine
+            .execute("SELECT trace_id FROM trace_fragments ORDER BY trace_id")
+            .await
+            .expect("query");
+        out.batches
+            .iter()
+            .flat_map(|b| {
+                let a = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("ids");
+                (0..a.len())
+                    .map(|i| a.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn expected(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{i:032x}")).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unflushed_writes_come_back_once_after_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store =
+                Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("open");
+            for i in 0..10 {
+                store
+                    .write(vec![(Table::TraceFragments, fragment(i))])
+                    .await
+                    .expect("write");
+            }
+            store.flush_all().await.expect("flush");
+            for i in 10..25 {
+                store
+                    .write(vec![(Table::TraceFragments, fragment(i))])
+                    .await
+                    .expect("write");
+            }
+            // No close: as if the process were killed. (The WAL thread still owns its file.)
+        }
+        let store =
+            Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("reopen");
+        assert_eq!(
+            ids(&store).await,
+            expected(25),
+            "flushed rows once, WAL rows once"
+        );
+        // New writes continue the sequence; a second crash-and-replay is just as exact.
+        store
+            .write(vec![(Table::TraceFragments, fragment(25))])
+            .await
+            .expect("write");
+        store.flush_all().await.expect("flush");
+        drop(store);
+        let store =
+            Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("reopen");
+        assert_eq!(ids(&store).await, expected(26));
+        store.close().await.expect("close");
+        assert_eq!(store.wal_disk_bytes(), 0);
+        let left = std::fs::read_dir(paths::wal_dir(dir.path()))
+            .expect("wal dir")
+            .filter(|e| {
+                e.as_ref()
+                    .map(|e| e.path().extension().is_some_and(|x| x == "wal"))
+                    .unwrap_or(false)
+            })
+            .count();
+        assert_eq!(left, 0, "a clean shutdown leaves nothing to replay");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_of_an_unfinished_flush_are_dropped_and_their_rows_replayed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store =
+                Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("open");
+            for i in 0..5 {
+                store
+                    .write(vec![(Table::TraceFragments, fragment(i))])
+                    .await
+                    .expect("write");
+            }
+            // A flush that wrote its file but crashed before recording the watermark.
+            let catalog = store.catalog(Table::TraceFragments);
+            let snapshot = catalog.snapshot();
+            writer::write_files(Table::TraceFragments, catalog.dir(), &snapshot.batches, 5)
+                .expect("write file");
+        }
+        let store =
+            Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("reopen");
+        assert_eq!(store.catalog(Table::TraceFragments).stats().files, 0);
+        assert_eq!(ids(&store).await, expected(5));
     }
 }

@@ -83,3 +83,83 @@ impl StoreMetrics {
         m
     }
 }
+
+/// Write-ahead log metrics.
+#[derive(Debug, Clone)]
+pub struct WalMetrics {
+    pub appends: Counter,
+    pub bytes: Counter,
+    pub fsyncs: Counter,
+    pub fsync_seconds: Histogram,
+    pub group_size: Histogram,
+    pub errors: Counter,
+    pub disk_bytes: Gauge,
+    pub replayed_records: Counter,
+    pub torn_tails: Counter,
+    pub quarantined_segments: Counter,
+}
+
+impl WalMetrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            appends: Counter::default(),
+            bytes: Counter::default(),
+            fsyncs: Counter::default(),
+            fsync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            group_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            errors: Counter::default(),
+            disk_bytes: Gauge::default(),
+            replayed_records: Counter::default(),
+            torn_tails: Counter::default(),
+            quarantined_segments: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("sightline_wal");
+        r.register(
+            "appends",
+            "Writes appended to the write-ahead log",
+            m.appends.clone(),
+        );
+        r.register(
+            "bytes",
+            "Bytes appended to the write-ahead log",
+            m.bytes.clone(),
+        );
+        r.register(
+            "fsyncs",
+            "fsync calls on the write-ahead log",
+            m.fsyncs.clone(),
+        );
+        r.register(
+            "fsync_duration_seconds",
+            "Time of one write-ahead log fsync",
+            m.fsync_seconds.clone(),
+        );
+        r.register(
+            "group_commit_size",
+            "Writes made durable by one fsync",
+            m.group_size.clone(),
+        );
+        r.register("errors", "Failed appends or fsyncs", m.errors.clone());
+        r.register(
+            "disk_bytes",
+            "Bytes the write-ahead log holds on disk",
+            m.disk_bytes.clone(),
+        );
+        r.register(
+            "replayed_records",
+            "Records replayed from the write-ahead log at start",
+            m.replayed_records.clone(),
+        );
+        r.register(
+            "torn_tails",
+            "Incomplete records cut from the end of the log at start (a crash mid-append)",
+            m.torn_tails.clone(),
+        );
+        r.register(
+            "quarantined_segments",
+            "Damaged segments moved to wal/corrupt/ at start",
+            m.quarantined_segments.clone(),
+        );
+        m
+    }
+}

@@ -1,7 +1,11 @@
 //! Where files live. Every path of the store is built and parsed here, nowhere else.
 //!
 //! Layout (Hive-style, readable by DuckDB, Spark, Trino, pyarrow):
-//! `<root>/<tenant>/<table>/date=YYYY-MM-DD/hour=HH/<min_ns>_<max_ns>_<id>.parquet`
+//! `<root>/<tenant>/<table>/date=YYYY-MM-DD/hour=HH/<min_ns>_<max_ns>_<wal_seq>_<id>.parquet`
+//!
+//! A file's name carries the time range of its rows (pruning without reading footers) and the
+//! highest WAL sequence number of the writes it holds. `<root>/wal/` holds the write-ahead log
+//! and `<table>/_watermark` the highest sequence number whose rows are all in Parquet.
 
 use std::path::{Path, PathBuf};
 
@@ -36,19 +40,40 @@ pub fn partition_dir(table_dir: &Path, hour: i64) -> PathBuf {
         .join(format!("hour={:02}", t.hour()))
 }
 
-/// File name for a data file covering `[min_ns, max_ns]`; `id` makes it unique.
-pub fn data_file_name(min_ns: i64, max_ns: i64, id: &str) -> String {
-    format!("{min_ns}_{max_ns}_{id}.{PARQUET_EXT}")
+pub const WATERMARK_FILE: &str = "_watermark";
+
+/// The write-ahead log's directory.
+pub fn wal_dir(root: &Path) -> PathBuf {
+    root.join("wal")
 }
 
-/// The time range encoded in a data file's name, if it is one of ours.
-pub fn parse_data_file_name(name: &str) -> Option<(i64, i64)> {
+/// What a data file's name says about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileNameInfo {
+    pub min_time: i64,
+    pub max_time: i64,
+    pub wal_seq: u64,
+}
+
+/// File name for a data file covering `[min_ns, max_ns]` with writes up to `wal_seq`; `id`
+/// makes it unique.
+pub fn data_file_name(min_ns: i64, max_ns: i64, wal_seq: u64, id: &str) -> String {
+    format!("{min_ns}_{max_ns}_{wal_seq}_{id}.{PARQUET_EXT}")
+}
+
+/// Parses a data file's name, if it is one of ours.
+pub fn parse_data_file_name(name: &str) -> Option<FileNameInfo> {
     let stem = name.strip_suffix(&format!(".{PARQUET_EXT}"))?;
-    let mut parts = stem.splitn(3, '_');
-    let min = parts.next()?.parse().ok()?;
-    let max = parts.next()?.parse().ok()?;
-    parts.next()?;
-    Some((min, max))
+    let mut parts = stem.splitn(4, '_');
+    let min_time = parts.next()?.parse().ok()?;
+    let max_time = parts.next()?.parse().ok()?;
+    let wal_seq = parts.next()?.parse().ok()?;
+    parts.next().filter(|id| !id.is_empty())?;
+    Some(FileNameInfo {
+        min_time,
+        max_time,
+        wal_seq,
+    })
 }
 
 /// Parses `date=YYYY-MM-DD/hour=HH` directory names back into an hour bucket.
@@ -82,9 +107,17 @@ mod tests {
 
     #[test]
     fn data_file_names_round_trip() {
-        let name = data_file_name(-5, 99, "0001_ab");
-        assert_eq!(parse_data_file_name(&name), Some((-5, 99)));
+        let name = data_file_name(-5, 99, 42, "0001_ab");
+        assert_eq!(
+            parse_data_file_name(&name),
+            Some(FileNameInfo {
+                min_time: -5,
+                max_time: 99,
+                wal_seq: 42
+            })
+        );
         assert_eq!(parse_data_file_name("x.parquet"), None);
-        assert_eq!(parse_data_file_name("1_2_x.parquet.tmp"), None);
+        assert_eq!(parse_data_file_name("1_2_3_x.parquet.tmp"), None);
+        assert_eq!(parse_data_file_name("1_2_3_.parquet"), None);
     }
 }

@@ -30,6 +30,8 @@ pub struct DataFile {
     /// Smallest and largest value of the table's time column, in ns.
     pub min_time: i64,
     pub max_time: i64,
+    /// Highest WAL sequence number among the writes whose rows the file holds.
+    pub wal_seq: u64,
 }
 
 static FILE_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -128,12 +130,14 @@ fn min_max_time(table: Table, batch: &RecordBatch) -> Result<(i64, i64)> {
     Ok((min, max))
 }
 
-/// Writes `batches` of `table` as one sorted Parquet file per hour under `table_dir`.
-/// Files are durable (fsync'd file and directory) when this returns.
+/// Writes `batches` of `table` (writes up to WAL sequence `wal_seq`) as one sorted Parquet
+/// file per hour under `table_dir`. Files are durable (fsync'd file and directory) when this
+/// returns.
 pub fn write_files(
     table: Table,
     table_dir: &Path,
     batches: &[RecordBatch],
+    wal_seq: u64,
 ) -> Result<Vec<DataFile>> {
     if batches.iter().all(|b| b.num_rows() == 0) {
         return Ok(Vec::new());
@@ -145,8 +149,8 @@ pub fn write_files(
         let sorted = sort_batch(table, &part)?;
         let (min, max) = min_max_time(table, &sorted)?;
         let dir = paths::partition_dir(table_dir, hour);
-        let name = paths::data_file_name(min, max, &unique_id());
-        files.push(write_one(table, &dir, &name, &sorted, min, max)?);
+        let name = paths::data_file_name(min, max, wal_seq, &unique_id());
+        files.push(write_one(table, &dir, &name, &sorted, min, max, wal_seq)?);
     }
     Ok(files)
 }
@@ -159,6 +163,7 @@ pub fn write_one(
     batch: &RecordBatch,
     min_time: i64,
     max_time: i64,
+    wal_seq: u64,
 ) -> Result<DataFile> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
     let path = dir.join(name);
@@ -183,6 +188,7 @@ pub fn write_one(
         rows: batch.num_rows() as u64,
         min_time,
         max_time,
+        wal_seq,
     })
 }
 
@@ -226,7 +232,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let h = 3_600_000_000_000_i64;
         let batch = fragments(&[("b", 10), ("a", h + 5), ("a", 20)]);
-        let files = write_files(Table::TraceFragments, dir.path(), &[batch]).expect("write");
+        let files = write_files(Table::TraceFragments, dir.path(), &[batch], 7).expect("write");
+        assert!(files.iter().all(|f| f.wal_seq == 7));
         assert_eq!(files.len(), 2);
         assert_eq!((files[0].min_time, files[0].max_time), (10, 20));
         assert_eq!(files[0].rows, 2);

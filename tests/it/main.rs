@@ -1,3 +1,4 @@
+mod docs_sql;
 mod http_json;
 mod restart;
 mod sdk_roundtrip;

@@ -218,23 +218,29 @@ impl TestServer {
     /// Runs `q` through `POST /api/v1/sql` (JSON format) and returns the
     /// parsed answer. Panics with the server's error text on a non-200 answer.
     pub async fn sql(&self, q: &str) -> Value {
+        self.try_sql(q)
+            .await
+            .unwrap_or_else(|e| panic!("SQL {q:?} failed: {e}"))
+    }
+
+    /// Runs `q`; a non-200 answer is an `Err` with the status and body.
+    pub async fn try_sql(&self, q: &str) -> Result<Value, String> {
         let resp = self
             .client
             .post(self.api_url("/api/v1/sql"))
             .json(&serde_json::json!({ "sql": q, "format": "json" }))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("POST /api/v1/sql failed for {q:?}: {e}"));
+            .map_err(|e| format!("POST /api/v1/sql: {e}"))?;
         let status = resp.status();
         let body = resp
             .text()
             .await
-            .unwrap_or_else(|e| panic!("reading SQL answer for {q:?}: {e}"));
+            .map_err(|e| format!("reading the answer: {e}"))?;
         if status != reqwest::StatusCode::OK {
-            panic!("SQL {q:?} answered {status}: {body}");
+            return Err(format!("answered {status}: {body}"));
         }
-        serde_json::from_str(&body)
-            .unwrap_or_else(|e| panic!("SQL answer for {q:?} is not JSON ({e}): {body}"))
+        serde_json::from_str(&body).map_err(|e| format!("answer is not JSON ({e}): {body}"))
     }
 
     /// Like [`TestServer::sql`], with each row turned into a map keyed by

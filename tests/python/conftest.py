@@ -3,7 +3,7 @@
 The tests drive the real `sightline` binary, named by the SIGHTLINE_BIN environment variable
 (normally $CARGO_TARGET_DIR/debug/sightline), through its public surfaces only: OTLP over gRPC
 and HTTP, the HTTP API (/api/v1/sql, /api/v1/flush, /readyz) and the Parquet files it leaves in
-its data directory. See docs/CONTRACT-draft.md.
+its data directory. See docs/sql.md.
 
     pip install -r tests/python/requirements.txt
     SIGHTLINE_BIN=target/debug/sightline pytest tests/python
@@ -176,13 +176,14 @@ class Server:
         *,
         until: Callable[[list[dict[str, Any]]], bool] = bool,
         timeout: float = POLL_TIMEOUT_S,
-        flush: bool = True,
+        flush: bool = False,
     ) -> list[dict[str, Any]]:
         """Poll `query` until `until(rows)` holds and return those rows.
 
-        The contract does not say whether rows still buffered in memory are visible to SQL, so
-        by default every attempt first asks the server to flush. SQL errors are retried too (a
-        table may only appear with its first file) and the last one is reported on timeout.
+        Acknowledged rows are visible to SQL at once (from the in-memory buffer), so by
+        default nothing is flushed; `flush=True` first writes every buffer to Parquet, so the
+        rows are read back from the files. SQL errors are retried and the last one is reported
+        on timeout.
         """
         last: dict[str, Any] = {"rows": None, "error": None}
 
@@ -232,8 +233,9 @@ def _server_binary() -> str:
     return binary
 
 
-def launch_server(workdir: Path) -> Server:
-    """Start `sightline serve` on ephemeral ports under `workdir` and wait until it is ready."""
+def launch_server(workdir: Path, config: str | None = None) -> Server:
+    """Start `sightline serve` on ephemeral ports under `workdir` and wait until it is ready.
+    `config` is the text of a TOML config file to start it with."""
     binary = _server_binary()
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -247,6 +249,10 @@ def launch_server(workdir: Path) -> Server:
         "--http-listen", "127.0.0.1:0",
         "--ready-file", str(ready_file),
     ]  # fmt: skip
+    if config is not None:
+        config_path = workdir / "sightline.toml"
+        config_path.write_text(config)
+        command += ["--config", str(config_path)]
     env = dict(os.environ, RUST_BACKTRACE="1")
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -320,8 +326,8 @@ def start_server(tmp_path_factory):
     """Factory for dedicated servers; any still running at teardown are stopped and checked."""
     started: list[Server] = []
 
-    def start() -> Server:
-        srv = launch_server(tmp_path_factory.mktemp("sightline-own"))
+    def start(config: str | None = None) -> Server:
+        srv = launch_server(tmp_path_factory.mktemp("sightline-own"), config)
         started.append(srv)
         return srv
 

@@ -12,6 +12,7 @@
 
 pub mod format;
 pub mod sql;
+pub mod traces;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +56,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/", get(index))
         .route("/api/v1/sql", post(sql::handle))
         .route("/api/v1/flush", post(flush))
+        .route("/api/v1/traces/{trace_id}", get(traces::get))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -68,6 +70,7 @@ async fn index() -> Response {
         "endpoints": {
             "sql": "POST /api/v1/sql {\"sql\": \"SELECT ...\"}",
             "flush": "POST /api/v1/flush",
+            "trace": "GET /api/v1/traces/{trace_id}",
             "metrics": "GET /metrics",
             "health": "GET /healthz, GET /readyz",
         },

@@ -25,7 +25,7 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn query_error(e: &QueryError) -> Response {
+pub fn query_error(e: &QueryError) -> Response {
     let status = match e {
         QueryError::Refused(_) | QueryError::Invalid(_) | QueryError::ResourcesExhausted(_) => {
             StatusCode::BAD_REQUEST

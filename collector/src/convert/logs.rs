@@ -10,14 +10,16 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use sightline_store::Table;
 
 use super::{
-    Converted, ResourceScope, ResourceScopeColumns, check_id, non_empty, service_name, time_ns,
-    ts_builder,
+    ConvertContext, Converted, ResourceScope, ResourceScopeColumns, check_id, non_empty,
+    service_name, time_ns, ts_builder,
 };
 use crate::attributes::{AttrColumns, any_value_parts};
+use crate::limits::ItemLimits;
 
 /// Checks a record; returns its (time, observed time) in ns. A record without a time takes
-/// its observed time, and one without either takes `received_ns`.
-fn validate(r: &LogRecord, received_ns: i64) -> Result<(i64, i64), String> {
+/// its observed time, and one without either takes the arrival time.
+fn validate(r: &LogRecord, ctx: &ConvertContext) -> Result<(i64, i64), String> {
+    let received_ns = ctx.received_ns;
     if !r.trace_id.is_empty() {
         check_id("trace_id", &r.trace_id, 16)?;
     }
@@ -38,6 +40,7 @@ fn validate(r: &LogRecord, received_ns: i64) -> Result<(i64, i64), String> {
         0 => observed,
         t => t,
     };
+    ctx.check_window("time_unix_nano", time)?;
     Ok((time, observed))
 }
 
@@ -59,13 +62,20 @@ struct Columns {
 }
 
 impl Columns {
-    fn append(&mut self, ctx: &ResourceScope<'_>, r: &LogRecord, time: i64, observed: i64) {
+    fn append(
+        &mut self,
+        ctx: &ResourceScope<'_>,
+        r: &LogRecord,
+        time: i64,
+        observed: i64,
+        limits: &ItemLimits,
+    ) {
         self.time.push(time);
         self.observed.push(observed);
         self.severity_number.append_value(r.severity_number);
         self.severity_text
             .append_option(non_empty(&r.severity_text));
-        let (body, body_type) = any_value_parts(r.body.as_ref());
+        let (body, body_type) = any_value_parts(r.body.as_ref(), limits);
         self.body.append_option(body);
         self.body_type.append_option(body_type);
         self.trace_id
@@ -74,9 +84,10 @@ impl Columns {
             .append_option((!r.span_id.is_empty()).then(|| hex::encode(&r.span_id)));
         self.flags.append_value(r.flags);
         self.event_name.append_option(non_empty(&r.event_name));
-        self.rs.append(ctx);
-        self.attrs.append(&r.attributes);
-        self.dropped.append_value(r.dropped_attributes_count);
+        self.rs.append(ctx, limits);
+        let dropped = self.attrs.append(&r.attributes, limits);
+        self.dropped
+            .append_value(r.dropped_attributes_count.saturating_add(dropped));
     }
 
     fn finish(mut self) -> Result<RecordBatch, ArrowError> {
@@ -110,8 +121,11 @@ impl Columns {
     }
 }
 
-/// Converts a logs export request; `received_ns` stands in for missing timestamps.
-pub fn convert(req: &ExportLogsServiceRequest, received_ns: i64) -> Result<Converted, ArrowError> {
+/// Converts a logs export request; the arrival time stands in for missing timestamps.
+pub fn convert(
+    req: &ExportLogsServiceRequest,
+    ctx: &ConvertContext,
+) -> Result<Converted, ArrowError> {
     let mut out = Converted::default();
     let mut cols = Columns::default();
     for rl in &req.resource_logs {
@@ -122,16 +136,16 @@ pub fn convert(req: &ExportLogsServiceRequest, received_ns: i64) -> Result<Conve
         let service = service_name(resource_attrs);
         for sl in &rl.scope_logs {
             let scope = sl.scope.as_ref();
-            let ctx = ResourceScope {
+            let scope_ctx = ResourceScope {
                 service,
                 resource_attrs,
                 scope_name: scope.and_then(|s| non_empty(&s.name)),
                 scope_version: scope.and_then(|s| non_empty(&s.version)),
             };
             for record in &sl.log_records {
-                match validate(record, received_ns) {
+                match validate(record, ctx) {
                     Ok((time, observed)) => {
-                        cols.append(&ctx, record, time, observed);
+                        cols.append(&scope_ctx, record, time, observed, &ctx.limits);
                         out.accepted += 1;
                     }
                     Err(reason) => out.reject(|| format!("log record: {reason}")),

@@ -16,9 +16,11 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use sightline_store::Table;
 
 use super::{
-    Converted, ResourceScope, ResourceScopeColumns, non_empty, service_name, time_ns, ts_builder,
+    ConvertContext, Converted, ResourceScope, ResourceScopeColumns, non_empty, service_name,
+    time_ns, ts_builder,
 };
 use crate::attributes::AttrColumns;
+use crate::limits::ItemLimits;
 
 pub fn temporality_name(t: i32) -> Option<&'static str> {
     match AggregationTemporality::try_from(t) {
@@ -146,6 +148,7 @@ impl Columns {
         attrs: &[KeyValue],
         flags: u32,
         p: PointValues<'_>,
+        limits: &ItemLimits,
     ) {
         self.time.push(time);
         self.start.push(start);
@@ -176,8 +179,9 @@ impl Columns {
         append_list(&mut self.quantiles, q);
         append_list(&mut self.quantile_values, qv);
         self.flags.append_value(flags);
-        self.rs.append(ctx);
-        self.attrs.append(attrs);
+        self.rs.append(ctx, limits);
+        // Data points have no dropped-attributes count in OTLP; the limit still applies.
+        self.attrs.append(attrs, limits);
     }
 
     fn finish(mut self) -> Result<RecordBatch, ArrowError> {
@@ -228,9 +232,10 @@ impl Columns {
 }
 
 /// Times of a point: the time is required, a start time of 0 means "unknown".
-fn point_times(time: u64, start: u64) -> Result<(i64, Option<i64>), String> {
+fn point_times(time: u64, start: u64, ctx: &ConvertContext) -> Result<(i64, Option<i64>), String> {
     let t = time_ns("time_unix_nano", time)?;
     let s = time_ns("start_time_unix_nano", start)?;
+    ctx.check_window("time_unix_nano", t)?;
     Ok((t, (s != 0).then_some(s)))
 }
 
@@ -250,7 +255,13 @@ fn info<'a>(
     }
 }
 
-fn convert_metric(ctx: &ResourceScope<'_>, m: &Metric, cols: &mut Columns, out: &mut Converted) {
+fn convert_metric(
+    scope_ctx: &ResourceScope<'_>,
+    m: &Metric,
+    cols: &mut Columns,
+    out: &mut Converted,
+    ctx: &ConvertContext,
+) {
     let Some(data) = &m.data else {
         return;
     };
@@ -258,9 +269,18 @@ fn convert_metric(ctx: &ResourceScope<'_>, m: &Metric, cols: &mut Columns, out: 
         ($points:expr, $info:expr, |$p:ident| $values:expr) => {{
             let info = $info;
             for $p in $points {
-                match point_times($p.time_unix_nano, $p.start_time_unix_nano) {
+                match point_times($p.time_unix_nano, $p.start_time_unix_nano, ctx) {
                     Ok((t, s)) => {
-                        cols.append(ctx, &info, t, s, &$p.attributes, $p.flags, $values);
+                        cols.append(
+                            scope_ctx,
+                            &info,
+                            t,
+                            s,
+                            &$p.attributes,
+                            $p.flags,
+                            $values,
+                            &ctx.limits,
+                        );
                         out.accepted += 1;
                     }
                     Err(reason) => out.reject(|| format!("metric {:?}: {reason}", m.name)),
@@ -350,7 +370,10 @@ fn convert_metric(ctx: &ResourceScope<'_>, m: &Metric, cols: &mut Columns, out: 
 }
 
 /// Converts a metrics export request.
-pub fn convert(req: &ExportMetricsServiceRequest) -> Result<Converted, ArrowError> {
+pub fn convert(
+    req: &ExportMetricsServiceRequest,
+    ctx: &ConvertContext,
+) -> Result<Converted, ArrowError> {
     let mut out = Converted::default();
     let mut cols = Columns::default();
     for rm in &req.resource_metrics {
@@ -361,14 +384,14 @@ pub fn convert(req: &ExportMetricsServiceRequest) -> Result<Converted, ArrowErro
         let service = service_name(resource_attrs);
         for sm in &rm.scope_metrics {
             let scope = sm.scope.as_ref();
-            let ctx = ResourceScope {
+            let scope_ctx = ResourceScope {
                 service,
                 resource_attrs,
                 scope_name: scope.and_then(|s| non_empty(&s.name)),
                 scope_version: scope.and_then(|s| non_empty(&s.version)),
             };
             for m in &sm.metrics {
-                convert_metric(&ctx, m, &mut cols, &mut out);
+                convert_metric(&scope_ctx, m, &mut cols, &mut out, ctx);
             }
         }
     }

@@ -14,6 +14,41 @@ use sightline_store::Table;
 use std::sync::Arc;
 
 use crate::attributes;
+use crate::limits::ItemLimits;
+
+/// What a conversion needs besides the request: when it arrived and the item limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvertContext {
+    pub received_ns: i64,
+    pub limits: ItemLimits,
+}
+
+impl ConvertContext {
+    pub fn new(received_ns: i64, limits: ItemLimits) -> Self {
+        Self {
+            received_ns,
+            limits,
+        }
+    }
+
+    /// Rejects an item time outside the accepted window around the arrival time.
+    pub fn check_window(&self, what: &str, t: i64) -> Result<(), String> {
+        let (oldest, newest) = self.limits.window(self.received_ns);
+        if t < oldest {
+            return Err(format!(
+                "{what} is more than {}s in the past (limits.max_past)",
+                self.limits.max_past.as_secs()
+            ));
+        }
+        if t > newest {
+            return Err(format!(
+                "{what} is more than {}s in the future (limits.max_future)",
+                self.limits.max_future.as_secs()
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// What an export request became: the rows to store and what was rejected.
 #[derive(Debug, Default)]
@@ -86,9 +121,9 @@ pub(crate) struct ResourceScope<'a> {
 }
 
 impl ResourceScopeColumns {
-    pub fn append(&mut self, rs: &ResourceScope<'_>) {
+    pub fn append(&mut self, rs: &ResourceScope<'_>, limits: &ItemLimits) {
         self.service.append_value(rs.service);
-        self.resource.append(rs.resource_attrs);
+        self.resource.append(rs.resource_attrs, limits);
         self.scope_name.append_option(rs.scope_name);
         self.scope_version.append_option(rs.scope_version);
     }

@@ -12,10 +12,11 @@ use sightline_store::Table;
 use sightline_store::schema::{event_fields, link_fields};
 
 use super::{
-    Converted, ResourceScope, ResourceScopeColumns, check_id, non_empty, service_name, struct_list,
-    time_ns, ts_builder,
+    ConvertContext, Converted, ResourceScope, ResourceScopeColumns, check_id, non_empty,
+    service_name, struct_list, time_ns, ts_builder,
 };
 use crate::attributes::{self, AttrColumns};
+use crate::limits::ItemLimits;
 
 pub fn kind_name(kind: i32) -> &'static str {
     match SpanKind::try_from(kind) {
@@ -37,7 +38,7 @@ pub fn status_name(code: i32) -> &'static str {
 }
 
 /// Checks that a span can be stored; the error says why not.
-fn validate(span: &Span) -> Result<(i64, i64), String> {
+fn validate(span: &Span, ctx: &ConvertContext) -> Result<(i64, i64), String> {
     check_id("trace_id", &span.trace_id, 16)?;
     check_id("span_id", &span.span_id, 8)?;
     if !span.parent_span_id.is_empty() {
@@ -52,6 +53,7 @@ fn validate(span: &Span) -> Result<(i64, i64), String> {
     }
     let start = time_ns("start_time_unix_nano", span.start_time_unix_nano)?;
     let end = time_ns("end_time_unix_nano", span.end_time_unix_nano)?;
+    ctx.check_window("start_time_unix_nano", start)?;
     Ok((start, end))
 }
 
@@ -104,7 +106,14 @@ struct Columns {
 }
 
 impl Columns {
-    fn append(&mut self, rs: &ResourceScope<'_>, span: &Span, start: i64, end: i64) {
+    fn append(
+        &mut self,
+        rs: &ResourceScope<'_>,
+        span: &Span,
+        start: i64,
+        end: i64,
+        limits: &ItemLimits,
+    ) {
         self.trace_id.append_value(hex::encode(&span.trace_id));
         self.span_id.append_value(hex::encode(&span.span_id));
         self.parent_span_id.append_option(
@@ -121,7 +130,7 @@ impl Columns {
             .append_value(status_name(status.map_or(0, |s| s.code)));
         self.status_message
             .append_option(status.and_then(|s| non_empty(&s.message)));
-        self.rs.append(rs);
+        self.rs.append(rs, limits);
         let a = &span.attributes;
         self.http_route
             .append_option(attributes::find_str(a, "http.route"));
@@ -133,27 +142,36 @@ impl Columns {
             attributes::find_int(a, "http.response.status_code")
                 .or_else(|| attributes::find_int(a, "http.status_code")),
         );
-        self.attrs.append(a);
+        let dropped_attrs = self.attrs.append(a, limits);
         self.flags.append_value(span.flags);
+        let over = |n: usize, max: usize| u32::try_from(n.saturating_sub(max)).unwrap_or(u32::MAX);
         self.dropped_attrs
-            .append_value(span.dropped_attributes_count);
-        self.dropped_events.append_value(span.dropped_events_count);
-        self.dropped_links.append_value(span.dropped_links_count);
+            .append_value(span.dropped_attributes_count.saturating_add(dropped_attrs));
+        self.dropped_events.append_value(
+            span.dropped_events_count
+                .saturating_add(over(span.events.len(), limits.max_events)),
+        );
+        self.dropped_links.append_value(
+            span.dropped_links_count
+                .saturating_add(over(span.links.len(), limits.max_links)),
+        );
 
-        for e in &span.events {
+        for e in span.events.iter().take(limits.max_events) {
             // Validated before: the time fits.
             self.ev_time.push(e.time_unix_nano as i64);
             self.ev_name.append_value(&e.name);
-            self.ev_attrs.append(&e.attributes);
-            self.ev_dropped.append_value(e.dropped_attributes_count);
+            let dropped = self.ev_attrs.append(&e.attributes, limits);
+            self.ev_dropped
+                .append_value(e.dropped_attributes_count.saturating_add(dropped));
         }
         self.ev_offsets.push(self.ev_time.len() as i32);
-        for l in &span.links {
+        for l in span.links.iter().take(limits.max_links) {
             self.ln_trace_id.append_value(hex::encode(&l.trace_id));
             self.ln_span_id.append_value(hex::encode(&l.span_id));
             self.ln_trace_state.append_option(non_empty(&l.trace_state));
-            self.ln_attrs.append(&l.attributes);
-            self.ln_dropped.append_value(l.dropped_attributes_count);
+            let dropped = self.ln_attrs.append(&l.attributes, limits);
+            self.ln_dropped
+                .append_value(l.dropped_attributes_count.saturating_add(dropped));
             self.ln_flags.append_value(l.flags);
         }
         self.ln_offsets
@@ -264,7 +282,10 @@ fn fragments_batch(
 }
 
 /// Converts a trace export request.
-pub fn convert(req: &ExportTraceServiceRequest) -> Result<Converted, ArrowError> {
+pub fn convert(
+    req: &ExportTraceServiceRequest,
+    ctx: &ConvertContext,
+) -> Result<Converted, ArrowError> {
     let mut out = Converted::default();
     let mut cols = Columns {
         ev_offsets: vec![0],
@@ -281,21 +302,21 @@ pub fn convert(req: &ExportTraceServiceRequest) -> Result<Converted, ArrowError>
         let service = service_name(resource_attrs);
         for ss in &rs.scope_spans {
             let scope = ss.scope.as_ref();
-            let ctx = ResourceScope {
+            let scope_ctx = ResourceScope {
                 service,
                 resource_attrs,
                 scope_name: scope.and_then(|s| non_empty(&s.name)),
                 scope_version: scope.and_then(|s| non_empty(&s.version)),
             };
             for span in &ss.spans {
-                let (start, end) = match validate(span) {
+                let (start, end) = match validate(span, ctx) {
                     Ok(t) => t,
                     Err(reason) => {
                         out.reject(|| format!("span {:?}: {reason}", span.name));
                         continue;
                     }
                 };
-                cols.append(&ctx, span, start, end);
+                cols.append(&scope_ctx, span, start, end, &ctx.limits);
                 out.accepted += 1;
                 let tid = hex::encode(&span.trace_id);
                 let f = frags.entry(tid.clone()).or_insert_with(|| {
