@@ -63,6 +63,10 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
+}
+
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(serde::de::Error::custom)
@@ -92,6 +96,64 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub query: QueryConfig,
     pub log: LogConfig,
+    pub compaction: CompactionConfig,
+    pub retention: RetentionConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    pub enabled: bool,
+    /// How often compaction and retention look for work.
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    /// Files at or above this size are not merged further.
+    #[serde(deserialize_with = "de_size")]
+    pub target_file_bytes: usize,
+    /// In an hour still receiving data, this many files of one size tier are merged.
+    pub min_files: usize,
+    /// An hour's partition is closed (all its small files merged) this long after it ended.
+    #[serde(deserialize_with = "de_duration")]
+    pub close_after: Duration,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        let p = sightline_store::compaction::CompactionPolicy::default();
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(30),
+            target_file_bytes: p.target_file_bytes as usize,
+            min_files: p.min_files,
+            close_after: p.close_after,
+        }
+    }
+}
+
+/// How long each signal is kept; whole hours are dropped. Absent or "0" keeps data forever.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub spans: Option<Duration>,
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub logs: Option<Duration>,
+    #[serde(deserialize_with = "de_opt_duration")]
+    pub metrics: Option<Duration>,
+}
+
+impl RetentionConfig {
+    pub fn by_table(&self) -> std::collections::BTreeMap<sightline_store::Table, Duration> {
+        use sightline_store::Table;
+        [
+            (Table::Spans, self.spans),
+            (Table::Logs, self.logs),
+            (Table::Metrics, self.metrics),
+        ]
+        .into_iter()
+        .filter_map(|(t, d)| d.filter(|d| !d.is_zero()).map(|d| (t, d)))
+        .collect()
+    }
 }
 
 impl Default for Config {
@@ -103,6 +165,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             query: QueryConfig::default(),
             log: LogConfig::default(),
+            compaction: CompactionConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -365,6 +429,23 @@ impl Config {
         if !(1..=256).contains(&self.query.threads) {
             bail!("query.threads must be between 1 and 256");
         }
+        if self.compaction.min_files < 2 {
+            bail!("compaction.min_files must be at least 2");
+        }
+        if self.compaction.interval.is_zero() {
+            bail!("compaction.interval must be positive");
+        }
+        for (name, d) in [
+            ("retention.spans", self.retention.spans),
+            ("retention.logs", self.retention.logs),
+            ("retention.metrics", self.retention.metrics),
+        ] {
+            if d.is_some_and(|d| !d.is_zero() && d < Duration::from_secs(3600)) {
+                bail!(
+                    "{name} must be at least 1h (data is dropped by whole hours), or 0 to keep forever"
+                );
+            }
+        }
         if self.query.memory_limit < (16 << 20) {
             bail!("query.memory_limit must be at least 16MiB");
         }
@@ -416,6 +497,28 @@ mod tests {
                 .expect_err("zero")
                 .to_string()
                 .contains("query.threads")
+        );
+    }
+
+    #[test]
+    fn retention_per_signal() {
+        let c = Config::from_toml("[retention]\nspans = \"7d\"\nlogs = \"0\"\n").expect("parse");
+        c.validate().expect("valid");
+        let r = c.retention.by_table();
+        assert_eq!(
+            r.get(&sightline_store::Table::Spans),
+            Some(&Duration::from_secs(7 * 86400))
+        );
+        assert!(
+            !r.contains_key(&sightline_store::Table::Logs),
+            "0 keeps forever"
+        );
+        let c = Config::from_toml("[retention]\nmetrics = \"5m\"\n").expect("parse");
+        assert!(
+            c.validate()
+                .expect_err("too short")
+                .to_string()
+                .contains("retention.metrics")
         );
     }
 

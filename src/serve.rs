@@ -124,6 +124,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             flush_max_bytes: config.storage.flush_max_bytes,
             durability: config.storage.durability(),
             wal_segment_bytes: config.storage.wal_segment_bytes as u64,
+            compaction: config.compaction.enabled.then_some({
+                sightline_store::compaction::CompactionPolicy {
+                    target_file_bytes: config.compaction.target_file_bytes as u64,
+                    min_files: config.compaction.min_files,
+                    close_after: config.compaction.close_after,
+                }
+            }),
+            maintenance_interval: config.compaction.interval,
+            retention: config.retention.by_table(),
+            // Replaced files stay readable for queries that started before the swap.
+            file_grace: config.query.timeout + Duration::from_secs(30),
         },
         &mut registry,
     )
@@ -197,6 +208,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .clone()
             .run_flusher(stop_flusher.clone().cancelled_owned()),
     );
+    let maintenance = tokio::spawn(
+        store
+            .clone()
+            .run_maintenance(stop_flusher.clone().cancelled_owned()),
+    );
 
     readiness.set(true);
     tracing::info!(
@@ -243,6 +259,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     stop_flusher.cancel();
     let _ = flusher.await;
+    let _ = maintenance.await;
     let flushed = store.close().await;
     stop_api.cancel();
     let _ = tokio::time::timeout(DRAIN_DEADLINE, api_task).await;

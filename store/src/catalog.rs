@@ -109,6 +109,36 @@ impl TableCatalog {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The table's files now.
+    pub fn files(&self) -> Vec<Arc<DataFile>> {
+        self.read().files.clone()
+    }
+
+    /// Replaces `inputs` by `output` in one step (a compaction). Returns false, changing
+    /// nothing, if an input is no longer in the catalog.
+    pub fn swap_files(&self, inputs: &[Arc<DataFile>], output: Arc<DataFile>) -> bool {
+        let mut s = self.write();
+        if !inputs
+            .iter()
+            .all(|i| s.files.iter().any(|f| f.path == i.path))
+        {
+            return false;
+        }
+        s.files.retain(|f| !inputs.iter().any(|i| i.path == f.path));
+        s.files.push(output);
+        true
+    }
+
+    /// Takes `gone` out of the catalog (retention); returns those that were in it.
+    pub fn remove_files(&self, gone: &[Arc<DataFile>]) -> Vec<Arc<DataFile>> {
+        let mut s = self.write();
+        let (removed, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut s.files)
+            .into_iter()
+            .partition(|f| gone.iter().any(|g| g.path == f.path));
+        s.files = kept;
+        removed
+    }
+
     /// Adds the batch of the write with WAL sequence number `seq`; queries see it from now on.
     /// Writes must arrive in sequence order.
     pub fn append(&self, seq: u64, batch: RecordBatch) {
@@ -128,18 +158,8 @@ impl TableCatalog {
     pub fn stats(&self) -> BufferStats {
         let s = self.read();
         BufferStats {
-            rows: s.active.rows()
-                + s.flushing
-                    .batches
-                    .iter()
-                    .map(|b| b.num_rows())
-                    .sum::<usize>(),
-            bytes: s.active.bytes()
-                + s.flushing
-                    .batches
-                    .iter()
-                    .map(|b| b.get_array_memory_size())
-                    .sum::<usize>(),
+            rows: s.active.rows() + s.flushing.rows,
+            bytes: s.active.bytes() + s.flushing.bytes,
             oldest: s.active.oldest(),
             files: s.files.len(),
         }
@@ -211,6 +231,7 @@ fn scan_files(dir: &Path) -> Result<Vec<DataFile>> {
             if !hour.is_dir() || paths::parse_partition(&date_name, hour_name).is_none() {
                 continue;
             }
+            crate::compaction::recover_partition(&hour)?;
             for file in read_dir_sorted(&hour)? {
                 let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
                     continue;

@@ -10,6 +10,7 @@
 //!   each table, swapped atomically so every query sees each row exactly once;
 //! - [`writer`] and [`paths`]: sorted, zstd-compressed Parquet files in hourly Hive-style
 //!   partitions, written durably (temporary name, fsync, rename);
+//! - [`compaction`]: merging small files per partition, and retention by whole partitions;
 //! - [`provider`] and [`query`]: DataFusion tables over buffer ∪ files with time pruning, and a
 //!   read-only SQL engine with timeout, row and memory limits on a runtime of its own.
 //!
@@ -25,6 +26,7 @@
 //! ```
 
 pub mod catalog;
+pub mod compaction;
 pub mod error;
 pub mod memtable;
 pub mod metrics;
@@ -48,7 +50,7 @@ pub use catalog::{Snapshot, TableCatalog};
 pub use error::{Result, StoreError};
 pub use schema::Table;
 
-use metrics::{FlushLabel, StoreMetrics, TableLabel, WalMetrics};
+use metrics::{FlushLabel, MaintenanceMetrics, StoreMetrics, TableLabel, WalMetrics};
 pub use wal::Durability;
 
 /// Where and how the store keeps data.
@@ -64,6 +66,15 @@ pub struct StoreConfig {
     pub durability: Durability,
     /// Size at which a WAL segment is closed and a new one started.
     pub wal_segment_bytes: u64,
+    /// How small files are merged; `None` turns compaction off.
+    pub compaction: Option<compaction::CompactionPolicy>,
+    /// How often compaction and retention run.
+    pub maintenance_interval: Duration,
+    /// Per table, how long data is kept (whole hours are dropped); absent = forever.
+    pub retention: BTreeMap<Table, Duration>,
+    /// How long replaced or expired files stay on disk for queries that still read them
+    /// (longer than the query timeout).
+    pub file_grace: Duration,
 }
 
 impl StoreConfig {
@@ -75,6 +86,10 @@ impl StoreConfig {
             flush_max_bytes: 64 * 1024 * 1024,
             durability: Durability::Fsync,
             wal_segment_bytes: 64 << 20,
+            compaction: Some(compaction::CompactionPolicy::default()),
+            maintenance_interval: Duration::from_secs(30),
+            retention: BTreeMap::new(),
+            file_grace: Duration::from_secs(60),
         }
     }
 }
@@ -96,6 +111,44 @@ fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File> {
     }
 }
 
+/// Files to delete at `due`, then the compaction log that recorded their replacement.
+#[derive(Debug)]
+struct Burial {
+    due: Instant,
+    files: Vec<Arc<writer::DataFile>>,
+    log: Option<PathBuf>,
+}
+
+impl Burial {
+    fn bury(self) {
+        for f in &self.files {
+            if let Err(e) = std::fs::remove_file(&f.path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %f.path.display(), error = %e, "cannot delete an old data file");
+            }
+            // Drop emptied hour and date directories.
+            if let Some(hour) = f.path.parent() {
+                let _ = std::fs::remove_dir(hour);
+                if let Some(date) = hour.parent() {
+                    let _ = std::fs::remove_dir(date);
+                }
+            }
+        }
+        if let Some(log) = &self.log {
+            let _ = std::fs::remove_file(log);
+        }
+    }
+}
+
+/// What one maintenance pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    pub compactions: usize,
+    pub compacted_files: usize,
+    pub expired_files: usize,
+}
+
 /// Files written by one flush, per table.
 pub type FlushReport = BTreeMap<&'static str, usize>;
 
@@ -112,6 +165,9 @@ pub struct Store {
     wake_flusher: tokio::sync::Notify,
     /// Set when memory is short: the flusher writes every buffer, whatever its size or age.
     flush_everything: AtomicBool,
+    maintenance_metrics: MaintenanceMetrics,
+    /// Files out of the catalog, deleted once no query can still be reading them.
+    graveyard: std::sync::Mutex<Vec<Burial>>,
     /// Held (locked) for the store's lifetime: one process per data directory.
     _lock: std::fs::File,
 }
@@ -189,6 +245,8 @@ impl Store {
             closed: AtomicBool::new(false),
             wake_flusher: tokio::sync::Notify::new(),
             flush_everything: AtomicBool::new(false),
+            maintenance_metrics: MaintenanceMetrics::new(registry),
+            graveyard: std::sync::Mutex::new(Vec::new()),
             _lock: lock,
         });
         for table in Table::ALL {
@@ -389,11 +447,166 @@ impl Store {
         }
     }
 
+    fn now_ns() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .unwrap_or_default()
+    }
+
+    fn graveyard(&self) -> std::sync::MutexGuard<'_, Vec<Burial>> {
+        self.graveyard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Deletes the files whose grace period is over (all of them with `all`).
+    fn bury_due(&self, all: bool) {
+        let now = Instant::now();
+        let due: Vec<Burial> = {
+            let mut g = self.graveyard();
+            let (due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut *g)
+                .into_iter()
+                .partition(|b| all || b.due <= now);
+            *g = wait;
+            due
+        };
+        for b in due {
+            b.bury();
+        }
+    }
+
+    /// One pass of retention and compaction over every table.
+    pub async fn maintain(&self) -> MaintenanceReport {
+        let mut report = MaintenanceReport::default();
+        self.bury_due(false);
+        let now = std::time::SystemTime::now();
+        for table in Table::ALL {
+            let catalog = &self.catalogs[&table];
+            let label = TableLabel {
+                table: table.name(),
+            };
+            // Trace fragments live as long as the spans they summarise.
+            let retention_of = if table == Table::TraceFragments {
+                Table::Spans
+            } else {
+                table
+            };
+            if let Some(retention) = self.config.retention.get(&retention_of) {
+                let gone =
+                    catalog.remove_files(&compaction::expired(&catalog.files(), *retention, now));
+                if !gone.is_empty() {
+                    let m = &self.maintenance_metrics;
+                    m.retention_files
+                        .get_or_create(&label)
+                        .inc_by(gone.len() as u64);
+                    m.retention_bytes
+                        .get_or_create(&label)
+                        .inc_by(gone.iter().map(|f| f.size).sum());
+                    report.expired_files += gone.len();
+                    tracing::info!(
+                        table = table.name(),
+                        files = gone.len(),
+                        "retention removed old partitions"
+                    );
+                    self.graveyard().push(Burial {
+                        due: Instant::now() + self.config.file_grace,
+                        files: gone,
+                        log: None,
+                    });
+                }
+            }
+            let Some(policy) = &self.config.compaction else {
+                continue;
+            };
+            let mut by_dir: BTreeMap<PathBuf, Vec<Arc<writer::DataFile>>> = BTreeMap::new();
+            for f in catalog.files() {
+                if let Some(dir) = f.path.parent() {
+                    by_dir.entry(dir.to_path_buf()).or_default().push(f);
+                }
+            }
+            for files in by_dir.into_values() {
+                let hour = paths::hour_of(files[0].min_time);
+                let Some(inputs) = compaction::pick(policy, &files, hour, Self::now_ns()) else {
+                    continue;
+                };
+                let started = Instant::now();
+                let merged = tokio::task::spawn_blocking(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| StoreError::io("compaction runtime", e))?
+                        .block_on(compaction::merge(table, inputs))
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(StoreError::io(
+                        "compaction",
+                        std::io::Error::other(e.to_string()),
+                    ))
+                });
+                let outcome = match merged {
+                    Ok(m) => {
+                        let written = m.output.size;
+                        let n = m.inputs.len();
+                        let output = Arc::new(m.output);
+                        if catalog.swap_files(&m.inputs, output.clone()) {
+                            let mm = &self.maintenance_metrics;
+                            mm.compacted_files.get_or_create(&label).inc_by(n as u64);
+                            mm.compaction_bytes_written
+                                .get_or_create(&label)
+                                .inc_by(written);
+                            report.compactions += 1;
+                            report.compacted_files += n;
+                            tracing::debug!(table = table.name(), files = n, bytes = written,
+                                elapsed = ?started.elapsed(), "compacted");
+                            self.graveyard().push(Burial {
+                                due: Instant::now() + self.config.file_grace,
+                                files: m.inputs,
+                                log: Some(m.log),
+                            });
+                            "ok"
+                        } else {
+                            // An input vanished meanwhile (retention): undo the output.
+                            let _ = std::fs::remove_file(&output.path);
+                            let _ = std::fs::remove_file(&m.log);
+                            "skipped"
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(table = table.name(), error = %e, "compaction failed; will retry");
+                        "error"
+                    }
+                };
+                self.maintenance_metrics
+                    .compactions
+                    .get_or_create(&FlushLabel {
+                        table: table.name(),
+                        outcome,
+                    })
+                    .inc();
+            }
+            self.update_gauges(table);
+        }
+        report
+    }
+
+    /// Runs [`Store::maintain`] every `maintenance_interval` until `stop` resolves.
+    pub async fn run_maintenance(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(self.config.maintenance_interval) => {}
+            }
+            self.maintain().await;
+        }
+    }
+
     /// Refuses further writes, lets the WAL finish what is queued, and flushes everything
     /// buffered (the WAL is then empty). Safe to call twice.
     pub async fn close(&self) -> Result<FlushReport> {
         self.closed.store(true, Ordering::Release);
         self.wal.close().await;
+        self.bury_due(true);
         let report = self.flush_all().await;
         if report.is_ok() {
             // Everything is in Parquet: the next start has nothing to replay.
@@ -657,5 +870,225 @@ mod recovery_tests {
             Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("reopen");
         assert_eq!(store.catalog(Table::TraceFragments).stats().files, 0);
         assert_eq!(ids(&store).await, expected(5));
+    }
+}
+
+#[cfg(test)]
+mod maintenance_tests {
+    use super::*;
+    use arrow::array::{Array, Int64Array, StringArray, TimestampNanosecondArray};
+
+    const HOUR: i64 = 3_600_000_000_000;
+
+    fn fragments(first: usize, n: usize, t0: i64) -> RecordBatch {
+        let ids: Vec<String> = (first..first + n).map(|i| format!("{i:032x}")).collect();
+        let times: Vec<i64> = (0..n as i64).map(|i| t0 + i * 1_000).collect();
+        RecordBatch::try_new(
+            Table::TraceFragments.schema(),
+            vec![
+                Arc::new(StringArray::from(ids)),
+                Arc::new(TimestampNanosecondArray::from(times.clone()).with_timezone("UTC")),
+                Arc::new(TimestampNanosecondArray::from(times).with_timezone("UTC")),
+                Arc::new(StringArray::from(vec![None::<&str>; n])),
+                Arc::new(StringArray::from(vec![None::<&str>; n])),
+                Arc::new(Int64Array::from(vec![1; n])),
+                Arc::new(Int64Array::from(vec![0; n])),
+            ],
+        )
+        .expect("batch")
+    }
+
+    fn config(dir: &std::path::Path) -> StoreConfig {
+        let mut c = StoreConfig::new(dir);
+        c.file_grace = Duration::ZERO;
+        c
+    }
+
+    async fn ids(engine: &query::QueryEngine) -> Vec<String> {
+        let out = engine
+            .execute("SELECT trace_id FROM trace_fragments ORDER BY trace_id")
+            .await
+            .expect("query");
+        out.batches
+            .iter()
+            .flat_map(|b| {
+                let a = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("ids");
+                (0..a.len())
+                    .map(|i| a.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn files_on_disk(dir: &std::path::Path) -> usize {
+        fn walk(p: &std::path::Path, n: &mut usize) {
+            for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path, n);
+                } else if path.extension().is_some_and(|x| x == "parquet") {
+                    *n += 1;
+                }
+            }
+        }
+        let mut n = 0;
+        walk(dir, &mut n);
+        n
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hours_of_small_files_become_one_file_per_hour_and_queries_stay_exact() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(config(dir.path()), &mut Registry::default()).expect("open");
+        let engine = Arc::new(
+            store
+                .query_engine(query::QueryLimits::default())
+                .await
+                .expect("engine"),
+        );
+        let now = Store::now_ns();
+        let base = (now / HOUR - 5) * HOUR; // five hours ago: closed partitions
+        let mut written = 0;
+        for flush in 0..12 {
+            for hour in 0..3 {
+                store
+                    .write(vec![(
+                        Table::TraceFragments,
+                        fragments(written, 50, base + hour * HOUR + flush * 1_000_000),
+                    )])
+                    .await
+                    .expect("write");
+                written += 50;
+            }
+            store.flush_all().await.expect("flush");
+        }
+        let table_dir = dir.path().join("default/trace_fragments");
+        assert_eq!(files_on_disk(&table_dir), 36);
+        let before = ids(&engine).await;
+        assert_eq!(before.len(), written);
+
+        // Queries keep running while the merges swap files.
+        let reader = {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    assert_eq!(ids(&engine).await.len(), 1800, "a row was lost or doubled");
+                }
+            })
+        };
+        let report = store.maintain().await;
+        reader.await.expect("reader");
+        assert_eq!(report.compactions, 3);
+        assert_eq!(report.compacted_files, 36);
+        assert_eq!(store.catalog(Table::TraceFragments).files().len(), 3);
+        assert_eq!(ids(&engine).await, before);
+        store.maintain().await; // grace is zero: the inputs go now
+        assert_eq!(files_on_disk(&table_dir), 3);
+
+        // The merged files are sorted by trace id, as flushed files are.
+        for f in store.catalog(Table::TraceFragments).files() {
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                std::fs::File::open(&f.path).expect("open"),
+            )
+            .expect("reader")
+            .build()
+            .expect("build");
+            let mut all = Vec::new();
+            for b in reader {
+                let b = b.expect("batch");
+                let a = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("ids");
+                all.extend((0..a.len()).map(|i| a.value(i).to_string()));
+            }
+            assert!(
+                all.windows(2).all(|w| w[0] <= w[1]),
+                "merged file is sorted"
+            );
+            assert_eq!(all.len(), 600);
+        }
+
+        // A restart finds exactly the merged files.
+        drop(engine);
+        drop(store);
+        let store = Store::open(config(dir.path()), &mut Registry::default()).expect("reopen");
+        let engine = store
+            .query_engine(query::QueryLimits::default())
+            .await
+            .expect("engine");
+        assert_eq!(ids(&engine).await, before);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interrupted_compaction_is_finished_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = (Store::now_ns() / HOUR - 3) * HOUR;
+        let inputs;
+        {
+            let store = Store::open(config(dir.path()), &mut Registry::default()).expect("open");
+            for i in 0..3 {
+                store
+                    .write(vec![(Table::TraceFragments, fragments(i * 10, 10, base))])
+                    .await
+                    .expect("write");
+                store.flush_all().await.expect("flush");
+            }
+            inputs = store.catalog(Table::TraceFragments).files();
+            // The merge finishes (output renamed, log written) but the process dies before
+            // the swap and the deletions.
+            compaction::merge(Table::TraceFragments, inputs.clone())
+                .await
+                .expect("merge");
+        }
+        let store = Store::open(config(dir.path()), &mut Registry::default()).expect("reopen");
+        assert_eq!(store.catalog(Table::TraceFragments).files().len(), 1);
+        assert!(inputs.iter().all(|f| !f.path.exists()));
+        let engine = store
+            .query_engine(query::QueryLimits::default())
+            .await
+            .expect("engine");
+        assert_eq!(ids(&engine).await.len(), 30);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retention_drops_whole_old_hours_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = config(dir.path());
+        c.retention
+            .insert(Table::Spans, Duration::from_secs(2 * 3600));
+        c.compaction = None;
+        let store = Store::open(c, &mut Registry::default()).expect("open");
+        let now = Store::now_ns();
+        let old = (now / HOUR - 5) * HOUR;
+        store
+            .write(vec![(Table::TraceFragments, fragments(0, 10, old))])
+            .await
+            .expect("write");
+        store
+            .write(vec![(
+                Table::TraceFragments,
+                fragments(10, 10, now - 60_000_000_000),
+            )])
+            .await
+            .expect("write");
+        store.flush_all().await.expect("flush");
+        let report = store.maintain().await;
+        assert_eq!(report.expired_files, 1);
+        let engine = store
+            .query_engine(query::QueryLimits::default())
+            .await
+            .expect("engine");
+        assert_eq!(ids(&engine).await.len(), 10);
+        store.maintain().await;
+        assert_eq!(
+            files_on_disk(&dir.path().join("default/trace_fragments")),
+            1
+        );
     }
 }

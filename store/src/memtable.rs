@@ -34,6 +34,9 @@ pub struct Memtable {
 pub struct Taken {
     pub batches: Vec<RecordBatch>,
     pub seqs: Option<(u64, u64)>,
+    /// Memory and rows of `batches`, as the memtable counted them.
+    pub bytes: usize,
+    pub rows: usize,
 }
 
 impl Memtable {
@@ -55,26 +58,29 @@ impl Memtable {
 
     /// Takes every batch out, leaving the memtable empty.
     pub fn take(&mut self) -> Taken {
-        self.bytes = 0;
-        self.rows = 0;
         self.oldest = None;
         Taken {
             batches: std::mem::take(&mut self.batches),
             seqs: self.seqs.take(),
+            bytes: std::mem::take(&mut self.bytes),
+            rows: std::mem::take(&mut self.rows),
         }
     }
 
     /// Puts batches back at the front (a failed flush), keeping arrival order.
     pub fn restore_front(&mut self, taken: Taken) {
-        let Taken { mut batches, seqs } = taken;
+        let Taken {
+            mut batches,
+            seqs,
+            bytes,
+            rows,
+        } = taken;
         self.seqs = match (seqs, self.seqs) {
             (Some((first, last)), Some((_, newer))) => Some((first, newer.max(last))),
             (a, b) => a.or(b),
         };
-        for b in &batches {
-            self.bytes += b.get_array_memory_size();
-            self.rows += b.num_rows();
-        }
+        self.bytes += bytes;
+        self.rows += rows;
         if !batches.is_empty() {
             self.oldest.get_or_insert_with(Instant::now);
         }

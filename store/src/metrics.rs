@@ -163,3 +163,46 @@ impl WalMetrics {
         m
     }
 }
+
+/// Compaction and retention metrics.
+#[derive(Debug, Clone, Default)]
+pub struct MaintenanceMetrics {
+    pub compactions: Family<FlushLabel, Counter>,
+    pub compacted_files: Family<TableLabel, Counter>,
+    pub compaction_bytes_written: Family<TableLabel, Counter>,
+    pub retention_files: Family<TableLabel, Counter>,
+    pub retention_bytes: Family<TableLabel, Counter>,
+}
+
+impl MaintenanceMetrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let r = registry.sub_registry_with_prefix("sightline_store");
+        r.register(
+            "compactions",
+            "Merges of small Parquet files, by outcome",
+            m.compactions.clone(),
+        );
+        r.register(
+            "compacted_files",
+            "Files merged away by compaction",
+            m.compacted_files.clone(),
+        );
+        r.register(
+            "compaction_written_bytes",
+            "Bytes written by compaction (with flushed_bytes: the write amplification)",
+            m.compaction_bytes_written.clone(),
+        );
+        r.register(
+            "retention_removed_files",
+            "Files deleted because their hour passed the table's retention",
+            m.retention_files.clone(),
+        );
+        r.register(
+            "retention_removed_bytes",
+            "Bytes deleted by retention",
+            m.retention_bytes.clone(),
+        );
+        m
+    }
+}

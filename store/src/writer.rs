@@ -36,7 +36,8 @@ pub struct DataFile {
 
 static FILE_SEQ: AtomicU64 = AtomicU64::new(0);
 
-fn unique_id() -> String {
+/// A name part unique across processes and time.
+pub fn unique_id() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -48,7 +49,8 @@ fn unique_id() -> String {
     )
 }
 
-fn writer_properties(table: Table) -> WriterProperties {
+/// How every data file of `table` is written (compression, row groups, statistics, blooms).
+pub fn writer_properties(table: Table) -> WriterProperties {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))

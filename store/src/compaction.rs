@@ -1,0 +1,366 @@
+//! Compaction: merges the many small files flushes leave in an hourly partition into few large
+//! ones, and retention: drops whole partitions past a table's age limit.
+//!
+//! **Policy (size-tiered).** A file's tier is how many times 8 fits between 1 MiB and its size.
+//! In a partition still receiving data, 8 or more files of one tier below the target size are
+//! merged into one of a higher tier; once the partition's hour has been over for
+//! `close_after`, every file below the target size is merged. A row is therefore rewritten at
+//! most once per tier it climbs plus once at close: with 64 MiB flushes and a 256 MiB target,
+//! at most about three times (write amplification ≤ ~3–4).
+//!
+//! **Exactly once during a merge.** The merged file is written under a temporary name; a
+//! compaction log (`_compaction-<id>.json` in the partition) records its inputs and output;
+//! the output is renamed into place and the catalog swaps inputs for output under its lock, so a
+//! query sees either the inputs or the output. Inputs are deleted only after a grace period
+//! longer than any query may run (queries that started before the swap still read them), and
+//! the log is deleted after them. A crash at any step is repaired at start by
+//! [`recover_partition`]: with the output in place the inputs are deleted, without it the log.
+//!
+//! Merging streams: each input is already sorted, so DataFusion's sort-preserving merge reads
+//! them side by side and the writer never holds more than a few batches per input.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arrow::array::{Array, TimestampNanosecondArray};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::physical_expr::expressions::col;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use parquet::arrow::ArrowWriter;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StoreError};
+use crate::paths;
+use crate::schema::Table;
+use crate::writer::{self, DataFile};
+
+/// How compaction decides.
+#[derive(Debug, Clone)]
+pub struct CompactionPolicy {
+    /// Files at or above this size are left alone.
+    pub target_file_bytes: u64,
+    /// Files of one tier merged together in a partition that is still open.
+    pub min_files: usize,
+    /// A partition counts as closed this long after its hour ended (late data allowance).
+    pub close_after: Duration,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        Self {
+            target_file_bytes: 256 << 20,
+            min_files: 8,
+            close_after: Duration::from_secs(600),
+        }
+    }
+}
+
+fn tier(size: u64) -> u32 {
+    let mut t = 0;
+    let mut bound = 1u64 << 20;
+    while size >= bound && t < 16 {
+        bound = bound.saturating_mul(8);
+        t += 1;
+    }
+    t
+}
+
+/// The files of one partition to merge now, if any. `files` are the partition's files,
+/// `hour` its hour (since the epoch) and `now_ns` the current time.
+pub fn pick(
+    policy: &CompactionPolicy,
+    files: &[Arc<DataFile>],
+    hour: i64,
+    now_ns: i64,
+) -> Option<Vec<Arc<DataFile>>> {
+    let small: Vec<&Arc<DataFile>> = files
+        .iter()
+        .filter(|f| f.size < policy.target_file_bytes)
+        .collect();
+    if small.len() < 2 {
+        return None;
+    }
+    let hour_end_ns = (hour + 1).saturating_mul(3_600_000_000_000);
+    let closed = now_ns
+        > hour_end_ns
+            .saturating_add(i64::try_from(policy.close_after.as_nanos()).unwrap_or(i64::MAX));
+    let mut chosen: Vec<Arc<DataFile>> = if closed {
+        small.into_iter().cloned().collect()
+    } else {
+        let mut by_tier: std::collections::BTreeMap<u32, Vec<&Arc<DataFile>>> = Default::default();
+        for f in small {
+            by_tier.entry(tier(f.size)).or_default().push(f);
+        }
+        by_tier
+            .into_values()
+            .find(|fs| fs.len() >= policy.min_files)?
+            .into_iter()
+            .cloned()
+            .collect()
+    };
+    // Smallest first, up to about the target size, so one merge stays bounded.
+    chosen.sort_by_key(|f| f.size);
+    let mut total = 0u64;
+    let mut take = 0;
+    for f in &chosen {
+        if take >= 2 && total >= policy.target_file_bytes {
+            break;
+        }
+        total += f.size;
+        take += 1;
+    }
+    chosen.truncate(take);
+    (chosen.len() >= 2).then_some(chosen)
+}
+
+/// What a compaction log records.
+#[derive(Debug, Serialize, Deserialize)]
+struct CompactionLog {
+    output: String,
+    inputs: Vec<String>,
+}
+
+const LOG_PREFIX: &str = "_compaction-";
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Repairs what a crash in the middle of a compaction left in a partition directory. Must run
+/// before the partition's files are listed.
+pub fn recover_partition(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| StoreError::io(dir, e))?.path();
+        let name = file_name(&path);
+        if !name.starts_with(LOG_PREFIX) || !name.ends_with(".json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| StoreError::io(&path, e))?;
+        match serde_json::from_str::<CompactionLog>(&text) {
+            Ok(log) if dir.join(&log.output).exists() => {
+                for input in &log.inputs {
+                    let p = dir.join(input);
+                    if p.exists() {
+                        tracing::info!(file = %p.display(), "removing a compacted input left by a restart");
+                        std::fs::remove_file(&p).map_err(|e| StoreError::io(&p, e))?;
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(log = %path.display(), error = %e, "unreadable compaction log; ignoring it")
+            }
+        }
+        std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// A finished merge: the new file, and what to delete (after the grace period).
+#[derive(Debug)]
+pub struct Merged {
+    pub output: DataFile,
+    pub inputs: Vec<Arc<DataFile>>,
+    pub log: PathBuf,
+}
+
+/// Merges `inputs` (all in one partition directory) into one sorted file. The output is in
+/// place and logged when this returns; the caller swaps it into the catalog.
+pub async fn merge(table: Table, inputs: Vec<Arc<DataFile>>) -> Result<Merged> {
+    let dir = inputs
+        .first()
+        .and_then(|f| f.path.parent())
+        .map(Path::to_path_buf)
+        .ok_or_else(|| StoreError::io("compaction", std::io::Error::other("no inputs")))?;
+    let schema = table.schema();
+    let df_err = |e: datafusion::error::DataFusionError| {
+        StoreError::io(&dir, std::io::Error::other(format!("merge: {e}")))
+    };
+    let ordering = LexOrdering::new(
+        table
+            .sort_columns()
+            .iter()
+            .map(|c| col(c, &schema).map(PhysicalSortExpr::new_default))
+            .collect::<datafusion::error::Result<Vec<_>>>()
+            .map_err(df_err)?,
+    )
+    .ok_or_else(|| StoreError::io(&dir, std::io::Error::other("no sort columns")))?;
+    let groups = inputs
+        .iter()
+        .map(|f| {
+            FileGroup::new(vec![PartitionedFile::new(
+                f.path.to_string_lossy().trim_start_matches('/').to_string(),
+                f.size,
+            )])
+        })
+        .collect();
+    let config = FileScanConfigBuilder::new(
+        ObjectStoreUrl::local_filesystem(),
+        Arc::new(ParquetSource::new(schema.clone())),
+    )
+    .with_file_groups(groups)
+    .with_output_ordering(vec![ordering.clone()])
+    .build();
+    let plan: Arc<dyn ExecutionPlan> = Arc::new(SortPreservingMergeExec::new(
+        ordering,
+        DataSourceExec::from_data_source(config),
+    ));
+    let ctx = SessionContext::new();
+    let mut stream = plan.execute(0, ctx.task_ctx()).map_err(df_err)?;
+
+    let wal_seq = inputs.iter().map(|f| f.wal_seq).max().unwrap_or(0);
+    let min_time = inputs.iter().map(|f| f.min_time).min().unwrap_or(0);
+    let max_time = inputs.iter().map(|f| f.max_time).max().unwrap_or(0);
+    let name = paths::data_file_name(min_time, max_time, wal_seq, &writer::unique_id());
+    let path = dir.join(&name);
+    let tmp = path.with_extension(format!("{}.{}", paths::PARQUET_EXT, paths::TMP_EXT));
+    let parquet_err = |source| StoreError::Parquet {
+        path: tmp.clone(),
+        source,
+    };
+    let file = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+    let mut out =
+        ArrowWriter::try_new(file, schema.clone(), Some(writer::writer_properties(table)))
+            .map_err(parquet_err)?;
+    let mut rows = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(df_err)?;
+        debug_assert!(
+            batch
+                .column_by_name(table.time_column())
+                .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+                .is_none_or(|t| t.null_count() == 0)
+        );
+        rows += batch.num_rows() as u64;
+        out.write(&batch).map_err(parquet_err)?;
+    }
+    let file = out.into_inner().map_err(parquet_err)?;
+    file.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
+    let size = file.metadata().map_err(|e| StoreError::io(&tmp, e))?.len();
+    drop(file);
+
+    let log_path = dir.join(format!("{LOG_PREFIX}{}.json", writer::unique_id()));
+    let log = CompactionLog {
+        output: name,
+        inputs: inputs.iter().map(|f| file_name(&f.path)).collect(),
+    };
+    let log_tmp = log_path.with_extension("json.tmp");
+    std::fs::write(&log_tmp, serde_json::to_vec(&log).unwrap_or_default())
+        .and_then(|()| std::fs::File::open(&log_tmp)?.sync_all())
+        .map_err(|e| StoreError::io(&log_tmp, e))?;
+    std::fs::rename(&log_tmp, &log_path).map_err(|e| StoreError::io(&log_path, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
+    writer::sync_dir(&dir)?;
+    Ok(Merged {
+        output: DataFile {
+            path,
+            size,
+            rows,
+            min_time,
+            max_time,
+            wal_seq,
+        },
+        inputs,
+        log: log_path,
+    })
+}
+
+/// The hour partitions of a table older than `retention` at `now`.
+pub fn expired(
+    files: &[Arc<DataFile>],
+    retention: Duration,
+    now: SystemTime,
+) -> Vec<Arc<DataFile>> {
+    let now_ns = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    let cutoff = now_ns.saturating_sub(i64::try_from(retention.as_nanos()).unwrap_or(i64::MAX));
+    files
+        .iter()
+        .filter(|f| {
+            // Whole partitions: a file goes when its hour has entirely passed the cutoff.
+            let hour_end = (paths::hour_of(f.max_time) + 1).saturating_mul(3_600_000_000_000);
+            hour_end <= cutoff
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(size: u64) -> Arc<DataFile> {
+        Arc::new(DataFile {
+            path: PathBuf::from(format!("/x/{size}.parquet")),
+            size,
+            rows: 1,
+            min_time: 0,
+            max_time: 0,
+            wal_seq: 1,
+        })
+    }
+
+    #[test]
+    fn open_partitions_merge_only_full_tiers() {
+        let p = CompactionPolicy::default();
+        let now = 0; // hour 0 is still open at t = 0
+        let seven: Vec<_> = (0..7).map(|i| file(100_000 + i)).collect();
+        assert!(pick(&p, &seven, 0, now).is_none(), "7 < min_files");
+        let mut eight = seven.clone();
+        eight.push(file(200_000));
+        assert_eq!(pick(&p, &eight, 0, now).map(|v| v.len()), Some(8));
+        // Different tiers do not mix.
+        let mixed: Vec<_> = (0..4)
+            .map(|i| file(100_000 + i))
+            .chain((0..4).map(|i| file(20_000_000 + i)))
+            .collect();
+        assert!(pick(&p, &mixed, 0, now).is_none());
+    }
+
+    #[test]
+    fn closed_partitions_merge_every_small_file_up_to_the_target() {
+        let p = CompactionPolicy {
+            target_file_bytes: 1000,
+            ..CompactionPolicy::default()
+        };
+        let later = 2 * 3_600_000_000_000;
+        let files = vec![file(10), file(400), file(5000), file(300)];
+        let picked = pick(&p, &files, 0, later).expect("closed hour merges");
+        let sizes: Vec<u64> = picked.iter().map(|f| f.size).collect();
+        assert_eq!(sizes, vec![10, 300, 400], "the big file is left alone");
+        assert!(pick(&p, &[file(10), file(5000)], 0, later).is_none());
+    }
+
+    #[test]
+    fn retention_takes_whole_hours() {
+        let hour = 3_600_000_000_000_i64;
+        let mk = |max_time| {
+            Arc::new(DataFile {
+                path: PathBuf::new(),
+                size: 1,
+                rows: 1,
+                min_time: max_time,
+                max_time,
+                wal_seq: 0,
+            })
+        };
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10 * 3600 + 1800); // 10:30
+        let files = vec![mk(7 * hour + 5), mk(8 * hour + 5), mk(9 * hour)];
+        let gone = expired(&files, Duration::from_secs(2 * 3600), now); // cutoff 08:30
+        assert_eq!(gone.len(), 1, "hour 7 is past; hour 8 only partly");
+        assert_eq!(gone[0].max_time, 7 * hour + 5);
+    }
+}
