@@ -34,6 +34,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sightline")
+        // Request decoding and Parquet encoding run as blocking tasks; a bounded pool keeps
+        // the number of threads (and malloc arenas, which dominate RSS under load) small.
+        .max_blocking_threads(8)
         .build()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),

@@ -177,7 +177,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tonic::transport::Server::builder()
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(grpc_listener),
+                    // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
+                    tonic::transport::server::TcpIncoming::from(grpc_listener)
+                        .with_nodelay(Some(true)),
                     token.cancelled_owned(),
                 )
                 .await

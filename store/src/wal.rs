@@ -4,8 +4,9 @@
 //! On disk: `<data_dir>/wal/<first_seq:020>.wal` segments of records
 //!
 //! ```text
-//! magic "SLWL" | version u8 | 3 reserved bytes | payload length u32 LE | CRC-32 of payload u32 LE
-//! payload: seq u64 LE | entry count u16 LE | entries: table u8 | length u32 LE | Arrow IPC stream
+//! magic "SLWL" | version u8 | flags u8 | 2 reserved bytes | payload length u32 LE | CRC-32 of payload u32 LE
+//! payload: seq u64 LE | entries (zstd-compressed when flags bit 0 is set)
+//! entries: entry count u16 LE | per entry: table u8 | length u32 LE | Arrow IPC stream
 //! ```
 //!
 //! Records carry a sequence number that increases by one per write. One thread owns the open
@@ -34,6 +35,10 @@ const VERSION: u8 = 1;
 const HEADER_LEN: usize = 16;
 /// No single record may be larger than this (a bound for replay of a damaged length field).
 const MAX_RECORD_BYTES: usize = 1 << 30;
+/// Flags bit: the entries are zstd-compressed.
+const FLAG_ZSTD: u8 = 1;
+/// Fast zstd: Arrow IPC of telemetry shrinks several times even at level 1.
+const ZSTD_LEVEL: i32 = 1;
 const SEGMENT_EXT: &str = "wal";
 
 /// When an acknowledged write is on stable storage.
@@ -85,8 +90,13 @@ fn table_of(code: u8) -> Option<Table> {
     Table::ALL.into_iter().find(|t| table_code(*t) == code)
 }
 
-/// Encodes the entries of a record (everything but the sequence number).
+/// Encodes and compresses the entries of a record (everything but the sequence number).
 pub fn encode_entries(batches: &[(Table, RecordBatch)]) -> Result<Vec<u8>> {
+    let raw = encode_entries_raw(batches)?;
+    zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(|e| StoreError::io("wal", e))
+}
+
+fn encode_entries_raw(batches: &[(Table, RecordBatch)]) -> Result<Vec<u8>> {
     let count = u16::try_from(batches.len()).map_err(|_| StoreError::SchemaMismatch {
         table: "wal",
         reason: "too many batches in one write".into(),
@@ -107,8 +117,22 @@ pub fn encode_entries(batches: &[(Table, RecordBatch)]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Decodes a payload (seq + entries) back into a record.
-pub fn decode_payload(payload: &[u8]) -> std::result::Result<WalRecord, String> {
+/// Decodes a payload (seq + compressed entries) back into a record.
+pub fn decode_payload(payload: &[u8], flags: u8) -> std::result::Result<WalRecord, String> {
+    if payload.len() < 8 {
+        return Err("payload ends early".into());
+    }
+    let (seq, entries) = payload.split_at(8);
+    if flags & FLAG_ZSTD == 0 {
+        return decode_entries(seq, entries);
+    }
+    let raw = zstd::bulk::decompress(entries, MAX_RECORD_BYTES)
+        .map_err(|e| format!("bad zstd entries: {e}"))?;
+    decode_entries(seq, &raw)
+}
+
+fn decode_entries(seq: &[u8], entries: &[u8]) -> std::result::Result<WalRecord, String> {
+    let seq = u64::from_le_bytes(seq.try_into().map_err(|_| "seq")?);
     let take = |buf: &mut &[u8], n: usize| -> std::result::Result<Vec<u8>, String> {
         if buf.len() < n {
             return Err("payload ends early".into());
@@ -117,8 +141,7 @@ pub fn decode_payload(payload: &[u8]) -> std::result::Result<WalRecord, String> 
         *buf = rest;
         Ok(head.to_vec())
     };
-    let mut buf = payload;
-    let seq = u64::from_le_bytes(take(&mut buf, 8)?.try_into().map_err(|_| "seq")?);
+    let mut buf = entries;
     let count = u16::from_le_bytes(take(&mut buf, 2)?.try_into().map_err(|_| "count")?);
     let mut batches = Vec::with_capacity(count as usize);
     for _ in 0..count {
@@ -148,7 +171,7 @@ fn frame(seq: u64, entries: &[u8], out: &mut Vec<u8>) {
     payload.extend_from_slice(entries);
     out.extend_from_slice(MAGIC);
     out.push(VERSION);
-    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&[FLAG_ZSTD, 0, 0]);
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     out.extend_from_slice(&payload);
@@ -209,7 +232,7 @@ fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, u64, Option<Stop>)> {
                 Stop::Damaged(reason)
             });
         }
-        match decode_payload(payload) {
+        match decode_payload(payload, h[5]) {
             Ok(r) => records.push(r),
             Err(e) => {
                 break Some(Stop::Damaged(format!(
@@ -562,6 +585,21 @@ pub struct Wal {
     durability: Durability,
 }
 
+impl Drop for Wal {
+    /// Without [`Wal::close`]: the writer still finishes what is queued before the WAL's
+    /// owner (and its directory lock) goes away.
+    fn drop(&mut self) {
+        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(thread) = thread {
+            if self.tx.try_send(Request::Shutdown).is_err() {
+                tracing::warn!("write-ahead log queue full at drop; not waiting for its writer");
+                return;
+            }
+            let _ = thread.join();
+        }
+    }
+}
+
 impl std::fmt::Debug for Wal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Wal")
@@ -891,13 +929,18 @@ mod tests {
         let entries = encode_entries(&[(Table::TraceFragments, fragment(9))]).expect("encode");
         let mut payload = 5u64.to_le_bytes().to_vec();
         payload.extend_from_slice(&entries);
-        let r = decode_payload(&payload).expect("decode");
+        let r = decode_payload(&payload, FLAG_ZSTD).expect("decode");
         assert_eq!(r.seq, 5);
         assert_eq!(id_of(&r.batches[0].1), format!("{:032x}", 9));
-        assert!(decode_payload(&payload[..payload.len() - 3]).is_err());
-        assert!(decode_payload(b"short").is_err());
-        let mut wrong_table = payload.clone();
-        wrong_table[10] = 1; // spans: schema mismatch
-        assert!(decode_payload(&wrong_table).is_err());
+        assert!(decode_payload(&payload[..payload.len() - 3], FLAG_ZSTD).is_err());
+        assert!(decode_payload(b"short", FLAG_ZSTD).is_err());
+        // Uncompressed entries decode too, and a wrong table code is caught.
+        let mut raw = 5u64.to_le_bytes().to_vec();
+        raw.extend_from_slice(
+            &encode_entries_raw(&[(Table::TraceFragments, fragment(9))]).expect("encode"),
+        );
+        assert_eq!(decode_payload(&raw, 0).expect("decode").seq, 5);
+        raw[10] = 1; // spans: schema mismatch
+        assert!(decode_payload(&raw, 0).is_err());
     }
 }

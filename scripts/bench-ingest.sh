@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Ingest benchmark on a release build: starts `sightline serve` on a fresh data directory with
+# the given durability, drives it with `sightline load` and prints the load tool's report
+# (items/s, latency percentiles, server peak RSS) plus WAL and Parquet bytes per item.
+#   scripts/bench-ingest.sh [fsync|batched] [load tool flags...]
+#   e.g. scripts/bench-ingest.sh fsync --grpc --signal traces --connections 4 --duration 20s
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sightline-target}"
+durability="${1:-fsync}"; shift || true
+bin="$CARGO_TARGET_DIR/release/sightline"
+[ -x "$bin" ] || cargo build --release --bin sightline
+work=$(mktemp -d /tmp/sightline-bench.XXXXXX)
+trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+cat > "$work/sightline.toml" <<TOML
+[storage]
+durability = "$durability"
+TOML
+"$bin" serve --config "$work/sightline.toml" --data-dir "$work/data" \
+  --otlp-grpc-listen 127.0.0.1:0 --otlp-http-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+  --ready-file "$work/ready.json" > "$work/server.log" 2>&1 &
+pid=$!
+for _ in $(seq 200); do [ -s "$work/ready.json" ] && break; sleep 0.05; done
+addr() { python3 -c "import json,sys; print(json.load(open('$work/ready.json'))['$1'])"; }
+grpc=$(addr otlp_grpc); http=$(addr otlp_http); api=$(addr http)
+args=()
+for a in "$@"; do
+  case "$a" in
+    --grpc) args+=(--grpc "$grpc") ;;
+    --http) args+=(--http "$http") ;;
+    *) args+=("$a") ;;
+  esac
+done
+"$bin" load "${args[@]}" --server-pid "$pid"
+metric() { curl -s "http://$api/metrics" | awk -v m="$1" '$1 ~ "^"m {s += $2} END {print s+0}'; }
+wal_bytes=$(metric sightline_wal_bytes_total)
+items=$(metric sightline_ingest_accepted_items_total)
+curl -s -XPOST "http://$api/api/v1/flush" > /dev/null
+parquet_bytes=$(find "$work/data" -name '*.parquet' -printf '%s\n' | awk '{s += $1} END {print s+0}')
+python3 - "$wal_bytes" "$parquet_bytes" "$items" <<'PY'
+import sys
+wal, pq, items = (float(x) for x in sys.argv[1:])
+if items:
+    print(f"accepted items: {items:.0f}; WAL bytes/item: {wal / items:.1f}; Parquet bytes/item (all tables, before compaction): {pq / items:.1f}")
+PY
