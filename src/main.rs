@@ -9,6 +9,12 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc malloc: buffers of many megabytes are allocated and freed on
+/// different threads (request decoding, the WAL thread, flushes), which glibc's per-thread
+/// arenas keep as resident memory; measured under load, RSS stayed ~3× higher with glibc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sightline",

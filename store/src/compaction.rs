@@ -63,6 +63,9 @@ impl Default for CompactionPolicy {
     }
 }
 
+/// Most files one merge reads at once.
+pub const MAX_FAN_IN: usize = 16;
+
 fn tier(size: u64) -> u32 {
     let mut t = 0;
     let mut bound = 1u64 << 20;
@@ -106,12 +109,13 @@ pub fn pick(
             .cloned()
             .collect()
     };
-    // Smallest first, up to about the target size, so one merge stays bounded.
+    // Smallest first, up to about the target size and at most MAX_FAN_IN files, so one merge
+    // stays bounded in time and memory (each input holds a row group's buffers while merged).
     chosen.sort_by_key(|f| f.size);
     let mut total = 0u64;
     let mut take = 0;
     for f in &chosen {
-        if take >= 2 && total >= policy.target_file_bytes {
+        if take >= MAX_FAN_IN || (take >= 2 && total >= policy.target_file_bytes) {
             break;
         }
         total += f.size;
@@ -129,6 +133,7 @@ struct CompactionLog {
 }
 
 const LOG_PREFIX: &str = "_compaction-";
+const MERGE_BATCH_ROWS: usize = 1024;
 
 fn file_name(p: &Path) -> String {
     p.file_name()
@@ -216,7 +221,10 @@ pub async fn merge(table: Table, inputs: Vec<Arc<DataFile>>) -> Result<Merged> {
         ordering,
         DataSourceExec::from_data_source(config),
     ));
-    let ctx = SessionContext::new();
+    // Small batches: the merge holds about one batch per input at a time.
+    let ctx = SessionContext::new_with_config(
+        datafusion::prelude::SessionConfig::new().with_batch_size(MERGE_BATCH_ROWS),
+    );
     let mut stream = plan.execute(0, ctx.task_ctx()).map_err(df_err)?;
 
     let wal_seq = inputs.iter().map(|f| f.wal_seq).max().unwrap_or(0);
@@ -328,6 +336,13 @@ mod tests {
             .chain((0..4).map(|i| file(20_000_000 + i)))
             .collect();
         assert!(pick(&p, &mixed, 0, now).is_none());
+    }
+
+    #[test]
+    fn one_merge_reads_at_most_max_fan_in_files() {
+        let p = CompactionPolicy::default();
+        let many: Vec<_> = (0..85).map(|i| file(1_300_000 + i)).collect();
+        assert_eq!(pick(&p, &many, 0, 0).map(|v| v.len()), Some(MAX_FAN_IN));
     }
 
     #[test]
