@@ -34,6 +34,8 @@ pub mod paths;
 pub mod provider;
 pub mod query;
 pub mod schema;
+#[cfg(test)]
+mod testing;
 pub mod wal;
 pub mod writer;
 
@@ -619,25 +621,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Int64Array, StringArray, TimestampNanosecondArray};
-
-    fn fragments(first: usize, n: usize, hour_ns: i64) -> RecordBatch {
-        let ids: Vec<String> = (first..first + n).map(|i| format!("{i:032x}")).collect();
-        let times: Vec<i64> = (0..n as i64).map(|i| hour_ns + i * 1_000).collect();
-        RecordBatch::try_new(
-            Table::TraceFragments.schema(),
-            vec![
-                Arc::new(StringArray::from(ids)),
-                Arc::new(TimestampNanosecondArray::from(times.clone()).with_timezone("UTC")),
-                Arc::new(TimestampNanosecondArray::from(times).with_timezone("UTC")),
-                Arc::new(StringArray::from(vec![Some("svc"); n])),
-                Arc::new(StringArray::from(vec![Some("root"); n])),
-                Arc::new(Int64Array::from(vec![1; n])),
-                Arc::new(Int64Array::from(vec![0; n])),
-            ],
-        )
-        .expect("batch")
-    }
+    use crate::testing::fragments;
+    use arrow::array::Int64Array;
 
     async fn count(engine: &query::QueryEngine) -> i64 {
         let out = engine
@@ -751,22 +736,10 @@ mod tests {
 #[cfg(test)]
 mod recovery_tests {
     use super::*;
-    use arrow::array::{Array, Int64Array, StringArray, TimestampNanosecondArray};
+    use crate::testing::stored_ids;
 
     fn fragment(id: usize) -> RecordBatch {
-        RecordBatch::try_new(
-            Table::TraceFragments.schema(),
-            vec![
-                Arc::new(StringArray::from(vec![format!("{id:032x}")])),
-                Arc::new(TimestampNanosecondArray::from(vec![id as i64]).with_timezone("UTC")),
-                Arc::new(TimestampNanosecondArray::from(vec![id as i64]).with_timezone("UTC")),
-                Arc::new(StringArray::from(vec![None::<&str>])),
-                Arc::new(StringArray::from(vec![None::<&str>])),
-                Arc::new(Int64Array::from(vec![1])),
-                Arc::new(Int64Array::from(vec![0])),
-            ],
-        )
-        .expect("batch")
+        crate::testing::fragments(id, 1, id as i64)
     }
 
     async fn ids(store: &Store) -> Vec<String> {
@@ -774,23 +747,7 @@ mod recovery_tests {
             .query_engine(query::QueryLimits::default())
             .await
             .expect("engine");
-        let out = engine
-            .execute("SELECT trace_id FROM trace_fragments ORDER BY trace_id")
-            .await
-            .expect("query");
-        out.batches
-            .iter()
-            .flat_map(|b| {
-                let a = b
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("ids");
-                (0..a.len())
-                    .map(|i| a.value(i).to_string())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+        stored_ids(&engine).await
     }
 
     fn expected(n: usize) -> Vec<String> {
@@ -876,52 +833,14 @@ mod recovery_tests {
 #[cfg(test)]
 mod maintenance_tests {
     use super::*;
-    use arrow::array::{Array, Int64Array, StringArray, TimestampNanosecondArray};
+    use crate::testing::{fragments, ids_of, stored_ids as ids};
 
     const HOUR: i64 = 3_600_000_000_000;
-
-    fn fragments(first: usize, n: usize, t0: i64) -> RecordBatch {
-        let ids: Vec<String> = (first..first + n).map(|i| format!("{i:032x}")).collect();
-        let times: Vec<i64> = (0..n as i64).map(|i| t0 + i * 1_000).collect();
-        RecordBatch::try_new(
-            Table::TraceFragments.schema(),
-            vec![
-                Arc::new(StringArray::from(ids)),
-                Arc::new(TimestampNanosecondArray::from(times.clone()).with_timezone("UTC")),
-                Arc::new(TimestampNanosecondArray::from(times).with_timezone("UTC")),
-                Arc::new(StringArray::from(vec![None::<&str>; n])),
-                Arc::new(StringArray::from(vec![None::<&str>; n])),
-                Arc::new(Int64Array::from(vec![1; n])),
-                Arc::new(Int64Array::from(vec![0; n])),
-            ],
-        )
-        .expect("batch")
-    }
 
     fn config(dir: &std::path::Path) -> StoreConfig {
         let mut c = StoreConfig::new(dir);
         c.file_grace = Duration::ZERO;
         c
-    }
-
-    async fn ids(engine: &query::QueryEngine) -> Vec<String> {
-        let out = engine
-            .execute("SELECT trace_id FROM trace_fragments ORDER BY trace_id")
-            .await
-            .expect("query");
-        out.batches
-            .iter()
-            .flat_map(|b| {
-                let a = b
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("ids");
-                (0..a.len())
-                    .map(|i| a.value(i).to_string())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
     }
 
     fn files_on_disk(dir: &std::path::Path) -> usize {
@@ -999,13 +918,7 @@ mod maintenance_tests {
             .expect("build");
             let mut all = Vec::new();
             for b in reader {
-                let b = b.expect("batch");
-                let a = b
-                    .column(0)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .expect("ids");
-                all.extend((0..a.len()).map(|i| a.value(i).to_string()));
+                all.extend(ids_of(&b.expect("batch")));
             }
             assert!(
                 all.windows(2).all(|w| w[0] <= w[1]),

@@ -760,33 +760,14 @@ impl Wal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Int64Array, StringArray, TimestampNanosecondArray};
     use prometheus_client::registry::Registry;
 
     fn fragment(id: u64) -> RecordBatch {
-        RecordBatch::try_new(
-            Table::TraceFragments.schema(),
-            vec![
-                Arc::new(StringArray::from(vec![format!("{id:032x}")])),
-                Arc::new(TimestampNanosecondArray::from(vec![id as i64]).with_timezone("UTC")),
-                Arc::new(TimestampNanosecondArray::from(vec![id as i64]).with_timezone("UTC")),
-                Arc::new(StringArray::from(vec![None::<&str>])),
-                Arc::new(StringArray::from(vec![Some("root")])),
-                Arc::new(Int64Array::from(vec![1])),
-                Arc::new(Int64Array::from(vec![0])),
-            ],
-        )
-        .expect("batch")
+        crate::testing::fragments(id as usize, 1, id as i64)
     }
 
     fn id_of(batch: &RecordBatch) -> String {
-        batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .expect("ids")
-            .value(0)
-            .to_string()
+        crate::testing::ids_of(batch).remove(0)
     }
 
     fn start(dir: &Path, next_seq: u64, applied: Arc<Mutex<Vec<(u64, String)>>>) -> Wal {
