@@ -183,11 +183,22 @@ impl TableCatalog {
         let table = self.table;
         let dir = self.dir.clone();
         let to_write = taken.batches;
+        let previous = self.flushed_seq();
         let written = tokio::task::spawn_blocking(move || {
             let files = crate::writer::write_files(table, &dir, &to_write, last_seq)?;
             // The watermark is what makes the files count: a crash before it is written leaves
             // files newer than the watermark, removed at the next start and replayed from the WAL.
-            write_watermark(&dir, last_seq)?;
+            if let Err(e) = write_watermark(&dir, last_seq) {
+                // The rows go back to the buffer: their files must not count later. Put the
+                // old watermark back (its rename may have happened) and drop the files.
+                if let Err(restore) = write_watermark(&dir, previous) {
+                    tracing::error!(error = %restore, "cannot restore the flush watermark");
+                }
+                for f in &files {
+                    let _ = std::fs::remove_file(&f.path);
+                }
+                return Err(e);
+            }
             Ok(files)
         })
         .await

@@ -268,6 +268,9 @@ pub async fn merge(table: Table, inputs: Vec<Arc<DataFile>>) -> Result<Merged> {
         .and_then(|()| std::fs::File::open(&log_tmp)?.sync_all())
         .map_err(|e| StoreError::io(&log_tmp, e))?;
     std::fs::rename(&log_tmp, &log_path).map_err(|e| StoreError::io(&log_path, e))?;
+    // The log must be durable before the output appears, or a power loss could keep the
+    // output without the record of what it replaces.
+    writer::sync_dir(&dir)?;
     std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
     writer::sync_dir(&dir)?;
     Ok(Merged {

@@ -138,6 +138,10 @@ impl Burial {
             }
         }
         if let Some(log) = &self.log {
+            // The inputs' removal must be durable before the log that explains them goes.
+            if let Some(dir) = log.parent() {
+                let _ = writer::sync_dir(dir);
+            }
             let _ = std::fs::remove_file(log);
         }
     }
@@ -317,12 +321,15 @@ impl Store {
 
     /// Lets the WAL drop every segment whose writes are all in Parquet.
     fn truncate_wal(&self) {
-        let upto = self
+        // Read the applied sequence first: a write applied after this load is not covered
+        // by `upto`, and one applied before it is visible in the memtables checked next.
+        let applied = self.last_seq.load(Ordering::Acquire);
+        let unflushed = self
             .catalogs
             .values()
             .filter_map(|c| c.first_unflushed_seq())
-            .min()
-            .map_or_else(|| self.last_seq.load(Ordering::Acquire), |s| s - 1);
+            .min();
+        let upto = unflushed.map_or(applied, |first| applied.min(first - 1));
         self.wal.truncate(upto);
     }
 

@@ -12,8 +12,9 @@
 //! Records carry a sequence number that increases by one per write. One thread owns the open
 //! segment: it takes every queued write, appends them, fsyncs once, applies them to the
 //! buffers in sequence order and only then answers the writers. Replay at start reads the
-//! segments in order; a torn tail (a crash mid-append) is cut off, a corrupt segment is moved
-//! to `wal/corrupt/` for inspection, and neither stops the server from starting.
+//! segments in order; a torn tail (a crash mid-append, or zeros left by a power loss) is cut
+//! off, a damaged segment is copied to `wal/corrupt/` for inspection and cut before the damage,
+//! and neither stops the server from starting.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -205,6 +206,12 @@ fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, u64, Option<Stop>)> {
             )));
         }
         let h = &bytes[pos..pos + HEADER_LEN];
+        if bytes[pos..].iter().all(|b| *b == 0) {
+            // A power loss can leave a zero-filled tail after the last complete write.
+            break Some(Stop::Incomplete(format!(
+                "zero-filled tail at offset {pos}"
+            )));
+        }
         if &h[0..4] != MAGIC || h[4] != VERSION {
             break Some(Stop::Damaged(format!(
                 "bad magic or version at offset {pos}"
@@ -275,13 +282,13 @@ pub struct ReplayReport {
     pub last_seq: u64,
     /// Segments whose tail was cut (a crash in the middle of an append).
     pub torn_tails: usize,
-    /// Segments moved aside because a record inside them is damaged.
+    /// Copies (in `corrupt/`) of segments with a damaged record inside.
     pub quarantined: Vec<PathBuf>,
 }
 
 /// Reads every record of the WAL in `dir`, in order, handing each to `apply`. Repairs what a
-/// crash can leave behind: a torn tail is cut; a damaged segment is moved to `corrupt/`
-/// (after its good records were replayed) with a warning.
+/// crash can leave behind: a torn tail is cut; a damaged segment is copied to `corrupt/` and
+/// cut before the damage (its good records were replayed), with a warning.
 pub fn replay(dir: &Path, mut apply: impl FnMut(WalRecord)) -> Result<ReplayReport> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
     let segments = list_segments(dir)?;
@@ -319,10 +326,19 @@ pub fn replay(dir: &Path, mut apply: impl FnMut(WalRecord)) -> Result<ReplayRepo
             let corrupt_dir = dir.join("corrupt");
             std::fs::create_dir_all(&corrupt_dir).map_err(|e| StoreError::io(&corrupt_dir, e))?;
             let target = corrupt_dir.join(path.file_name().unwrap_or_default());
-            tracing::warn!(segment = %path.display(), %problem, moved_to = %target.display(),
-                "write-ahead log segment is damaged; its readable records were replayed and \
-                 the segment was moved aside for inspection");
-            std::fs::rename(&path, &target).map_err(|e| StoreError::io(&path, e))?;
+            tracing::warn!(segment = %path.display(), %problem, copied_to = %target.display(),
+                "write-ahead log segment is damaged; its readable records were replayed, a copy \
+                 was kept for inspection and the segment was cut before the damage");
+            // Copy aside, then keep the good prefix in place: its records are only in memory
+            // until the next flush, and must survive another crash.
+            std::fs::copy(&path, &target).map_err(|e| StoreError::io(&target, e))?;
+            crate::writer::sync_dir(&corrupt_dir)?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| StoreError::io(&path, e))?;
+            f.set_len(good_len).map_err(|e| StoreError::io(&path, e))?;
+            f.sync_all().map_err(|e| StoreError::io(&path, e))?;
             report.quarantined.push(target);
         }
     }
@@ -875,7 +891,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_damaged_segment_is_moved_aside_after_its_good_records() {
+    async fn a_zero_filled_tail_is_cut_like_a_torn_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal = start(dir.path(), 1, Arc::new(Mutex::new(Vec::new())));
+        wal.append(vec![(Table::TraceFragments, fragment(1))])
+            .await
+            .expect("append");
+        wal.close().await;
+        let (_, last) = list_segments(dir.path())
+            .expect("list")
+            .pop()
+            .expect("segment");
+        let mut f = OpenOptions::new().append(true).open(&last).expect("open");
+        f.write_all(&[0u8; 4096]).expect("zeros");
+        drop(f);
+        let (records, report) = replayed(dir.path());
+        assert_eq!((records.len(), report.torn_tails), (1, 1));
+        assert!(report.quarantined.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_segment_is_copied_aside_and_cut_before_the_damage() {
         let dir = tempfile::tempdir().expect("tempdir");
         let wal = start(dir.path(), 1, Arc::new(Mutex::new(Vec::new())));
         for i in 0..40 {
@@ -899,7 +935,7 @@ mod tests {
         assert_eq!(report.quarantined.len(), 1);
         assert!(report.quarantined[0].starts_with(dir.path().join("corrupt")));
         assert!(report.quarantined[0].exists(), "kept for inspection");
-        assert!(!first.exists());
+        assert!(first.exists(), "the good prefix stays in the log");
         // Records of the other segments, and the first one before the damage, are all there.
         assert_eq!(replayed_records.len(), 40 - records.len() + 1);
         assert_eq!(replayed_records[0].0, 1);

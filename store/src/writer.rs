@@ -146,13 +146,23 @@ pub fn write_files(
     }
     let schema = table.schema();
     let all = concat_batches(&schema, batches)?;
-    let mut files = Vec::new();
-    for (hour, part) in split_by_hour(table, &all)? {
-        let sorted = sort_batch(table, &part)?;
-        let (min, max) = min_max_time(table, &sorted)?;
-        let dir = paths::partition_dir(table_dir, hour);
-        let name = paths::data_file_name(min, max, wal_seq, &unique_id());
-        files.push(write_one(table, &dir, &name, &sorted, min, max, wal_seq)?);
+    let mut files: Vec<DataFile> = Vec::new();
+    let result = (|| {
+        for (hour, part) in split_by_hour(table, &all)? {
+            let sorted = sort_batch(table, &part)?;
+            let (min, max) = min_max_time(table, &sorted)?;
+            let dir = paths::partition_dir(table_dir, hour);
+            let name = paths::data_file_name(min, max, wal_seq, &unique_id());
+            files.push(write_one(table, &dir, &name, &sorted, min, max, wal_seq)?);
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        // All or nothing: the rows stay buffered, so no file of this flush may stay behind.
+        for f in &files {
+            let _ = std::fs::remove_file(&f.path);
+        }
+        return Err(e);
     }
     Ok(files)
 }
@@ -167,7 +177,7 @@ pub fn write_one(
     max_time: i64,
     wal_seq: u64,
 ) -> Result<DataFile> {
-    std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+    create_dir_durable(dir)?;
     let path = dir.join(name);
     let tmp = path.with_extension(format!("{}.{}", paths::PARQUET_EXT, paths::TMP_EXT));
     let file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
@@ -192,6 +202,26 @@ pub fn write_one(
         max_time,
         wal_seq,
     })
+}
+
+/// Creates `dir` (and its parents) so that the new entries survive a power loss: each new
+/// directory's parent is fsync'd.
+pub fn create_dir_durable(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_durable(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(StoreError::io(dir, e)),
+    }
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => Ok(()),
+    }
 }
 
 /// Makes a rename or a new entry in `dir` durable.
