@@ -300,8 +300,7 @@ impl Store {
         let seq = self.wal.append(writes).await?;
         let mut wake = false;
         for table in tables {
-            wake |= self.catalogs[&table].stats().bytes >= self.config.flush_max_bytes;
-            self.update_gauges(table);
+            wake |= self.update_gauges(table).bytes >= self.config.flush_max_bytes;
         }
         if wake {
             self.wake_flusher.notify_one();
@@ -333,7 +332,8 @@ impl Store {
         self.wal.truncate(upto);
     }
 
-    fn update_gauges(&self, table: Table) {
+    /// Publishes a table's buffer and file counts; returns them.
+    fn update_gauges(&self, table: Table) -> catalog::BufferStats {
         let stats = self.catalogs[&table].stats();
         let label = TableLabel {
             table: table.name(),
@@ -350,6 +350,7 @@ impl Store {
             .files
             .get_or_create(&label)
             .set(stats.files as i64);
+        stats
     }
 
     /// Flushes one table's buffer to Parquet.
@@ -757,6 +758,15 @@ mod recovery_tests {
         stored_ids(&engine).await
     }
 
+    async fn write_each(store: &Store, ids: std::ops::Range<usize>) {
+        for i in ids {
+            store
+                .write(vec![(Table::TraceFragments, fragment(i))])
+                .await
+                .expect("write");
+        }
+    }
+
     fn expected(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("{i:032x}")).collect()
     }
@@ -767,19 +777,9 @@ mod recovery_tests {
         {
             let store =
                 Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("open");
-            for i in 0..10 {
-                store
-                    .write(vec![(Table::TraceFragments, fragment(i))])
-                    .await
-                    .expect("write");
-            }
+            write_each(&store, 0..10).await;
             store.flush_all().await.expect("flush");
-            for i in 10..25 {
-                store
-                    .write(vec![(Table::TraceFragments, fragment(i))])
-                    .await
-                    .expect("write");
-            }
+            write_each(&store, 10..25).await;
             // No close: as if the process were killed. (The WAL thread still owns its file.)
         }
         let store =
@@ -818,12 +818,7 @@ mod recovery_tests {
         {
             let store =
                 Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("open");
-            for i in 0..5 {
-                store
-                    .write(vec![(Table::TraceFragments, fragment(i))])
-                    .await
-                    .expect("write");
-            }
+            write_each(&store, 0..5).await;
             // A flush that wrote its file but crashed before recording the watermark.
             let catalog = store.catalog(Table::TraceFragments);
             let snapshot = catalog.snapshot();

@@ -308,39 +308,35 @@ pub fn replay(dir: &Path, mut apply: impl FnMut(WalRecord)) -> Result<ReplayRepo
         let file_len = std::fs::metadata(&path)
             .map_err(|e| StoreError::io(&path, e))?
             .len();
-        // A crash mid-append leaves an incomplete last record in the last segment: cut it.
-        if let (Stop::Incomplete(problem), true) = (&stop, i + 1 == n) {
-            tracing::warn!(segment = %path.display(), %problem, cut_bytes = file_len - good_len,
-                "cutting the torn tail of the write-ahead log");
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| StoreError::io(&path, e))?;
-            f.set_len(good_len).map_err(|e| StoreError::io(&path, e))?;
-            f.sync_all().map_err(|e| StoreError::io(&path, e))?;
-            report.torn_tails += 1;
-        } else {
-            let problem = match &stop {
-                Stop::Incomplete(p) | Stop::Damaged(p) => p,
-            };
-            let corrupt_dir = dir.join("corrupt");
-            std::fs::create_dir_all(&corrupt_dir).map_err(|e| StoreError::io(&corrupt_dir, e))?;
-            let target = corrupt_dir.join(path.file_name().unwrap_or_default());
-            tracing::warn!(segment = %path.display(), %problem, copied_to = %target.display(),
-                "write-ahead log segment is damaged; its readable records were replayed, a copy \
-                 was kept for inspection and the segment was cut before the damage");
-            // Copy aside, then keep the good prefix in place: its records are only in memory
-            // until the next flush, and must survive another crash.
-            std::fs::copy(&path, &target).map_err(|e| StoreError::io(&target, e))?;
-            crate::writer::sync_dir(&corrupt_dir)?;
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| StoreError::io(&path, e))?;
-            f.set_len(good_len).map_err(|e| StoreError::io(&path, e))?;
-            f.sync_all().map_err(|e| StoreError::io(&path, e))?;
-            report.quarantined.push(target);
+        // A crash mid-append leaves an incomplete last record in the last segment. Anything
+        // else is damage: keep a copy for inspection. Either way the segment is cut after its
+        // last good record, which stays in place: its records are only in memory until the
+        // next flush, and must survive another crash.
+        match (&stop, i + 1 == n) {
+            (Stop::Incomplete(problem), true) => {
+                tracing::warn!(segment = %path.display(), %problem, cut_bytes = file_len - good_len,
+                    "cutting the torn tail of the write-ahead log");
+                report.torn_tails += 1;
+            }
+            (Stop::Incomplete(problem) | Stop::Damaged(problem), _) => {
+                let corrupt_dir = dir.join("corrupt");
+                std::fs::create_dir_all(&corrupt_dir)
+                    .map_err(|e| StoreError::io(&corrupt_dir, e))?;
+                let target = corrupt_dir.join(path.file_name().unwrap_or_default());
+                tracing::warn!(segment = %path.display(), %problem, copied_to = %target.display(),
+                    "write-ahead log segment is damaged; its readable records were replayed, a \
+                     copy was kept for inspection and the segment was cut before the damage");
+                std::fs::copy(&path, &target).map_err(|e| StoreError::io(&target, e))?;
+                crate::writer::sync_dir(&corrupt_dir)?;
+                report.quarantined.push(target);
+            }
         }
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::io(&path, e))?;
+        f.set_len(good_len).map_err(|e| StoreError::io(&path, e))?;
+        f.sync_all().map_err(|e| StoreError::io(&path, e))?;
     }
     Ok(report)
 }
@@ -804,6 +800,18 @@ mod tests {
         .expect("start")
     }
 
+    /// Logs one fragment per id to a new WAL in `dir`, closes it, and returns its last segment.
+    async fn logged(dir: &Path, ids: std::ops::Range<u64>) -> PathBuf {
+        let wal = start(dir, 1, Arc::new(Mutex::new(Vec::new())));
+        for i in ids {
+            wal.append(vec![(Table::TraceFragments, fragment(i))])
+                .await
+                .expect("append");
+        }
+        wal.close().await;
+        list_segments(dir).expect("list").pop().expect("segment").1
+    }
+
     fn replayed(dir: &Path) -> (Vec<(u64, String)>, ReplayReport) {
         let mut out = Vec::new();
         let report = replay(dir, |r| {
@@ -863,17 +871,7 @@ mod tests {
     #[tokio::test]
     async fn a_torn_tail_is_cut_and_the_rest_replays() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let wal = start(dir.path(), 1, Arc::new(Mutex::new(Vec::new())));
-        for i in 0..3 {
-            wal.append(vec![(Table::TraceFragments, fragment(i))])
-                .await
-                .expect("append");
-        }
-        wal.close().await;
-        let (_, last) = list_segments(dir.path())
-            .expect("list")
-            .pop()
-            .expect("segment");
+        let last = logged(dir.path(), 0..3).await;
         let len = std::fs::metadata(&last).expect("meta").len();
         // A crash in the middle of the third append.
         OpenOptions::new()
@@ -893,15 +891,7 @@ mod tests {
     #[tokio::test]
     async fn a_zero_filled_tail_is_cut_like_a_torn_write() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let wal = start(dir.path(), 1, Arc::new(Mutex::new(Vec::new())));
-        wal.append(vec![(Table::TraceFragments, fragment(1))])
-            .await
-            .expect("append");
-        wal.close().await;
-        let (_, last) = list_segments(dir.path())
-            .expect("list")
-            .pop()
-            .expect("segment");
+        let last = logged(dir.path(), 1..2).await;
         let mut f = OpenOptions::new().append(true).open(&last).expect("open");
         f.write_all(&[0u8; 4096]).expect("zeros");
         drop(f);
@@ -913,13 +903,7 @@ mod tests {
     #[tokio::test]
     async fn a_damaged_segment_is_copied_aside_and_cut_before_the_damage() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let wal = start(dir.path(), 1, Arc::new(Mutex::new(Vec::new())));
-        for i in 0..40 {
-            wal.append(vec![(Table::TraceFragments, fragment(i))])
-                .await
-                .expect("append");
-        }
-        wal.close().await;
+        logged(dir.path(), 0..40).await;
         let segments = list_segments(dir.path()).expect("list");
         assert!(segments.len() >= 3);
         // Flip a byte in the middle of the first segment's second record.
