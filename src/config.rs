@@ -250,9 +250,13 @@ pub struct LimitsConfig {
     /// Largest request after decompression, and largest gRPC message.
     #[serde(deserialize_with = "de_size")]
     pub max_decoded_bytes: usize,
-    /// Memory ceiling for acknowledged rows not yet in Parquet plus requests in flight.
+    /// Memory ceiling for acknowledged rows not yet in Parquet, flush and merge working
+    /// memory, and requests in flight (counted exactly).
     #[serde(deserialize_with = "de_size")]
     pub max_memory_bytes: usize,
+    /// Ceiling on the process's resident memory (sampled); 0 turns it off.
+    #[serde(deserialize_with = "de_size")]
+    pub max_resident_bytes: usize,
     /// Disk ceiling for the write-ahead log.
     #[serde(deserialize_with = "de_size")]
     pub max_wal_bytes: usize,
@@ -281,6 +285,8 @@ impl LimitsConfig {
             max_body_bytes: self.max_body_bytes,
             max_decoded_bytes: self.max_decoded_bytes,
             max_memory_bytes: self.max_memory_bytes,
+            max_resident_bytes: (self.max_resident_bytes > 0)
+                .then_some(self.max_resident_bytes as u64),
             max_wal_bytes: self.max_wal_bytes as u64,
             items: sightline_collector::limits::ItemLimits {
                 max_attributes: self.max_attributes,
@@ -303,6 +309,7 @@ impl Default for LimitsConfig {
             max_body_bytes: l.max_body_bytes,
             max_decoded_bytes: l.max_decoded_bytes,
             max_memory_bytes: l.max_memory_bytes,
+            max_resident_bytes: l.max_resident_bytes.unwrap_or(0) as usize,
             max_wal_bytes: l.max_wal_bytes as usize,
             max_attributes: l.items.max_attributes,
             max_attribute_key_bytes: l.items.max_key_bytes,
@@ -410,6 +417,14 @@ impl Config {
         }
         if self.limits.max_memory_bytes < self.limits.max_decoded_bytes {
             bail!("limits.max_memory_bytes must be at least limits.max_decoded_bytes");
+        }
+        if self.limits.max_resident_bytes != 0
+            && self.limits.max_resident_bytes < self.limits.max_memory_bytes + (64 << 20)
+        {
+            bail!(
+                "limits.max_resident_bytes must be at least limits.max_memory_bytes + 64MiB \
+                 (the process itself needs room), or 0 to turn it off"
+            );
         }
         if self.limits.max_attributes == 0 || self.limits.max_attribute_value_bytes == 0 {
             bail!("limits.max_attributes and limits.max_attribute_value_bytes must be positive");

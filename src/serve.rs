@@ -135,6 +135,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             retention: config.retention.by_table(),
             // Replaced files stay readable for queries that started before the swap.
             file_grace: config.query.timeout + Duration::from_secs(30),
+            max_resident_bytes: (config.limits.max_resident_bytes > 0)
+                .then_some(config.limits.max_resident_bytes as u64),
         },
         &mut registry,
     )

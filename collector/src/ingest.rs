@@ -219,9 +219,10 @@ impl Ingest {
         &self.limits
     }
 
-    /// Memory in use: buffered rows plus requests being processed.
+    /// Memory in use: buffered rows, flush and merge working memory, and requests being
+    /// processed.
     pub fn memory_in_use(&self) -> usize {
-        self.store.buffered_bytes() + self.inflight.load(Ordering::Acquire)
+        self.store.memory_in_use() + self.inflight.load(Ordering::Acquire)
     }
 
     /// Admits a request of `bytes` (its size on the wire, or an estimate) or refuses it as
@@ -248,6 +249,18 @@ impl Ingest {
                 "Sightline is over its memory ceiling ({in_use} of {} bytes buffered or in \
                  flight); retry later",
                 self.limits.max_memory_bytes
+            )));
+        }
+        // The resident ceiling holds new data back only while Sightline holds data a flush
+        // will free: memory the allocator keeps after a flush must never lock ingest out.
+        if let (Some(ceiling), Some(rss)) =
+            (self.limits.max_resident_bytes, self.store.resident_bytes())
+            && rss as f64 >= ceiling as f64 * crate::limits::RESIDENT_ADMISSION_SHARE
+            && in_use >= self.limits.max_memory_bytes / 8
+        {
+            return Err(refuse(format!(
+                "Sightline's resident memory is near its ceiling ({rss} of {ceiling} bytes, \
+                 {in_use} bytes of it buffered or in flight); retry later"
             )));
         }
         let wal = self.store.wal_disk_bytes();

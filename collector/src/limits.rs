@@ -10,11 +10,19 @@ pub struct Limits {
     /// Ceiling on memory for acknowledged rows not yet in Parquet plus requests being
     /// processed. Past it, requests are refused as retryable (503 / UNAVAILABLE).
     pub max_memory_bytes: usize,
+    /// Ceiling on the whole process's resident memory (None: no ceiling). Requests are
+    /// refused once resident memory reaches [`RESIDENT_ADMISSION_SHARE`] of it, leaving room
+    /// for what is already admitted; this catches what `max_memory_bytes` cannot count
+    /// (allocator slack, decoders, queries).
+    pub max_resident_bytes: Option<u64>,
     /// Ceiling on the write-ahead log's size on disk; past it, requests are refused likewise.
     pub max_wal_bytes: u64,
     /// Limits on each item inside a request.
     pub items: ItemLimits,
 }
+
+/// Share of `max_resident_bytes` past which requests are refused.
+pub const RESIDENT_ADMISSION_SHARE: f64 = 0.85;
 
 /// Limits on one span, log record or data point. Attributes and events past a limit are
 /// dropped and counted in the item's `dropped_*_count`, as the OpenTelemetry spec does; long
@@ -68,7 +76,8 @@ impl Default for Limits {
         Self {
             max_body_bytes: 16 * 1024 * 1024,
             max_decoded_bytes: 64 * 1024 * 1024,
-            max_memory_bytes: 1024 * 1024 * 1024,
+            max_memory_bytes: 512 * 1024 * 1024,
+            max_resident_bytes: Some(1024 * 1024 * 1024),
             max_wal_bytes: 4 * 1024 * 1024 * 1024,
             items: ItemLimits::default(),
         }

@@ -63,6 +63,15 @@ impl Default for CompactionPolicy {
     }
 }
 
+/// An estimate of the memory one merge of `inputs` needs: the merge streams, holding about
+/// one row group of each input (its compressed column chunks and decoded pages) plus the
+/// output's open row group.
+pub fn working_memory(inputs: &[Arc<DataFile>]) -> usize {
+    const PER_INPUT_CAP: u64 = 24 << 20;
+    let inputs: u64 = inputs.iter().map(|f| f.size.min(PER_INPUT_CAP) * 2).sum();
+    usize::try_from(inputs).unwrap_or(usize::MAX) + (32 << 20)
+}
+
 /// Most files one merge reads at once.
 pub const MAX_FAN_IN: usize = 16;
 

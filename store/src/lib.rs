@@ -28,6 +28,7 @@
 pub mod catalog;
 pub mod compaction;
 pub mod error;
+pub mod memory;
 pub mod memtable;
 pub mod metrics;
 pub mod paths;
@@ -77,7 +78,13 @@ pub struct StoreConfig {
     /// How long replaced or expired files stay on disk for queries that still read them
     /// (longer than the query timeout).
     pub file_grace: Duration,
+    /// The process's resident-memory ceiling, if any: merges wait while resident memory
+    /// plus a merge's working memory would pass [`COMPACTION_MEMORY_SHARE`] of it.
+    pub max_resident_bytes: Option<u64>,
 }
+
+/// Share of `max_resident_bytes` compaction may bring the process to.
+pub const COMPACTION_MEMORY_SHARE: f64 = 0.75;
 
 impl StoreConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -92,6 +99,7 @@ impl StoreConfig {
             maintenance_interval: Duration::from_secs(30),
             retention: BTreeMap::new(),
             file_grace: Duration::from_secs(60),
+            max_resident_bytes: None,
         }
     }
 }
@@ -152,6 +160,8 @@ impl Burial {
 pub struct MaintenanceReport {
     pub compactions: usize,
     pub compacted_files: usize,
+    /// Merges put off because memory was short.
+    pub deferred_compactions: usize,
     pub expired_files: usize,
 }
 
@@ -174,6 +184,10 @@ pub struct Store {
     maintenance_metrics: MaintenanceMetrics,
     /// Files out of the catalog, deleted once no query can still be reading them.
     graveyard: std::sync::Mutex<Vec<Burial>>,
+    /// Working memory of running flushes and merges.
+    working: memory::WorkingMemory,
+    /// The process's resident memory (None where it cannot be read).
+    rss: Option<memory::RssSampler>,
     /// Held (locked) for the store's lifetime: one process per data directory.
     _lock: std::fs::File,
 }
@@ -253,6 +267,8 @@ impl Store {
             flush_everything: AtomicBool::new(false),
             maintenance_metrics: MaintenanceMetrics::new(registry),
             graveyard: std::sync::Mutex::new(Vec::new()),
+            working: memory::WorkingMemory::default(),
+            rss: memory::RssSampler::start(),
             _lock: lock,
         });
         for table in Table::ALL {
@@ -313,6 +329,17 @@ impl Store {
         self.catalogs.values().map(|c| c.stats().bytes).sum()
     }
 
+    /// Memory the store accounts for: buffered rows plus the working memory of running
+    /// flushes and merges.
+    pub fn memory_in_use(&self) -> usize {
+        self.buffered_bytes() + self.working.bytes()
+    }
+
+    /// The process's resident memory, sampled every few milliseconds.
+    pub fn resident_bytes(&self) -> Option<u64> {
+        self.rss.as_ref().map(memory::RssSampler::bytes)
+    }
+
     /// Bytes the write-ahead log holds on disk.
     pub fn wal_disk_bytes(&self) -> u64 {
         self.wal.disk_bytes()
@@ -356,6 +383,10 @@ impl Store {
     /// Flushes one table's buffer to Parquet.
     pub async fn flush_table(&self, table: Table) -> Result<usize> {
         let started = Instant::now();
+        // Concatenating and sorting the buffer copies it about twice over.
+        let _working = self
+            .working
+            .reserve(2 * self.catalogs[&table].stats().bytes);
         let result = self.catalogs[&table].flush().await;
         let label = TableLabel {
             table: table.name(),
@@ -538,6 +569,23 @@ impl Store {
                 let Some(inputs) = compaction::pick(policy, &files, hour, Self::now_ns()) else {
                     continue;
                 };
+                let estimate = compaction::working_memory(&inputs);
+                let short = match (self.config.max_resident_bytes, self.resident_bytes()) {
+                    (Some(ceiling), Some(rss)) => {
+                        (rss + estimate as u64) as f64 > ceiling as f64 * COMPACTION_MEMORY_SHARE
+                    }
+                    _ => false,
+                };
+                if short {
+                    tracing::debug!(
+                        table = table.name(),
+                        estimate,
+                        "memory is short; compaction waits"
+                    );
+                    report.deferred_compactions += 1;
+                    continue;
+                }
+                let _working = self.working.reserve(estimate);
                 let started = Instant::now();
                 let merged = tokio::task::spawn_blocking(move || {
                     tokio::runtime::Builder::new_current_thread()

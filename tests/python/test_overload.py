@@ -65,14 +65,20 @@ def big_request(n: int, seq: int) -> bytes:
     ).SerializeToString()
 
 
-def test_overload_is_refused_retryably_and_sdk_exporters_deliver_everything(start_server, otel):
-    server = start_server(CONFIG)
-    otel.server = server
-    stop = threading.Event()
-    statuses: list[tuple[int, str | None]] = []
+def rss_bytes(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def blast(server, stop: threading.Event, blasters: int) -> tuple[list, list[threading.Thread]]:
+    """Sends large requests from `blasters` threads until `stop` is set; returns the list the
+    threads append (status, retry-after, body, spans) to, and the threads."""
+    statuses: list[tuple[int, str | None, str, int]] = []
     lock = threading.Lock()
 
-    def blast(worker: int):
+    def run(worker: int):
         session = requests.Session()
         seq = worker << 16
         while not stop.is_set():
@@ -85,11 +91,19 @@ def test_overload_is_refused_retryably_and_sdk_exporters_deliver_everything(star
                 timeout=30,
             )
             with lock:
-                statuses.append((r.status_code, r.headers.get("retry-after")))
+                statuses.append((r.status_code, r.headers.get("retry-after"), r.text[:300], 5000))
 
-    blasters = [threading.Thread(target=blast, args=(w,), daemon=True) for w in range(8)]
-    for t in blasters:
+    threads = [threading.Thread(target=run, args=(w,), daemon=True) for w in range(blasters)]
+    for t in threads:
         t.start()
+    return statuses, threads
+
+
+def test_overload_is_refused_retryably_and_sdk_exporters_deliver_everything(start_server, otel):
+    server = start_server(CONFIG)
+    otel.server = server
+    stop = threading.Event()
+    statuses, blasters = blast(server, stop, 8)
 
     # Real SDK exporters, over both transports, while the server is overloaded.
     recorders = []
@@ -118,8 +132,8 @@ def test_overload_is_refused_retryably_and_sdk_exporters_deliver_everything(star
 
     refused = [s for s in statuses if s[0] != 200]
     assert refused, f"the server was never overloaded ({len(statuses)} requests all accepted)"
-    assert all(code == 503 and after == "1" for code, after in refused), set(refused)
-    assert any(code == 200 for code, _ in statuses), "the server accepted nothing at all"
+    assert all(code == 503 and after == "1" for code, after, _, _ in refused), set(refused)
+    assert any(s[0] == 200 for s in statuses), "the server accepted nothing at all"
 
     for protocol, rec, provider in recorders:
         provider.shutdown()
@@ -134,3 +148,58 @@ def test_overload_is_refused_retryably_and_sdk_exporters_deliver_everything(star
 
     metrics = requests.get(f"{server.api_url}/metrics", timeout=10).text
     assert 'outcome="unavailable"' in metrics
+
+
+def test_the_resident_memory_ceiling_refuses_what_the_accounting_cannot_see(start_server):
+    """The accounted ceiling is set high, so only the process's resident-memory ceiling (a
+    little above the idle server's footprint) stands between the blast and unbounded growth:
+    it refuses with a retryable 503 naming resident memory, every accepted span is stored, and
+    the server accepts requests again by itself once the load drops."""
+    probe = start_server(None)
+    idle = rss_bytes(probe.process.pid)
+    probe.stop()
+    ceiling_mib = int(idle / 0.85 / 2**20) + 48
+    server = start_server(
+        f"""
+[storage]
+flush_max_bytes = "16MiB"
+flush_interval = "1s"
+
+[limits]
+max_body_bytes = "2MiB"
+max_decoded_bytes = "4MiB"
+max_memory_bytes = "{ceiling_mib - 64}MiB"
+max_resident_bytes = "{ceiling_mib}MiB"
+"""
+    )
+    stop = threading.Event()
+    statuses, blasters = blast(server, stop, 12)
+    time.sleep(4)
+    stop.set()
+    for t in blasters:
+        t.join(timeout=60)
+    refused = [s for s in statuses if s[0] != 200]
+    assert refused, f"never refused ({len(statuses)} requests, ceiling {ceiling_mib} MiB)"
+    assert all(code == 503 and after == "1" for code, after, _, _ in refused), set(refused)
+    assert any("resident memory" in text for _, _, text, _ in refused), refused[:3]
+
+    # Recovered: a small request is accepted again once the blast is over.
+    deadline = time.time() + 30
+    while True:
+        r = requests.post(
+            f"{server.otlp_http_url}/v1/traces",
+            data=big_request(10, 1 << 40),
+            headers={"content-type": "application/x-protobuf"},
+            timeout=10,
+        )
+        if r.status_code == 200 or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    assert r.status_code == 200, (r.status_code, r.text, rss_bytes(server.process.pid))
+
+    accepted = sum(n for code, _, _, n in statuses if code == 200) + 10
+    rows = server.wait_for_rows(
+        "SELECT count(*) AS n FROM spans WHERE name = 'blast'",
+        until=lambda rows: rows and rows[0]["n"] >= accepted,
+    )
+    assert rows[0]["n"] == accepted
