@@ -165,6 +165,16 @@ pub struct MaintenanceReport {
     pub expired_files: usize,
 }
 
+/// Derives rows from every write, to be stored atomically with it (in the same WAL record):
+/// the SLO engine counts good and valid events this way, so a count exists exactly when the
+/// events it counts do, across crashes.
+pub trait WriteHook: Send + Sync + std::fmt::Debug {
+    /// Rows to store along with `writes` (each batch with its table's schema).
+    fn derive(&self, writes: &[(Table, RecordBatch)]) -> Vec<(Table, RecordBatch)>;
+    /// Called once the write (with the derived rows) is durable and visible.
+    fn committed(&self, derived: &[(Table, RecordBatch)]);
+}
+
 /// Files written by one flush, per table.
 pub type FlushReport = BTreeMap<&'static str, usize>;
 
@@ -188,6 +198,11 @@ pub struct Store {
     working: memory::WorkingMemory,
     /// The process's resident memory (None where it cannot be read).
     rss: Option<memory::RssSampler>,
+    /// Derives rows stored with each write (see [`WriteHook`]).
+    hook: std::sync::RwLock<Option<Arc<dyn WriteHook>>>,
+    /// Writes hold it shared from deriving to committing; [`Store::pause_writes`] holds it
+    /// exclusively, so that a hook can change between two writes and nothing in between.
+    write_gate: tokio::sync::RwLock<()>,
     /// Held (locked) for the store's lifetime: one process per data directory.
     _lock: std::fs::File,
 }
@@ -269,6 +284,8 @@ impl Store {
             graveyard: std::sync::Mutex::new(Vec::new()),
             working: memory::WorkingMemory::default(),
             rss: memory::RssSampler::start(),
+            hook: std::sync::RwLock::new(None),
+            write_gate: tokio::sync::RwLock::new(()),
             _lock: lock,
         });
         for table in Table::ALL {
@@ -312,8 +329,27 @@ impl Store {
                 });
             }
         }
+        let _gate = self.write_gate.read().await;
+        let hook = self.hook.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut writes = writes;
+        let derived_from = writes.len();
+        if let Some(hook) = &hook {
+            for (table, batch) in hook.derive(&writes) {
+                if batch.schema() != table.schema() {
+                    return Err(StoreError::SchemaMismatch {
+                        table: table.name(),
+                        reason: "a derived batch's schema differs from the table's".into(),
+                    });
+                }
+                writes.push((table, batch));
+            }
+        }
+        let derived: Vec<(Table, RecordBatch)> = writes[derived_from..].to_vec();
         let tables: Vec<Table> = writes.iter().map(|(t, _)| *t).collect();
         let seq = self.wal.append(writes).await?;
+        if let Some(hook) = &hook {
+            hook.committed(&derived);
+        }
         let mut wake = false;
         for table in tables {
             wake |= self.update_gauges(table).bytes >= self.config.flush_max_bytes;
@@ -322,6 +358,17 @@ impl Store {
             self.wake_flusher.notify_one();
         }
         Ok(seq)
+    }
+
+    /// Installs (or removes) the hook that derives rows from every write.
+    pub fn set_write_hook(&self, hook: Option<Arc<dyn WriteHook>>) {
+        *self.hook.write().unwrap_or_else(|e| e.into_inner()) = hook;
+    }
+
+    /// Waits for the writes in progress and holds new ones back until the guard is dropped.
+    /// Queries planned meanwhile see exactly the writes made before.
+    pub async fn pause_writes(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.write_gate.write().await
     }
 
     /// Bytes of acknowledged rows held in memory, over all tables.

@@ -15,14 +15,21 @@ pub enum Table {
     Metrics,
     /// Per-batch partial trace summaries; the `traces` view aggregates them by trace id.
     TraceFragments,
+    /// Good/valid event counts per SLO, group and minute, written by the SLO engine in the
+    /// same WAL record as the events they count. Several rows may share a key: sum them.
+    SloCounts,
+    /// SLO alert transitions (pending, firing, resolved).
+    SloAlerts,
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [
+    pub const ALL: [Table; 6] = [
         Table::Spans,
         Table::Logs,
         Table::Metrics,
         Table::TraceFragments,
+        Table::SloCounts,
+        Table::SloAlerts,
     ];
 
     pub fn name(self) -> &'static str {
@@ -31,6 +38,8 @@ impl Table {
             Table::Logs => "logs",
             Table::Metrics => "metrics",
             Table::TraceFragments => "trace_fragments",
+            Table::SloCounts => "slo_counts",
+            Table::SloAlerts => "slo_alerts",
         }
     }
 
@@ -44,6 +53,8 @@ impl Table {
             Table::Logs => LOGS.clone(),
             Table::Metrics => METRICS.clone(),
             Table::TraceFragments => TRACE_FRAGMENTS.clone(),
+            Table::SloCounts => SLO_COUNTS.clone(),
+            Table::SloAlerts => SLO_ALERTS.clone(),
         }
     }
 
@@ -51,7 +62,8 @@ impl Table {
     pub fn time_column(self) -> &'static str {
         match self {
             Table::Spans | Table::TraceFragments => "start_time",
-            Table::Logs | Table::Metrics => "time",
+            Table::Logs | Table::Metrics | Table::SloAlerts => "time",
+            Table::SloCounts => "slice_start",
         }
     }
 
@@ -63,6 +75,8 @@ impl Table {
             Table::Logs => &["time"],
             Table::Metrics => &["metric_name", "time"],
             Table::TraceFragments => &["trace_id", "start_time"],
+            Table::SloCounts => &["slo", "slice_start"],
+            Table::SloAlerts => &["time"],
         }
     }
 
@@ -70,7 +84,7 @@ impl Table {
     pub fn bloom_columns(self) -> &'static [&'static str] {
         match self {
             Table::Spans | Table::TraceFragments | Table::Logs => &["trace_id"],
-            Table::Metrics => &[],
+            Table::Metrics | Table::SloCounts | Table::SloAlerts => &[],
         }
     }
 }
@@ -235,6 +249,42 @@ static TRACE_FRAGMENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("root_span_name", DataType::Utf8, true),
         Field::new("span_count", DataType::Int64, false),
         Field::new("error_count", DataType::Int64, false),
+    ]))
+});
+
+static SLO_COUNTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("slo", DataType::Utf8, false),
+        // Changes when the SLO's indicator changes; counts of other versions are history.
+        Field::new("slo_version", DataType::Utf8, false),
+        // The value of the SLO's group_by ("" when it has none).
+        Field::new("group_value", DataType::Utf8, false),
+        Field::new("slice_start", timestamp_type(), false),
+        Field::new("good", DataType::Int64, false),
+        Field::new("total", DataType::Int64, false),
+        // live (counted as the events arrived) or backfill (counted from stored events).
+        Field::new("origin", DataType::Utf8, false),
+    ]))
+});
+
+static SLO_ALERTS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("time", timestamp_type(), false),
+        Field::new("slo", DataType::Utf8, false),
+        // The tier name (page-1h...), budget-exhausted or no-data.
+        Field::new("rule", DataType::Utf8, false),
+        Field::new("group_value", DataType::Utf8, false),
+        Field::new("fingerprint", DataType::Utf8, false),
+        // pending, firing or resolved.
+        Field::new("state", DataType::Utf8, false),
+        Field::new("severity", DataType::Utf8, false),
+        // When the alert started firing (firing and resolved rows).
+        Field::new("starts_at", timestamp_type(), true),
+        map_field("labels"),
+        Field::new("threshold", DataType::Float64, true),
+        Field::new("burn_rate_long", DataType::Float64, true),
+        Field::new("burn_rate_short", DataType::Float64, true),
+        Field::new("budget_remaining", DataType::Float64, true),
     ]))
 });
 

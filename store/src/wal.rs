@@ -84,6 +84,8 @@ fn table_code(t: Table) -> u8 {
         Table::Logs => 2,
         Table::Metrics => 3,
         Table::TraceFragments => 4,
+        Table::SloCounts => 5,
+        Table::SloAlerts => 6,
     }
 }
 

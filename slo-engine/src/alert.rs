@@ -1,0 +1,282 @@
+//! Alert rules and their states.
+//!
+//! Each SLO group has one alert per burn-rate tier, plus budget-exhausted and no-data alerts
+//! when enabled. An alert goes inactive → pending (its condition holds, `pending_for` has not
+//! passed) → firing → resolved (the condition cleared) → inactive. Firing and resolved (and
+//! pending) transitions are recorded in the `slo_alerts` table.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::clock::Nanos;
+use crate::rollup::Series;
+use crate::spec::{Slo, Tier};
+use crate::status::{Status, burn_rate};
+use crate::window::trailing;
+
+pub const BURN_RATE_ALERT: &str = "SLOBurnRate";
+pub const BUDGET_EXHAUSTED_ALERT: &str = "SLOBudgetExhausted";
+pub const NO_DATA_ALERT: &str = "SLONoData";
+
+/// Which rule an alert belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Rule {
+    Tier(String),
+    BudgetExhausted,
+    NoData,
+}
+
+impl Rule {
+    pub fn name(&self) -> &str {
+        match self {
+            Rule::Tier(t) => t,
+            Rule::BudgetExhausted => "budget-exhausted",
+            Rule::NoData => "no-data",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Inactive,
+    Pending,
+    Firing,
+}
+
+/// What a rule saw at one evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Observation {
+    pub active: bool,
+    /// Burn rates over the long and short windows (tiers), or budget remaining, etc.
+    pub values: BTreeMap<String, f64>,
+}
+
+/// One alert (rule × group) and its state.
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    pub rule: Rule,
+    pub group: String,
+    pub labels: BTreeMap<String, String>,
+    pub fingerprint: String,
+    pub state: State,
+    /// When the current state began (pending or firing).
+    pub since: Option<Nanos>,
+    /// When it started firing (kept across ticks while firing).
+    pub firing_since: Option<Nanos>,
+    pub last: Option<Observation>,
+}
+
+/// A change of state worth recording and notifying.
+#[derive(Debug, Clone, Serialize)]
+pub struct Transition {
+    pub at: Nanos,
+    pub slo: String,
+    pub rule: String,
+    pub group: String,
+    pub fingerprint: String,
+    pub labels: BTreeMap<String, String>,
+    /// `pending`, `firing` or `resolved`.
+    pub state: &'static str,
+    /// When it started firing (for `firing` and `resolved`).
+    pub starts_at: Option<Nanos>,
+    pub values: BTreeMap<String, f64>,
+}
+
+/// FNV-1a (64-bit) over the sorted labels: the same set of labels always gives the same
+/// fingerprint, across restarts and versions.
+pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+    let bytes = labels
+        .iter()
+        .flat_map(|(k, v)| k.bytes().chain([0xff]).chain(v.bytes()).chain([0xff]));
+    format!("{:016x}", crate::counter::fnv1a(bytes))
+}
+
+/// The labels of an alert of `slo`'s `rule` for `group` (empty when not grouped).
+pub fn labels(slo: &Slo, rule: &Rule, group: &str) -> BTreeMap<String, String> {
+    let mut l: BTreeMap<String, String> = slo.labels.clone();
+    let (alertname, severity) = match rule {
+        Rule::Tier(t) => (
+            BURN_RATE_ALERT,
+            slo.alerting
+                .tiers
+                .iter()
+                .find(|x| &x.name == t)
+                .map_or("page", |x| x.severity.as_str()),
+        ),
+        Rule::BudgetExhausted => (BUDGET_EXHAUSTED_ALERT, "ticket"),
+        Rule::NoData => (NO_DATA_ALERT, "ticket"),
+    };
+    l.insert("alertname".into(), alertname.into());
+    l.insert("slo".into(), slo.name.clone());
+    l.insert("service".into(), slo.service.clone());
+    l.insert("severity".into(), severity.into());
+    l.insert("tier".into(), rule.name().into());
+    if !group.is_empty() {
+        l.insert("group".into(), group.into());
+    }
+    l
+}
+
+/// The rules of `slo`.
+pub fn rules(slo: &Slo) -> Vec<Rule> {
+    let mut r: Vec<Rule> = slo
+        .alerting
+        .tiers
+        .iter()
+        .map(|t| Rule::Tier(t.name.clone()))
+        .collect();
+    if slo.alerting.budget_exhausted {
+        r.push(Rule::BudgetExhausted);
+    }
+    if slo.alerting.no_data_after.is_some() {
+        r.push(Rule::NoData);
+    }
+    r
+}
+
+/// Evaluates `rule` of `slo` on a group's counts.
+pub fn observe(
+    slo: &Slo,
+    rule: &Rule,
+    series: &Series,
+    status: &Status,
+    now: Nanos,
+) -> Observation {
+    let mut values = BTreeMap::new();
+    let active = match rule {
+        Rule::Tier(name) => match slo.alerting.tiers.iter().find(|t| &t.name == name) {
+            Some(tier) => tier_active(slo, tier, series, now, &mut values),
+            None => false,
+        },
+        Rule::BudgetExhausted => match &status.budget {
+            Some(b) => {
+                values.insert("budget_remaining".into(), b.remaining);
+                b.remaining <= 0.0
+            }
+            None => false,
+        },
+        Rule::NoData => {
+            let after = slo.alerting.no_data_after.unwrap_or(i64::MAX);
+            let quiet_since = series.last_event;
+            if let Some(t) = quiet_since {
+                values.insert("seconds_since_last_event".into(), (now - t) as f64 / 1e9);
+            }
+            // Quiet for `after`: no event newer than `now - after`.
+            match quiet_since {
+                Some(t) => now - t >= after,
+                None => true,
+            }
+        }
+    };
+    Observation { active, values }
+}
+
+fn tier_active(
+    slo: &Slo,
+    tier: &Tier,
+    series: &Series,
+    now: Nanos,
+    values: &mut BTreeMap<String, f64>,
+) -> bool {
+    let threshold = tier.burn_rate(slo.window.length(now));
+    let (lf, lt) = trailing(now, tier.long);
+    let (sf, st) = trailing(now, tier.short);
+    let long = series.sum(lf, lt);
+    let short = series.sum(sf, st);
+    values.insert("threshold".into(), threshold);
+    values.insert("long_window_events".into(), long.total as f64);
+    let (Some(bl), Some(bs)) = (
+        burn_rate(long, slo.objective),
+        burn_rate(short, slo.objective),
+    ) else {
+        return false;
+    };
+    values.insert("burn_rate_long".into(), bl);
+    values.insert("burn_rate_short".into(), bs);
+    long.total >= slo.alerting.min_events && bl >= threshold && bs >= threshold
+}
+
+impl Alert {
+    pub fn new(slo: &Slo, rule: Rule, group: &str) -> Self {
+        let labels = labels(slo, &rule, group);
+        Self {
+            fingerprint: fingerprint(&labels),
+            labels,
+            rule,
+            group: group.into(),
+            state: State::Inactive,
+            since: None,
+            firing_since: None,
+            last: None,
+        }
+    }
+
+    /// Moves the state machine with an observation at `now`; returns the transition, if any.
+    pub fn step(&mut self, slo: &Slo, obs: Observation, now: Nanos) -> Option<Transition> {
+        let pending_for = slo.alerting.pending_for;
+        let before = self.state;
+        match (self.state, obs.active) {
+            (State::Inactive, true) if pending_for == 0 => {
+                self.state = State::Firing;
+                self.since = Some(now);
+                self.firing_since = Some(now);
+            }
+            (State::Inactive, true) => {
+                self.state = State::Pending;
+                self.since = Some(now);
+            }
+            (State::Pending, true) if now - self.since.unwrap_or(now) >= pending_for => {
+                self.state = State::Firing;
+                self.since = Some(now);
+                self.firing_since = Some(now);
+            }
+            (State::Pending, false) | (State::Firing, false) => {
+                self.state = State::Inactive;
+                self.since = None;
+            }
+            _ => {}
+        }
+        let kind = match (before, self.state) {
+            (State::Inactive, State::Pending) => Some("pending"),
+            (b, State::Firing) if b != State::Firing => Some("firing"),
+            (State::Firing, State::Inactive) => Some("resolved"),
+            _ => None,
+        };
+        let starts_at = self.firing_since;
+        if self.state == State::Inactive {
+            self.firing_since = None;
+        }
+        let values = obs.values.clone();
+        self.last = Some(obs);
+        kind.map(|state| Transition {
+            at: now,
+            slo: slo.name.clone(),
+            rule: self.rule.name().into(),
+            group: self.group.clone(),
+            fingerprint: self.fingerprint.clone(),
+            labels: self.labels.clone(),
+            state,
+            starts_at: if state == "pending" { None } else { starts_at },
+            values,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_are_stable_and_distinct() {
+        let mut a = BTreeMap::new();
+        a.insert("slo".to_string(), "x".to_string());
+        let mut b = a.clone();
+        b.insert("tier".into(), "page-1h".into());
+        assert_eq!(fingerprint(&a), fingerprint(&a.clone()));
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+        // Pinned: fingerprints are stored and must not change between versions.
+        assert_eq!(fingerprint(&a), "a55d5701972ef8b5");
+    }
+}
