@@ -134,6 +134,9 @@ impl Inner {
         let now = self.clock.now();
         let mut entries = self.entries();
         for (slo, version, group, slice, counts) in rows {
+            if counts.total == 0 && counts.good == 0 {
+                continue; // a backfill's completion marker
+            }
             if let Some(e) = entries.get_mut(slo)
                 && &e.compiled.version == version
             {
@@ -459,6 +462,9 @@ impl Engine {
                     continue;
                 };
                 for r in 0..b.num_rows() {
+                    if total.value(r) == 0 && good.value(r) == 0 {
+                        continue; // a backfill's completion marker
+                    }
                     c.know_group(g.value(r));
                     series.entry(g.value(r).into()).or_default().add(
                         now,

@@ -163,3 +163,89 @@ mod tests {
         assert_eq!(five.burn_rate, None);
     }
 }
+
+#[cfg(test)]
+mod reference {
+    //! Budgets and burn rates against a brute-force reference computed from raw events, for
+    //! random traffic: uneven, with gaps and long zero-traffic periods.
+    use super::*;
+    use crate::clock::SECOND;
+    use crate::window::CalendarPeriod;
+    use proptest::prelude::*;
+
+    fn in_window(events: &[(Nanos, bool)], from: Nanos, to: Nanos) -> Counts {
+        let mut c = Counts::default();
+        for (t, good) in events {
+            if *t >= from && *t < to {
+                c.total += 1;
+                c.good += u64::from(*good);
+            }
+        }
+        c
+    }
+
+    fn close(a: Option<f64>, b: Option<f64>) -> bool {
+        match (a, b) {
+            (None, None) => true,
+            (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+            _ => false,
+        }
+    }
+
+    /// Bursts: (start offset, length, events, error share in percent).
+    fn traffic() -> impl Strategy<Value = Vec<(i64, i64, u32, u32)>> {
+        prop::collection::vec(
+            (0i64..(34 * DAY), 0i64..(6 * HOUR), 0u32..300, 0u32..101),
+            0..25,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn status_matches_brute_force(
+            bursts in traffic(),
+            objective in prop::sample::select(vec![0.9, 0.99, 0.995, 0.999, 0.9999]),
+            calendar in any::<bool>(),
+            now_offset in 0i64..DAY,
+        ) {
+            let base = 1_790_000_000 * SECOND;
+            let now = base + 34 * DAY + now_offset;
+            let mut events = Vec::new();
+            for (start, len, n, err) in bursts {
+                for i in 0..n {
+                    let t = base + start + len * i64::from(i) / i64::from(n.max(1));
+                    let good = (i * 100 / n.max(1)) >= err;
+                    events.push((t, good));
+                }
+            }
+            let mut series = Series::default();
+            for (t, good) in &events {
+                series.add(now, 40 * DAY, *t, Counts::new(u64::from(*good), 1));
+            }
+            series.trim(now, 40 * DAY);
+            let window = if calendar {
+                Window::Calendar { period: CalendarPeriod::Month, zone: chrono_tz::America::New_York }
+            } else {
+                Window::Rolling(30 * DAY)
+            };
+            let st = status(&series, objective, &window, now);
+            let (from, to) = window.bounds(now);
+            let c = in_window(&events, from, to);
+            prop_assert_eq!((st.good, st.total), (c.good, c.total));
+            prop_assert!(close(st.sli, (c.total > 0).then(|| c.good as f64 / c.total as f64)));
+            let consumed = (c.total > 0)
+                .then(|| (c.total - c.good) as f64 / ((1.0 - objective) * c.total as f64));
+            prop_assert!(close(st.budget.as_ref().map(|b| b.consumed), consumed));
+            for b in &st.burn_rates {
+                let w = BURN_WINDOWS.iter().find(|(n, _)| *n == b.window).map(|(_, w)| *w);
+                let (f, t) = trailing(now, w.unwrap_or_default());
+                let c = in_window(&events, f, t);
+                let want = (c.total > 0)
+                    .then(|| ((c.total - c.good) as f64 / c.total as f64) / (1.0 - objective));
+                prop_assert!(close(b.burn_rate, want), "{} {:?} {:?}", b.window, b.burn_rate, want);
+                prop_assert!(b.burn_rate.is_none_or(|r| r.is_finite()));
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The SRE Workbook's detection times, tickets without pages, and restarts mid-incident.
+
+use sightline_slo::Clock;
+use sightline_slo::alert::{State, Transition};
+use sightline_slo::clock::{HOUR, MINUTE, Nanos, SECOND};
+
+use crate::{CHECKOUT, Sim, T0};
+
+const TICK: Nanos = 10 * SECOND;
+
+/// Sends 1 span/s (all bad during the outage) in 10 s steps from the clock's time to `until`,
+/// ticking after each step; returns the transitions with their times.
+async fn run(sim: &mut Sim, until: Nanos, bad: bool) -> Vec<Transition> {
+    let mut all = Vec::new();
+    while sim.clock.now() < until {
+        let t = sim.clock.now();
+        let (g, b) = if bad { (0, 10) } else { (10, 0) };
+        sim.send("checkout", g, b, t, TICK).await;
+        sim.clock.advance(TICK);
+        all.extend(sim.engine.tick().await.expect("tick"));
+    }
+    all
+}
+
+fn first(ts: &[Transition], rule: &str, state: &str) -> Option<Nanos> {
+    ts.iter()
+        .find(|t| t.rule == rule && t.state == state)
+        .map(|t| t.at)
+}
+
+#[tokio::test]
+async fn a_full_outage_pages_after_about_52_seconds_and_resolves_when_the_short_window_clears() {
+    let mut sim = Sim::new(CHECKOUT, T0).await;
+    // Six hours of healthy traffic (fills the 1h and 6h windows).
+    sim.steady("checkout", T0 - 6 * HOUR, T0, 0).await;
+    assert!(
+        sim.engine.tick().await.expect("tick").is_empty(),
+        "healthy: nothing fires"
+    );
+
+    let outage = T0;
+    let ts = run(&mut sim, outage + 5 * MINUTE, true).await;
+    let paged = first(&ts, "page-1h", "firing").expect("the 1h/5m tier pages");
+    let detection = paged - outage;
+    // 14.4 × 0.1% of an hour of traffic is 51.8 s of errors; evaluated every 10 s.
+    assert!(
+        (50 * SECOND..=62 * SECOND).contains(&detection),
+        "paged after {} s",
+        detection / SECOND
+    );
+    let page = ts
+        .iter()
+        .find(|t| t.rule == "page-1h" && t.state == "firing")
+        .expect("page");
+    assert_eq!(page.labels["severity"], "page");
+    assert_eq!(page.labels["slo"], "checkout-availability");
+    assert_eq!(page.labels["service"], "checkout");
+    assert!(page.values["burn_rate_long"] >= 14.4, "{:?}", page.values);
+    assert!(page.values["burn_rate_short"] >= 14.4, "{:?}", page.values);
+    assert_eq!(
+        ts.iter()
+            .filter(|t| t.rule == "page-1h" && t.state == "firing")
+            .count(),
+        1,
+        "fires once"
+    );
+
+    // Recovery: the page resolves once the 5m window no longer shows the outage, even though
+    // the 1h window still does.
+    let recovered = sim.clock.now();
+    let ts = run(&mut sim, recovered + 10 * MINUTE, false).await;
+    let resolved = first(&ts, "page-1h", "resolved").expect("resolves");
+    let after = resolved - recovered;
+    assert!(
+        (4 * MINUTE..=6 * MINUTE).contains(&after),
+        "resolved {} s after recovery",
+        after / SECOND
+    );
+    let status = sim.engine.get("checkout-availability").expect("slo");
+    let hour = status
+        .status
+        .burn_rates
+        .iter()
+        .find(|b| b.window == "1h")
+        .expect("1h");
+    assert!(
+        hour.burn_rate.expect("data") > 14.4,
+        "the 1h window still burns"
+    );
+
+    // Every transition is in slo_alerts.
+    let firing = sim
+        .sql_i64("SELECT count(*) FROM slo_alerts WHERE rule = 'page-1h' AND state = 'firing'")
+        .await;
+    let resolved = sim
+        .sql_i64("SELECT count(*) FROM slo_alerts WHERE rule = 'page-1h' AND state = 'resolved'")
+        .await;
+    assert_eq!((firing, resolved), (1, 1));
+}
+
+#[tokio::test]
+async fn a_small_steady_error_rate_raises_a_ticket_and_no_page() {
+    let mut sim = Sim::new(CHECKOUT, T0).await;
+    // 0.2% errors (2x the 99.9% objective's budget rate) for 500 minutes, evaluated every 50.
+    let mut ts = Vec::new();
+    let mut t = T0 - 500 * MINUTE;
+    while t < T0 {
+        sim.steady("checkout", t, t + 50 * MINUTE, 500).await;
+        t += 50 * MINUTE;
+        sim.clock.set(t);
+        ts.extend(sim.engine.tick().await.expect("tick"));
+    }
+    let view = sim.engine.get("checkout-availability").expect("slo");
+    assert!(
+        first(&ts, "ticket-3d", "firing").is_some(),
+        "{ts:#?} {:#?}",
+        view.alerts
+    );
+    assert!(
+        !ts.iter().any(|t| t.labels["severity"] == "page"),
+        "no page: {ts:#?}"
+    );
+    let view = sim.engine.get("checkout-availability").expect("slo");
+    let b = view.status.budget.expect("budget");
+    assert!((b.consumed - 2.0).abs() < 1e-9, "{b:?}");
+}
+
+#[tokio::test]
+async fn a_restart_mid_incident_keeps_counts_and_alert_states_and_fires_nothing_again() {
+    let mut sim = Sim::new(CHECKOUT, T0).await;
+    sim.steady("checkout", T0 - 2 * HOUR, T0, 0).await;
+    let ts = run(&mut sim, T0 + 3 * MINUTE, true).await;
+    assert!(first(&ts, "page-1h", "firing").is_some());
+    let before = sim.engine.get("checkout-availability").expect("slo");
+
+    let mut sim = sim.restart(CHECKOUT).await;
+    let after = sim.engine.get("checkout-availability").expect("slo");
+    assert_eq!(
+        (after.status.good, after.status.total),
+        (before.status.good, before.status.total),
+        "counts survive the restart"
+    );
+    let page = after
+        .alerts
+        .iter()
+        .find(|a| a.rule == "page-1h")
+        .expect("alert");
+    assert_eq!(page.state, State::Firing, "still firing after the restart");
+
+    // The outage goes on: nothing fires again.
+    let ts = run(&mut sim, T0 + 6 * MINUTE, true).await;
+    assert!(
+        !ts.iter().any(|t| t.rule == "page-1h"),
+        "no second page-1h transition: {ts:#?}"
+    );
+    let firing = sim
+        .sql_i64("SELECT count(*) FROM slo_alerts WHERE rule = 'page-1h' AND state = 'firing'")
+        .await;
+    assert_eq!(firing, 1);
+    // Live counting went on after the restart.
+    let later = sim.engine.get("checkout-availability").expect("slo");
+    assert_eq!(later.status.total, before.status.total + 180);
+}

@@ -1,0 +1,178 @@
+//! The SLO engine over a real store, with simulated time: spans go through the collector's
+//! OTLP conversion and the store's write path (WAL, live counting), exactly as in the server.
+
+mod alerts;
+mod backfill;
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+use sightline_collector::convert::ConvertContext;
+use sightline_collector::limits::ItemLimits;
+use sightline_slo::clock::{MINUTE, Nanos, SECOND};
+use sightline_slo::{Clock, Engine, ManualClock, spec};
+use sightline_store::{Durability, Store, StoreConfig};
+
+/// 2026-11-02T00:00:00Z
+pub const T0: Nanos = 1_793_577_600 * SECOND;
+
+pub const CHECKOUT: &str = "\
+name: checkout-availability
+service: checkout
+objective: 99.9
+window: 30d
+indicator:
+  spans:
+    filter: \"service_name = 'checkout' AND kind = 'server'\"
+    good: \"status_code != 'error'\"
+";
+
+pub struct Sim {
+    pub dir: tempfile::TempDir,
+    pub clock: ManualClock,
+    pub store: Arc<Store>,
+    pub engine: Engine,
+    next_id: u64,
+}
+
+pub fn store_config(dir: &std::path::Path) -> StoreConfig {
+    let mut c = StoreConfig::new(dir);
+    c.durability = Durability::Batched {
+        interval: std::time::Duration::from_millis(100),
+    };
+    c.compaction = None;
+    c
+}
+
+impl Sim {
+    pub async fn new(specs: &str, start: Nanos) -> Sim {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new(start);
+        let store = Store::open(store_config(dir.path()), &mut Default::default()).expect("store");
+        let slos = spec::parse("test.yaml", specs).expect("specs");
+        let engine = Engine::open(store.clone(), slos, Arc::new(clock.clone()))
+            .await
+            .expect("engine");
+        Sim {
+            dir,
+            clock,
+            store,
+            engine,
+            next_id: 1,
+        }
+    }
+
+    /// Closes the store and opens it (and the engine) again, as a restart does.
+    pub async fn restart(self, specs: &str) -> Sim {
+        let Sim {
+            dir,
+            clock,
+            store,
+            engine,
+            next_id,
+        } = self;
+        drop(engine);
+        store.close().await.expect("close");
+        drop(store);
+        let store = Store::open(store_config(dir.path()), &mut Default::default()).expect("store");
+        let slos = spec::parse("test.yaml", specs).expect("specs");
+        let engine = Engine::open(store.clone(), slos, Arc::new(clock.clone()))
+            .await
+            .expect("engine");
+        Sim {
+            dir,
+            clock,
+            store,
+            engine,
+            next_id,
+        }
+    }
+
+    /// Stores `good` + `bad` server spans of `service`, spread evenly over `[at, at + spread)`.
+    pub async fn send(&mut self, service: &str, good: u64, bad: u64, at: Nanos, spread: Nanos) {
+        let n = good + bad;
+        if n == 0 {
+            return;
+        }
+        let spans: Vec<Span> = (0..n)
+            .map(|i| {
+                self.next_id += 1;
+                let t = (at + spread * i as i64 / n as i64) as u64;
+                Span {
+                    trace_id: (u128::from(self.next_id) | 1 << 100).to_be_bytes().to_vec(),
+                    span_id: (self.next_id | 1 << 60).to_be_bytes().to_vec(),
+                    name: "POST /checkout".into(),
+                    kind: span::SpanKind::Server as i32,
+                    start_time_unix_nano: t,
+                    end_time_unix_nano: t + 1_000_000,
+                    status: Some(Status {
+                        code: if i < bad { 2 } else { 1 },
+                        message: String::new(),
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(service.into())),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let ctx = ConvertContext::new(self.clock.now(), ItemLimits::default());
+        let converted = sightline_collector::convert::traces::convert(&req, &ctx).expect("convert");
+        assert_eq!(converted.rejected, 0, "{:?}", converted.rejection);
+        self.store.write(converted.batches).await.expect("write");
+    }
+
+    /// Sends one span per second of `service` from `from` to `to`, `bad_every`-th one bad
+    /// (0: none), a minute per write.
+    pub async fn steady(&mut self, service: &str, from: Nanos, to: Nanos, bad_every: u64) {
+        let mut t = from;
+        let mut seq = 0u64;
+        while t < to {
+            let step = MINUTE.min(to - t);
+            let n = (step / SECOND) as u64;
+            let bad = if bad_every == 0 {
+                0
+            } else {
+                (seq + n) / bad_every - seq / bad_every
+            };
+            seq += n;
+            self.send(service, n - bad, bad, t, step).await;
+            t += step;
+        }
+    }
+
+    pub async fn sql_i64(&self, sql: &str) -> i64 {
+        let q = self
+            .store
+            .query_engine(Default::default())
+            .await
+            .expect("engine");
+        let out = q.execute(sql).await.expect("query");
+        let b = &out.batches[0];
+        let c =
+            arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64).expect("cast");
+        c.as_any()
+            .downcast_ref::<arrow::array::Int64Array>()
+            .expect("int")
+            .value(0)
+    }
+}
