@@ -149,10 +149,9 @@ impl Sim {
         while t < to {
             let step = MINUTE.min(to - t);
             let n = (step / SECOND) as u64;
-            let bad = if bad_every == 0 {
-                0
-            } else {
-                (seq + n) / bad_every - seq / bad_every
+            let bad = match ((seq + n).checked_div(bad_every), seq.checked_div(bad_every)) {
+                (Some(a), Some(b)) => a - b,
+                _ => 0,
             };
             seq += n;
             self.send(service, n - bad, bad, t, step).await;
