@@ -98,6 +98,26 @@ pub struct Config {
     pub log: LogConfig,
     pub compaction: CompactionConfig,
     pub retention: RetentionConfig,
+    pub slo: SloConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SloConfig {
+    /// Directory of SLO spec files (`*.yaml`); reloaded when a file changes.
+    pub dir: Option<PathBuf>,
+    /// How often SLOs and their alert rules are evaluated.
+    #[serde(deserialize_with = "de_duration")]
+    pub tick: Duration,
+}
+
+impl Default for SloConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            tick: Duration::from_secs(15),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -167,6 +187,7 @@ impl Default for Config {
             log: LogConfig::default(),
             compaction: CompactionConfig::default(),
             retention: RetentionConfig::default(),
+            slo: SloConfig::default(),
         }
     }
 }
@@ -434,6 +455,9 @@ impl Config {
         }
         if (self.limits.max_wal_bytes as u64) < 2 * self.storage.wal_segment_bytes as u64 {
             bail!("limits.max_wal_bytes must be at least twice storage.wal_segment_bytes");
+        }
+        if self.slo.tick < Duration::from_secs(1) || self.slo.tick > Duration::from_secs(30) {
+            bail!("slo.tick must be between 1s and 30s");
         }
         if self.query.timeout.is_zero() {
             bail!("query.timeout must be positive");

@@ -1,11 +1,13 @@
 //! `sightline`: the observability backend in one binary.
 //!
 //! - `sightline serve`: the OTLP receivers, the store and the HTTP API (see `serve.rs`);
-//! - `sightline load`: a load generator that drives a running server over OTLP (see `load.rs`).
+//! - `sightline load`: a load generator that drives a running server over OTLP (see `load.rs`);
+//! - `sightline slo validate`: checks SLO spec files (see `slo.rs`).
 
 mod config;
 mod load;
 mod serve;
+mod slo;
 
 use clap::{Parser, Subcommand};
 
@@ -33,10 +35,19 @@ enum Command {
     /// Send realistic OTLP load to a running server for a bounded time and report
     /// throughput, latency percentiles and the server's peak memory.
     Load(load::LoadArgs),
+    /// Work with SLO spec files.
+    #[command(subcommand)]
+    Slo(slo::SloCommand),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Slo(cmd) = cli.command {
+        if !slo::run(cmd)? {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("sightline")
@@ -47,5 +58,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Load(args) => runtime.block_on(load::run(args)),
+        Command::Slo(_) => Ok(()),
     }
 }

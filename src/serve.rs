@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 use sightline_collector::Ingest;
 use sightline_collector::grpc::GrpcReceiver;
 use sightline_collector::metrics::CollectorMetrics;
+use sightline_slo::SystemClock;
 use sightline_store::query::QueryLimits;
 use sightline_store::{Store, StoreConfig};
 use sightline_ui::{ApiState, Readiness};
@@ -42,6 +43,9 @@ pub struct ServeArgs {
     http_listen: Option<SocketAddr>,
     /// Once every listener is bound, write their addresses as JSON to this file
     /// (useful with port 0).
+    /// Directory of SLO spec files (`*.yaml`), reloaded when a file changes.
+    #[arg(long, env = "SIGHTLINE_SLO_DIR")]
+    slo_dir: Option<PathBuf>,
     #[arg(long)]
     ready_file: Option<PathBuf>,
 }
@@ -64,6 +68,9 @@ impl ServeArgs {
         }
         if let Some(a) = self.http_listen {
             config.listen.http = a;
+        }
+        if let Some(d) = &self.slo_dir {
+            config.slo.dir = Some(d.clone());
         }
         config.validate()?;
         Ok(config)
@@ -150,6 +157,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await
         .context("cannot start the query engine")?;
+    // SLOs: loaded, compiled and backfilled before any event arrives, so that live counting
+    // starts exactly where the stored events end.
+    let specs = match &config.slo.dir {
+        Some(dir) => sightline_slo::engine::load_dir(dir).map_err(|errors| {
+            anyhow::anyhow!(
+                "invalid SLO specs in {}:\n{}",
+                dir.display(),
+                errors
+                    .iter()
+                    .map(|e| format!("  {e}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })?,
+        None => Vec::new(),
+    };
+    let slo_count = specs.len();
+    let slos = sightline_slo::Engine::open(store.clone(), specs, Arc::new(SystemClock))
+        .await
+        .context("cannot start the SLO engine")?;
+    tracing::info!(slos = slo_count, "SLO engine started");
     let limits = config.limits.to_limits();
     let ingest = Ingest::new(store.clone(), CollectorMetrics::new(&mut registry), limits);
 
@@ -166,6 +194,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         engine: Arc::new(engine),
         registry: Arc::new(registry),
         readiness: readiness.clone(),
+        slos: Some(slos.clone()),
     });
 
     let stop_intake = CancellationToken::new();
@@ -218,6 +247,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .run_maintenance(stop_flusher.clone().cancelled_owned()),
     );
 
+    let slo_task = tokio::spawn(slos.clone().run(
+        config.slo.tick,
+        config.slo.dir.clone(),
+        stop_flusher.clone().cancelled_owned(),
+    ));
+
     readiness.set(true);
     tracing::info!(
         otlp_grpc = %grpc_addr,
@@ -264,6 +299,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     stop_flusher.cancel();
     let _ = flusher.await;
     let _ = maintenance.await;
+    let _ = slo_task.await;
     let flushed = store.close().await;
     stop_api.cancel();
     let _ = tokio::time::timeout(DRAIN_DEADLINE, api_task).await;

@@ -281,7 +281,14 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Slo>, Vec<SpecError>> {
         let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
         let message = e.to_string();
         // The rendered error may repeat the position and quote the source; keep its first line.
-        let message = message.lines().next().unwrap_or_default().to_string();
+        let mut message = message.lines().next().unwrap_or_default();
+        message = message.strip_prefix("error: ").unwrap_or(message);
+        if message.starts_with("line ")
+            && let Some((_, rest)) = message.split_once(": ")
+        {
+            message = rest;
+        }
+        let message = message.to_string();
         vec![SpecError {
             file: file.into(),
             line,

@@ -3,3 +3,4 @@ mod http_json;
 mod restart;
 mod sdk_roundtrip;
 mod server;
+mod slo;

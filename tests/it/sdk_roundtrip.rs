@@ -32,7 +32,7 @@ use crate::server::{Row, RowExt as _, TestServer, sql_str};
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug)]
-enum Transport {
+pub(crate) enum Transport {
     Grpc,
     HttpProtobuf,
 }
@@ -59,13 +59,13 @@ impl Transport {
 /// Entering the runtime with `Handle::block_on` on those SDK threads serves
 /// both transports with the stock processors, as an application would use them.
 #[derive(Debug)]
-struct OnRuntime<E> {
+pub(crate) struct OnRuntime<E> {
     inner: E,
     runtime: tokio::runtime::Handle,
 }
 
 impl<E> OnRuntime<E> {
-    fn new(inner: E) -> Self {
+    pub(crate) fn new(inner: E) -> Self {
         OnRuntime {
             inner,
             runtime: tokio::runtime::Handle::current(),
@@ -132,7 +132,7 @@ impl<E: PushMetricExporter> PushMetricExporter for OnRuntime<E> {
     }
 }
 
-fn span_exporter(transport: Transport, server: &TestServer) -> OtlpSpanExporter {
+pub(crate) fn span_exporter(transport: Transport, server: &TestServer) -> OtlpSpanExporter {
     match transport {
         Transport::Grpc => OtlpSpanExporter::builder()
             .with_tonic()
@@ -190,7 +190,7 @@ fn log_exporter(transport: Transport, server: &TestServer) -> OtlpLogExporter {
 }
 
 /// Runs blocking SDK calls (flush, shutdown) off the async worker threads.
-async fn blocking<T, F>(f: F) -> T
+pub(crate) async fn blocking<T, F>(f: F) -> T
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
@@ -200,7 +200,7 @@ where
         .expect("blocking SDK call panicked")
 }
 
-fn resource(service: &str) -> Resource {
+pub(crate) fn resource(service: &str) -> Resource {
     Resource::builder_empty()
         .with_service_name(service.to_owned())
         .with_attributes([

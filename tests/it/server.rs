@@ -85,12 +85,22 @@ pub struct TestServer {
     addrs: Option<Addrs>,
     generation: u32,
     client: reqwest::Client,
+    /// Arguments added to `serve` (e.g. `--slo-dir`).
+    extra_args: Vec<std::ffi::OsString>,
 }
 
 impl TestServer {
     /// Spawns a server on a new temporary data directory and waits until it
     /// has written its ready file.
     pub async fn start() -> TestServer {
+        Self::start_with(|_| Vec::new()).await
+    }
+
+    /// Like [`TestServer::start`], with extra `serve` arguments made from the server's root
+    /// directory (for files the server should read).
+    pub async fn start_with(
+        args: impl FnOnce(&std::path::Path) -> Vec<std::ffi::OsString>,
+    ) -> TestServer {
         let root = tempfile::Builder::new()
             .prefix("sightline-it-")
             .tempdir()
@@ -107,7 +117,9 @@ impl TestServer {
             addrs: None,
             generation: 0,
             client,
+            extra_args: Vec::new(),
         };
+        server.extra_args = args(server.root.path());
         server.spawn().await;
         server
     }
@@ -156,6 +168,7 @@ impl TestServer {
             .args(["--http-listen", "127.0.0.1:0"])
             .arg("--ready-file")
             .arg(&ready)
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

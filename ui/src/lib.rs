@@ -11,6 +11,7 @@
 //! ```
 
 pub mod format;
+pub mod slos;
 pub mod sql;
 pub mod traces;
 
@@ -48,6 +49,8 @@ pub struct ApiState {
     pub engine: Arc<QueryEngine>,
     pub registry: Arc<Registry>,
     pub readiness: Arc<Readiness>,
+    /// The SLO engine (absent in tools that run without one).
+    pub slos: Option<sightline_slo::Engine>,
 }
 
 /// The API routes.
@@ -57,6 +60,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/sql", post(sql::handle))
         .route("/api/v1/flush", post(flush))
         .route("/api/v1/traces/{trace_id}", get(traces::get))
+        .route("/api/v1/slos", get(slos::list))
+        .route("/api/v1/slos/{name}", get(slos::get))
+        .route("/api/v1/slos/{name}/history", get(slos::history))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -71,6 +77,7 @@ async fn index() -> Response {
             "sql": "POST /api/v1/sql {\"sql\": \"SELECT ...\"}",
             "flush": "POST /api/v1/flush",
             "trace": "GET /api/v1/traces/{trace_id}",
+            "slos": "GET /api/v1/slos, GET /api/v1/slos/{name}, GET /api/v1/slos/{name}/history?from=&to=&step=",
             "metrics": "GET /metrics",
             "health": "GET /healthz, GET /readyz",
         },
