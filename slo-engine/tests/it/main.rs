@@ -3,6 +3,7 @@
 
 mod alerts;
 mod backfill;
+mod docs;
 
 use std::sync::Arc;
 
