@@ -174,9 +174,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let slo_count = specs.len();
-    let slos = sightline_slo::Engine::open(store.clone(), specs, Arc::new(SystemClock))
-        .await
-        .context("cannot start the SLO engine")?;
+    let slos =
+        sightline_slo::Engine::open(store.clone(), specs, Arc::new(SystemClock), &mut registry)
+            .await
+            .context("cannot start the SLO engine")?;
     tracing::info!(slos = slo_count, "SLO engine started");
     let limits = config.limits.to_limits();
     let ingest = Ingest::new(store.clone(), CollectorMetrics::new(&mut registry), limits);

@@ -74,6 +74,8 @@ pub fn indicator_hash(slo: &Slo) -> String {
         &good.sql,
         slo.group_by.as_ref().map_or("", |g| g.sql.as_str()),
         &slo.max_groups.to_string(),
+        &slo.timeslice
+            .map_or(String::new(), |t| format!("{}/{}", t.slice, t.good_ratio)),
     ])
 }
 
@@ -191,6 +193,10 @@ impl CompiledSlo {
             .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
             .ok_or_else(|| datafusion::error::DataFusionError::Internal("no time column".into()))?;
         let mut known = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        // Rows of a batch mostly share their group and minute: add up runs of equal keys and
+        // touch the map once per run.
+        let mut run: Option<(&str, Nanos)> = None;
+        let mut acc = Counts::default();
         for i in 0..n {
             // NULL is neither valid nor good.
             if let Some(v) = &valid
@@ -210,12 +216,21 @@ impl CompiledSlo {
             } else {
                 OTHER_GROUP
             };
-            let slice = floor(times.value(i), MINUTE);
-            let c = into.entry((group.to_string(), slice)).or_default();
-            c.total += 1;
-            if good.is_valid(i) && good.value(i) {
-                c.good += 1;
+            let key = (group, floor(times.value(i), MINUTE));
+            if run != Some(key) {
+                if let Some((g, slice)) = run {
+                    into.entry((g.to_string(), slice)).or_default().add(acc);
+                }
+                run = Some(key);
+                acc = Counts::default();
             }
+            acc.total += 1;
+            if good.is_valid(i) && good.value(i) {
+                acc.good += 1;
+            }
+        }
+        if let Some((g, slice)) = run {
+            into.entry((g.to_string(), slice)).or_default().add(acc);
         }
         Ok(())
     }

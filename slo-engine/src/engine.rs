@@ -19,6 +19,7 @@ use sightline_store::{Store, WriteHook};
 use crate::alert::{self, Alert, Rule, State, Transition};
 use crate::clock::{Clock, DAY, MINUTE, Nanos, floor, rfc3339};
 use crate::counter::{self, CompiledSlo, ORIGIN_BACKFILL, ORIGIN_LIVE, SliceCounts};
+use crate::metrics::{BurnLabel, SloLabel, SloMetrics, StateLabel};
 use crate::rollup::{Counts, Series};
 use crate::spec::{Indicator, OTHER_GROUP, Slo, SpecError};
 use crate::status::{self, BURN_WINDOWS, Budget, BurnRate, Status};
@@ -46,8 +47,104 @@ fn keep(slo: &Slo) -> Nanos {
 struct Entry {
     slo: Arc<Slo>,
     compiled: Arc<CompiledSlo>,
+    /// Event counts per group.
     series: BTreeMap<String, Series>,
+    /// Timeslice SLOs: per group, one event per finished slice (good when the slice met its
+    /// ratio): `frozen` for slices older than the fine horizon (final), plus the recent ones,
+    /// judged again on every tick from the minute counts so that late events count.
+    slices: BTreeMap<String, Series>,
+    frozen: BTreeMap<String, Series>,
+    /// Slices starting before this are in `frozen`.
+    frozen_until: Nanos,
     alerts: BTreeMap<(Rule, String), Alert>,
+}
+
+/// A slice's verdict is final this long after it ends (room for export delays).
+const SETTLE: Nanos = MINUTE;
+/// Slices older than this are judged once more and frozen, while their minutes are still kept.
+const FREEZE_AGE: Nanos = FINE_HORIZON - crate::clock::HOUR;
+
+impl Entry {
+    /// The counts budgets and alerts are computed on: events, or slices for timeslice SLOs.
+    fn evaluated(&self) -> &BTreeMap<String, Series> {
+        if self.slo.timeslice.is_some() {
+            &self.slices
+        } else {
+            &self.series
+        }
+    }
+
+    fn verdict(&self, c: Counts) -> Option<Counts> {
+        let t = self.slo.timeslice?;
+        (c.total > 0).then(|| {
+            let good = c.good as f64 >= t.good_ratio * c.total as f64 - 1e-9;
+            Counts::new(u64::from(good), 1)
+        })
+    }
+
+    /// Re-derives the slices from the minute counts: freezes those about to leave the fine
+    /// horizon, and judges the recent finished ones again.
+    fn derive_slices(&mut self, now: Nanos) {
+        let Some(t) = self.slo.timeslice else {
+            return;
+        };
+        let keep = keep(&self.slo);
+        let judge = |e: &Entry, start: Nanos| -> Vec<(String, Counts)> {
+            e.series
+                .iter()
+                .filter_map(|(g, s)| Some((g.clone(), e.verdict(s.sum(start, start + t.slice))?)))
+                .collect()
+        };
+        let freeze_to = floor(now - FREEZE_AGE, t.slice);
+        let mut start = self
+            .frozen_until
+            .max(floor(now - FINE_HORIZON, t.slice) + t.slice);
+        while start + t.slice <= freeze_to {
+            for (g, v) in judge(self, start) {
+                self.frozen.entry(g).or_default().add(now, keep, start, v);
+            }
+            start += t.slice;
+        }
+        self.frozen_until = self.frozen_until.max(freeze_to);
+
+        let mut slices = self.frozen.clone();
+        let settled = floor(now - SETTLE, t.slice);
+        let mut start = self.frozen_until;
+        while start + t.slice <= settled {
+            for (g, v) in judge(self, start) {
+                slices.entry(g).or_default().add(now, keep, start, v);
+            }
+            start += t.slice;
+        }
+        for s in slices.values_mut() {
+            s.trim(now, keep);
+        }
+        self.slices = slices;
+    }
+
+    /// Freezes the old slices from counted rows (at load and after a backfill: the minutes
+    /// before the fine horizon are only in the rows), then derives the recent ones.
+    fn derive_slices_from(&mut self, rows: &[(String, Nanos, Counts)], now: Nanos) {
+        let Some(t) = self.slo.timeslice else {
+            return;
+        };
+        let freeze_to = floor(now - FREEZE_AGE, t.slice);
+        let mut per_slice: BTreeMap<(String, Nanos), Counts> = BTreeMap::new();
+        for (g, minute, c) in rows {
+            let start = floor(*minute, t.slice);
+            if start + t.slice <= freeze_to && start >= self.frozen_until {
+                per_slice.entry((g.clone(), start)).or_default().add(*c);
+            }
+        }
+        let keep = keep(&self.slo);
+        for ((g, start), c) in per_slice {
+            if let Some(v) = self.verdict(c) {
+                self.frozen.entry(g).or_default().add(now, keep, start, v);
+            }
+        }
+        self.frozen_until = self.frozen_until.max(freeze_to);
+        self.derive_slices(now);
+    }
 }
 
 struct Inner {
@@ -60,6 +157,7 @@ struct Inner {
     /// Serialises ticks and reloads.
     busy: tokio::sync::Mutex<()>,
     transitions: tokio::sync::broadcast::Sender<Transition>,
+    metrics: SloMetrics,
 }
 
 impl std::fmt::Debug for Inner {
@@ -96,6 +194,7 @@ impl WriteHook for Counter {
                     continue;
                 }
                 if let Err(e) = slo.count(batch, &mut counts) {
+                    inner.metrics.counting_errors.inc();
                     tracing::warn!(slo = %slo.name, error = %e, "cannot count a batch for this SLO");
                 }
             }
@@ -239,6 +338,8 @@ pub struct SloView {
     pub group_by: Option<String>,
     pub version: String,
     pub labels: BTreeMap<String, String>,
+    /// For timeslice SLOs: `good` and `total` count slices, not events.
+    pub timeslice: Option<TimesliceView>,
     /// firing, pending or ok (the worst of its alerts).
     pub alert_state: &'static str,
     #[serde(flatten)]
@@ -246,6 +347,12 @@ pub struct SloView {
     pub alerts: Vec<AlertView>,
     /// One status per group (grouped SLOs only).
     pub groups: Vec<GroupView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TimesliceView {
+    pub slice: String,
+    pub good_ratio: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -324,6 +431,7 @@ impl Engine {
         store: Arc<Store>,
         slos: Vec<Slo>,
         clock: Arc<dyn Clock>,
+        registry: &mut prometheus_client::registry::Registry,
     ) -> Result<Self, EngineError> {
         let query = store
             .query_engine(QueryLimits {
@@ -342,6 +450,7 @@ impl Engine {
             entries: Mutex::new(BTreeMap::new()),
             busy: tokio::sync::Mutex::new(()),
             transitions: tokio::sync::broadcast::channel(1024).0,
+            metrics: SloMetrics::new(registry),
         });
         let engine = Self { inner };
         store.set_write_hook(Some(Arc::new(Counter(Arc::downgrade(&engine.inner)))));
@@ -452,6 +561,7 @@ impl Engine {
                     .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
             );
             let mut series: BTreeMap<String, Series> = BTreeMap::new();
+            let mut loaded = Vec::new();
             for b in inner.sql(&sql).await? {
                 let (Some(g), Some(t), Some(good), Some(total)) = (
                     strings(&b, "group_value"),
@@ -466,16 +576,19 @@ impl Engine {
                         continue; // a backfill's completion marker
                     }
                     c.know_group(g.value(r));
+                    let counts =
+                        Counts::new(good.value(r).max(0) as u64, total.value(r).max(0) as u64);
                     series.entry(g.value(r).into()).or_default().add(
                         now,
                         keep(slo),
                         t.value(r),
-                        Counts::new(good.value(r).max(0) as u64, total.value(r).max(0) as u64),
+                        counts,
                     );
+                    loaded.push((g.value(r).to_string(), t.value(r), counts));
                 }
             }
             report.loaded.push(slo.name.clone());
-            self.install(slo.clone(), c.clone(), series);
+            self.install(slo.clone(), c.clone(), series, &loaded);
         }
 
         // Backfill new generations: plan the queries while writes are held back, so that they
@@ -497,7 +610,7 @@ impl Engine {
                     .await
                     .map_err(|e| EngineError::Query(e.to_string()))?;
                 plans.push((slo, c, plan));
-                self.install(slo.clone(), c.clone(), BTreeMap::new());
+                self.install(slo.clone(), c.clone(), BTreeMap::new(), &[]);
             }
             for slo in &keep_as_is {
                 self.update_spec(slo.clone());
@@ -547,30 +660,52 @@ impl Engine {
                     .await
                     .map_err(|e| EngineError::Store(e.to_string()))?;
                 inner.apply_counts(&rows);
+                if let Some(e) = inner.entries().get_mut(&slo.name) {
+                    let rows: Vec<(String, Nanos, Counts)> =
+                        rows.into_iter().map(|(_, _, g, t, c)| (g, t, c)).collect();
+                    e.derive_slices_from(&rows, inner.clock.now());
+                }
             }
+            inner
+                .metrics
+                .backfill_seconds
+                .observe(started.elapsed().as_secs_f64());
             tracing::info!(slo = %slo.name, version = %c.version, elapsed = ?started.elapsed(), "backfilled the SLO from stored events");
             report.backfilled.push(slo.name.clone());
         }
         self.restore_alerts().await?;
+        inner.metrics.slos.set(inner.entries().len() as i64);
         Ok(report)
     }
 
-    fn install(&self, slo: Slo, compiled: Arc<CompiledSlo>, series: BTreeMap<String, Series>) {
+    fn install(
+        &self,
+        slo: Slo,
+        compiled: Arc<CompiledSlo>,
+        series: BTreeMap<String, Series>,
+        rows: &[(String, Nanos, Counts)],
+    ) {
+        let now = self.inner.clock.now();
         let slo = Arc::new(slo);
         let mut entries = self.inner.entries();
         let alerts = entries
             .remove(&slo.name)
             .map(|e| e.alerts)
             .unwrap_or_default();
-        entries.insert(
-            slo.name.clone(),
-            Entry {
-                slo,
-                compiled,
-                series,
-                alerts,
-            },
-        );
+        let mut entry = Entry {
+            slo: slo.clone(),
+            compiled,
+            series,
+            slices: BTreeMap::new(),
+            frozen: BTreeMap::new(),
+            frozen_until: i64::MIN,
+            alerts,
+        };
+        // A backfill installs first, without rows, and derives its slices when they arrive.
+        if !rows.is_empty() {
+            entry.derive_slices_from(rows, now);
+        }
+        entries.insert(slo.name.clone(), entry);
     }
 
     fn update_spec(&self, slo: Slo) {
@@ -689,14 +824,16 @@ impl Engine {
     pub async fn tick(&self) -> Result<Vec<Transition>, EngineError> {
         let _busy = self.inner.busy.lock().await;
         let now = self.inner.clock.now();
+        let started = std::time::Instant::now();
         let mut transitions = Vec::new();
         {
             let mut entries = self.inner.entries();
             for e in entries.values_mut() {
                 let keep = keep(&e.slo);
-                for s in e.series.values_mut() {
+                for s in e.series.values_mut().chain(e.frozen.values_mut()) {
                     s.trim(now, keep);
                 }
+                e.derive_slices(now);
                 let rules = alert::rules(&e.slo);
                 // Alerts exist per group seen (one ungrouped "" group at least).
                 let mut groups: Vec<String> = e.series.keys().cloned().collect();
@@ -705,7 +842,12 @@ impl Engine {
                 }
                 let empty = Series::default();
                 for g in &groups {
-                    let series = e.series.get(g).unwrap_or(&empty);
+                    let evaluated = if e.slo.timeslice.is_some() {
+                        &e.slices
+                    } else {
+                        &e.series
+                    };
+                    let series = evaluated.get(g).unwrap_or(&empty);
                     let st = status::status(series, e.slo.objective, &e.slo.window, now);
                     for rule in &rules {
                         let obs = alert::observe(&e.slo, rule, series, &st, now);
@@ -718,6 +860,7 @@ impl Engine {
                         }
                     }
                 }
+                self.publish(e, now);
                 // Alerts of rules that no longer exist (tiers changed): resolve and drop.
                 let slo = e.slo.clone();
                 e.alerts.retain(|(rule, _), a| {
@@ -735,12 +878,59 @@ impl Engine {
                 });
             }
         }
+        self.inner
+            .metrics
+            .evaluation_seconds
+            .observe(started.elapsed().as_secs_f64());
         self.record(&transitions).await?;
         for t in &transitions {
+            self.inner
+                .metrics
+                .transitions
+                .get_or_create(&StateLabel { state: t.state })
+                .inc();
             tracing::info!(slo = %t.slo, rule = %t.rule, group = %t.group, state = t.state, "SLO alert");
             let _ = self.inner.transitions.send(t.clone());
         }
         Ok(transitions)
+    }
+
+    /// Publishes an SLO's overall status and firing alerts as metrics.
+    fn publish(&self, e: &Entry, now: Nanos) {
+        let m = &self.inner.metrics;
+        let label = SloLabel {
+            slo: e.slo.name.clone(),
+        };
+        let st = if e.evaluated().len() <= 1 {
+            let empty = Series::default();
+            status::status(
+                e.evaluated().values().next().unwrap_or(&empty),
+                e.slo.objective,
+                &e.slo.window,
+                now,
+            )
+        } else {
+            overall_status(e, now)
+        };
+        let nan = f64::NAN;
+        m.sli.get_or_create(&label).set(st.sli.unwrap_or(nan));
+        m.budget_remaining
+            .get_or_create(&label)
+            .set(st.budget.as_ref().map_or(nan, |b| b.remaining));
+        for b in &st.burn_rates {
+            m.burn_rate
+                .get_or_create(&BurnLabel {
+                    slo: e.slo.name.clone(),
+                    window: b.window,
+                })
+                .set(b.burn_rate.unwrap_or(nan));
+        }
+        let firing = e
+            .alerts
+            .values()
+            .filter(|a| a.state == State::Firing)
+            .count();
+        m.firing.get_or_create(&label).set(firing as i64);
     }
 
     /// Writes transitions to `slo_alerts`.
@@ -794,8 +984,8 @@ impl Engine {
                 Window::Rolling(d) => (floor(t - d, COARSE), t),
                 Window::Calendar { .. } => e.slo.window.period(t - 1),
             };
-            let total = sum_all(&e.series, ws, t);
-            let hour = sum_all(&e.series, t - crate::clock::HOUR, t);
+            let total = sum_all(e.evaluated(), ws, t);
+            let hour = sum_all(e.evaluated(), t - crate::clock::HOUR, t);
             points.push(HistoryPoint {
                 at: rfc3339(t),
                 good: total.good,
@@ -875,7 +1065,7 @@ fn view(e: &Entry, now: Nanos) -> SloView {
         good,
     } = &slo.indicator;
     let groups: Vec<GroupView> = if slo.group_by.is_some() {
-        e.series
+        e.evaluated()
             .iter()
             .map(|(g, s)| GroupView {
                 group: g.clone(),
@@ -885,9 +1075,9 @@ fn view(e: &Entry, now: Nanos) -> SloView {
     } else {
         Vec::new()
     };
-    let overall = if e.series.len() <= 1 {
+    let overall = if e.evaluated().len() <= 1 {
         let empty = Series::default();
-        let s = e.series.values().next().unwrap_or(&empty);
+        let s = e.evaluated().values().next().unwrap_or(&empty);
         status::status(s, slo.objective, &slo.window, now)
     } else {
         overall_status(e, now)
@@ -932,6 +1122,10 @@ fn view(e: &Entry, now: Nanos) -> SloView {
         group_by: slo.group_by.as_ref().map(|g| g.sql.clone()),
         version: e.compiled.version.clone(),
         labels: slo.labels.clone(),
+        timeslice: slo.timeslice.map(|t| TimesliceView {
+            slice: format!("{}m", t.slice / MINUTE),
+            good_ratio: t.good_ratio,
+        }),
         alert_state,
         status: StatusView::from(&overall),
         alerts,
@@ -943,12 +1137,12 @@ fn view(e: &Entry, now: Nanos) -> SloView {
 fn overall_status(e: &Entry, now: Nanos) -> Status {
     let slo = &e.slo;
     let (start, end) = slo.window.bounds(now);
-    let c = sum_all(&e.series, start, end);
+    let c = sum_all(e.evaluated(), start, end);
     let burn_rates = BURN_WINDOWS
         .iter()
         .map(|(name, w)| {
             let (from, to) = trailing(now, *w);
-            let c = sum_all(&e.series, from, to);
+            let c = sum_all(e.evaluated(), from, to);
             BurnRate {
                 window: name,
                 good: c.good,

@@ -11,6 +11,7 @@ pub mod alert;
 pub mod clock;
 pub mod counter;
 pub mod engine;
+pub mod metrics;
 pub mod rollup;
 pub mod spec;
 pub mod status;

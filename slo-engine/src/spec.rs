@@ -85,11 +85,22 @@ pub struct Slo {
     /// Groups past this many are counted together as [`OTHER_GROUP`].
     pub max_groups: usize,
     pub alerting: Alerting,
+    /// A timeslice SLO: the budget counts slices, not events.
+    pub timeslice: Option<Timeslice>,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// The file it came from, and where.
     pub source: String,
     pub pos: Pos,
+}
+
+/// Timeslice SLOs: time is cut into slices; a slice is good when the share of good events in
+/// it reaches `good_ratio` (with a latency indicator, "p99 under 300 ms in this minute"), and
+/// the objective is the share of good slices. Slices without valid events do not count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeslice {
+    pub slice: Nanos,
+    pub good_ratio: f64,
 }
 
 /// Where several groups past `max_groups` are counted.
@@ -206,6 +217,7 @@ struct RawSlo {
     group_by: Option<Spanned<String>>,
     max_groups: Option<Spanned<usize>>,
     alerting: Option<RawAlerting>,
+    timeslice: Option<Spanned<RawTimeslice>>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -224,6 +236,13 @@ struct RawIndicator {
 struct RawEvents {
     filter: Option<Spanned<String>>,
     good: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeslice {
+    slice: Spanned<String>,
+    good_ratio: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -442,6 +461,22 @@ impl Validator<'_> {
             }
         }
         let alerting = self.alerting(raw.alerting, window.as_ref());
+        let timeslice = raw.timeslice.as_ref().and_then(|t| self.timeslice(t));
+        if let (Some(t), Some(a), Some(raw_t)) = (timeslice, &alerting, &raw.timeslice) {
+            let shortest = a.tiers.iter().map(|x| x.short).min().unwrap_or(i64::MAX);
+            // A slice is final a minute after it ends; the short window must see finished ones.
+            if t.slice + MINUTE >= shortest {
+                self.error(
+                    (&raw_t.value.slice).into(),
+                    "timeslice.slice",
+                    format!(
+                        "a slice plus the minute it takes to be final must be shorter than the \
+                         shortest alert window ({}m), or that tier never sees a finished slice",
+                        shortest / MINUTE
+                    ),
+                );
+            }
+        }
         let service = raw.service.map(|s| s.value).unwrap_or_else(|| name.clone());
         Some(Slo {
             name,
@@ -453,6 +488,7 @@ impl Validator<'_> {
             group_by,
             max_groups,
             alerting: alerting?,
+            timeslice,
             labels: raw.labels,
             annotations: raw.annotations,
             source: self.file.into(),
@@ -515,6 +551,32 @@ impl Validator<'_> {
             return None;
         }
         Some(Window::Rolling(d))
+    }
+
+    fn timeslice(&mut self, t: &Spanned<RawTimeslice>) -> Option<Timeslice> {
+        let slice = self.duration(&t.value.slice, "timeslice.slice")?;
+        if slice % MINUTE != 0 || slice > HOUR || HOUR % slice != 0 {
+            self.error(
+                (&t.value.slice).into(),
+                "timeslice.slice",
+                "a slice must be whole minutes that divide an hour: 1m, 2m, 5m, 10m, 15m, 30m or 1h",
+            );
+            return None;
+        }
+        let r = &t.value.good_ratio;
+        match parse_percent(&r.value) {
+            Some(good_ratio) if good_ratio > 0.0 && good_ratio <= 1.0 => {
+                Some(Timeslice { slice, good_ratio })
+            }
+            _ => {
+                self.error(
+                    r.into(),
+                    "timeslice.good_ratio",
+                    format!("{:?} is not a percentage in (0%, 100%], e.g. 99%", r.value),
+                );
+                None
+            }
+        }
     }
 
     fn indicator(&mut self, ind: &Spanned<RawIndicator>) -> Option<Indicator> {

@@ -4,6 +4,7 @@
 mod alerts;
 mod backfill;
 mod docs;
+mod timeslice;
 
 use std::sync::Arc;
 
@@ -54,9 +55,14 @@ impl Sim {
         let clock = ManualClock::new(start);
         let store = Store::open(store_config(dir.path()), &mut Default::default()).expect("store");
         let slos = spec::parse("test.yaml", specs).expect("specs");
-        let engine = Engine::open(store.clone(), slos, Arc::new(clock.clone()))
-            .await
-            .expect("engine");
+        let engine = Engine::open(
+            store.clone(),
+            slos,
+            Arc::new(clock.clone()),
+            &mut Default::default(),
+        )
+        .await
+        .expect("engine");
         Sim {
             dir,
             clock,
@@ -80,9 +86,14 @@ impl Sim {
         drop(store);
         let store = Store::open(store_config(dir.path()), &mut Default::default()).expect("store");
         let slos = spec::parse("test.yaml", specs).expect("specs");
-        let engine = Engine::open(store.clone(), slos, Arc::new(clock.clone()))
-            .await
-            .expect("engine");
+        let engine = Engine::open(
+            store.clone(),
+            slos,
+            Arc::new(clock.clone()),
+            &mut Default::default(),
+        )
+        .await
+        .expect("engine");
         Sim {
             dir,
             clock,

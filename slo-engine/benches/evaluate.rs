@@ -1,0 +1,141 @@
+//! What the SLO engine costs: evaluating SLOs on a tick (status and every alert rule of every
+//! SLO over 30-day windows), and counting events as they arrive. Run with
+//! `cargo bench -p sightline-slo --bench evaluate`.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
+use sightline_collector::convert::ConvertContext;
+use sightline_collector::limits::ItemLimits;
+use sightline_slo::alert;
+use sightline_slo::clock::{DAY, MINUTE, Nanos, SECOND};
+use sightline_slo::counter::{CompiledSlo, SliceCounts};
+use sightline_slo::rollup::{Counts, Series};
+use sightline_slo::spec::{self, Slo};
+use sightline_slo::status;
+
+const NOW: Nanos = 1_793_577_600 * SECOND;
+
+fn slo(i: usize) -> Slo {
+    let text = format!(
+        "name: slo-{i}\nobjective: 99.9\nwindow: 30d\nindicator:\n  spans:\n    \
+         filter: \"service_name = 'svc-{i}' AND kind = 'server'\"\n    \
+         good: \"status_code != 'error'\"\n"
+    );
+    spec::parse("bench.yaml", &text).expect("spec").remove(0)
+}
+
+/// A series with `days` of traffic, every minute busy (the most expensive case).
+fn series(days: i64) -> Series {
+    let mut s = Series::default();
+    let keep = 31 * DAY;
+    let mut t = NOW - days * DAY;
+    while t < NOW {
+        s.add(NOW, keep, t, Counts::new(599, 600));
+        t += MINUTE;
+    }
+    s.trim(NOW, keep);
+    s
+}
+
+/// One tick's work for `slos`: status plus every alert rule.
+fn evaluate(slos: &[(Slo, Series)]) -> usize {
+    let mut active = 0;
+    for (slo, s) in slos {
+        let st = status::status(s, slo.objective, &slo.window, NOW);
+        for rule in alert::rules(slo) {
+            active += usize::from(alert::observe(slo, &rule, s, &st, NOW).active);
+        }
+    }
+    active
+}
+
+fn tick(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tick");
+    g.sample_size(10);
+    // 30 days of data in memory; with 90 days stored, the 30d window keeps the same slices.
+    for (n, days) in [(100, 30), (1000, 30), (1000, 90)] {
+        let template = series(days);
+        let slos: Vec<(Slo, Series)> = (0..n).map(|i| (slo(i), template.clone())).collect();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(
+            BenchmarkId::new(format!("slos_30d_window_{days}d_data"), n),
+            |b| b.iter(|| evaluate(&slos)),
+        );
+    }
+    g.finish();
+}
+
+fn spans_batch(n: usize) -> Vec<(sightline_store::schema::Table, arrow::array::RecordBatch)> {
+    let spans: Vec<Span> = (0..n)
+        .map(|i| Span {
+            trace_id: ((i as u128 + 1) << 64).to_be_bytes().to_vec(),
+            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+            name: "GET /".into(),
+            kind: span::SpanKind::Server as i32,
+            start_time_unix_nano: (NOW - MINUTE) as u64 + i as u64 * 1000,
+            end_time_unix_nano: (NOW - MINUTE) as u64 + i as u64 * 1000 + 5_000_000,
+            status: Some(Status {
+                code: if i % 50 == 0 { 2 } else { 1 },
+                message: String::new(),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("svc-0".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    sightline_collector::convert::traces::convert(
+        &req,
+        &ConvertContext::new(NOW, ItemLimits::default()),
+    )
+    .expect("convert")
+    .batches
+}
+
+fn counting(c: &mut Criterion) {
+    let mut g = c.benchmark_group("live_counting");
+    let batches = spans_batch(1000);
+    let spans = batches
+        .iter()
+        .find(|(t, _)| *t == sightline_store::schema::Table::Spans)
+        .map(|(_, b)| b.clone())
+        .expect("spans");
+    for n in [1usize, 10, 100] {
+        let compiled: Vec<CompiledSlo> = (0..n)
+            .map(|i| CompiledSlo::compile(&slo(i), 0).expect("compile"))
+            .collect();
+        g.throughput(Throughput::Elements(1000));
+        g.bench_function(BenchmarkId::new("spans_1000_batch_slos", n), |b| {
+            b.iter(|| {
+                let mut counts = SliceCounts::new();
+                for s in &compiled {
+                    s.count(&spans, &mut counts).expect("count");
+                }
+                counts.len()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, tick, counting);
+criterion_main!(benches);
