@@ -6,6 +6,13 @@ use sightline_slo::counter::CompiledSlo;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum SloCommand {
+    /// Convert OpenSLO v1 documents (SLO, and the SLI documents they reference) to Sightline's
+    /// native YAML, printed on standard output. The SLO directory also accepts OpenSLO files
+    /// as they are.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Check SLO spec files: YAML syntax, every field, and the SQL expressions against the
     /// tables' columns. Prints each problem as FILE:LINE:COLUMN: FIELD: MESSAGE and exits with
     /// status 1 if there is any.
@@ -18,6 +25,7 @@ pub enum SloCommand {
 pub fn run(cmd: SloCommand) -> anyhow::Result<bool> {
     match cmd {
         SloCommand::Validate { files } => Ok(validate(&files)),
+        SloCommand::Import { files } => Ok(import(&files)),
     }
 }
 
@@ -66,5 +74,44 @@ fn validate(files: &[PathBuf]) -> bool {
             }
         }
     }
+    ok
+}
+
+/// Prints the native form of OpenSLO files; true when every file converted.
+fn import(files: &[PathBuf]) -> bool {
+    let mut ok = true;
+    let mut out = Vec::new();
+    for file in files {
+        let name = file.display().to_string();
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{name}: cannot read: {e}");
+                ok = false;
+                continue;
+            }
+        };
+        match sightline_slo::openslo::to_native(&name, &text) {
+            Ok(yaml) => {
+                // Check the result as the server would.
+                match sightline_slo::spec::parse(&name, &yaml) {
+                    Ok(_) => out.push(yaml),
+                    Err(errors) => {
+                        ok = false;
+                        for e in errors {
+                            eprintln!("{e}");
+                        }
+                    }
+                }
+            }
+            Err(errors) => {
+                ok = false;
+                for e in errors {
+                    eprintln!("{e}");
+                }
+            }
+        }
+    }
+    println!("{}", out.join("---\n").trim_end());
     ok
 }

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod counter;
 pub mod engine;
 pub mod metrics;
+pub mod openslo;
 pub mod rollup;
 pub mod spec;
 pub mod status;

@@ -351,7 +351,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Slo>, Vec<SpecError>> {
     }
 }
 
-/// Parses a spec file.
+/// Parses a spec file: native, or OpenSLO v1 documents (imported, see [`crate::openslo`]).
 pub fn parse_file(path: &Path) -> Result<Vec<Slo>, Vec<SpecError>> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
@@ -363,6 +363,9 @@ pub fn parse_file(path: &Path) -> Result<Vec<Slo>, Vec<SpecError>> {
             message: format!("cannot read the file: {e}"),
         }]
     })?;
+    if crate::openslo::is_openslo(&text) {
+        return crate::openslo::import(&name, &text);
+    }
     parse(&name, &text)
 }
 

@@ -925,6 +925,110 @@ mod recovery_tests {
         assert_eq!(store.catalog(Table::TraceFragments).stats().files, 0);
         assert_eq!(ids(&store).await, expected(5));
     }
+    fn parquet_files(dir: &std::path::Path) -> usize {
+        walk_count(dir, &|p| {
+            p.extension().is_some_and(|x| x == paths::PARQUET_EXT)
+        })
+    }
+
+    fn walk_count(dir: &std::path::Path, keep: &dyn Fn(&std::path::Path) -> bool) -> usize {
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                n += walk_count(&p, keep);
+            } else if keep(&p) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Pins the all-or-nothing flush: when the watermark cannot be recorded, the flush's files
+    /// are removed and its rows stay buffered (and in the WAL), so a later flush or a restart
+    /// stores them once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flush_that_cannot_record_its_watermark_leaves_no_files_and_keeps_the_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let table_dir = paths::table_dir(dir.path(), "default", Table::TraceFragments);
+        let watermark = table_dir.join(paths::WATERMARK_FILE);
+        {
+            let store =
+                Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("open");
+            write_each(&store, 0..20).await;
+            // A non-empty directory where the watermark goes: renaming onto it fails.
+            let _ = std::fs::remove_file(&watermark);
+            std::fs::create_dir_all(watermark.join("blocker")).expect("blocker");
+            let err = store.flush_table(Table::TraceFragments).await;
+            assert!(err.is_err(), "the flush must fail");
+            assert_eq!(
+                parquet_files(&table_dir),
+                0,
+                "no file of the failed flush remains"
+            );
+            assert_eq!(store.catalog(Table::TraceFragments).stats().rows, 20);
+            assert_eq!(ids(&store).await, expected(20), "rows still visible, once");
+
+            // Fixed: the next flush stores them, once.
+            std::fs::remove_dir_all(&watermark).expect("unblock");
+            store
+                .flush_table(Table::TraceFragments)
+                .await
+                .expect("flush");
+            assert_eq!(store.catalog(Table::TraceFragments).stats().rows, 0);
+            assert_eq!(ids(&store).await, expected(20));
+            write_each(&store, 20..25).await;
+            // Crash without close.
+        }
+        let store =
+            Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("reopen");
+        assert_eq!(ids(&store).await, expected(25));
+    }
+
+    /// Pins the WAL truncation order: writes racing flushes (each of which truncates the log)
+    /// over small segments, then a crash: every acknowledged write comes back exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_racing_flushes_and_log_truncation_lose_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = || {
+            let mut c = StoreConfig::new(dir.path());
+            c.wal_segment_bytes = 16 * 1024;
+            c.compaction = None;
+            c
+        };
+        {
+            let store = Store::open(config(), &mut Registry::default()).expect("open");
+            let done = Arc::new(AtomicBool::new(false));
+            let flusher = {
+                let store = store.clone();
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let mut flushes = 0;
+                    while !done.load(Ordering::Acquire) {
+                        store.flush_all().await.expect("flush");
+                        flushes += 1;
+                        tokio::task::yield_now().await;
+                    }
+                    flushes
+                })
+            };
+            let writers: Vec<_> = (0..4)
+                .map(|w| {
+                    let store = store.clone();
+                    tokio::spawn(async move { write_each(&store, w * 300..(w + 1) * 300).await })
+                })
+                .collect();
+            for w in writers {
+                w.await.expect("writer");
+            }
+            done.store(true, Ordering::Release);
+            let flushes = flusher.await.expect("flusher");
+            assert!(flushes > 3, "only {flushes} flushes raced the writes");
+            // Crash without close.
+        }
+        let store = Store::open(config(), &mut Registry::default()).expect("reopen");
+        assert_eq!(ids(&store).await, expected(1200));
+    }
 }
 
 #[cfg(test)]

@@ -33,8 +33,12 @@ fn every_yaml_example_is_a_valid_slo() {
     let yaml = blocks("yaml");
     assert!(yaml.len() >= 5, "found {} YAML examples", yaml.len());
     for block in yaml {
-        let slos =
-            spec::parse("docs/slo.md", &block).unwrap_or_else(|e| panic!("{e:#?}\nin\n{block}"));
+        let slos = if sightline_slo::openslo::is_openslo(&block) {
+            sightline_slo::openslo::import("docs/slo.md", &block)
+        } else {
+            spec::parse("docs/slo.md", &block)
+        }
+        .unwrap_or_else(|e| panic!("{e:#?}\nin\n{block}"));
         for slo in slos {
             CompiledSlo::compile(&slo, 0).unwrap_or_else(|e| panic!("{e:#?}\nin\n{block}"));
         }
