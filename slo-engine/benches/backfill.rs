@@ -32,7 +32,7 @@ fn request(from: Nanos, n: u64, first_id: u64) -> ExportTraceServiceRequest {
                 start_time_unix_nano: t,
                 end_time_unix_nano: t + 20_000_000 + (id % 7) * 50_000_000,
                 status: Some(Status {
-                    code: if id % 97 == 0 { 2 } else { 1 },
+                    code: if id.is_multiple_of(97) { 2 } else { 1 },
                     message: String::new(),
                 }),
                 ..Default::default()
@@ -68,8 +68,10 @@ fn backfill(c: &mut Criterion) {
         interval: std::time::Duration::from_millis(100),
     };
     let store = Store::open(config, &mut Default::default()).expect("store");
-    let mut limits = ItemLimits::default();
-    limits.max_past = std::time::Duration::from_secs(40 * 86_400);
+    let limits = ItemLimits {
+        max_past: std::time::Duration::from_secs(40 * 86_400),
+        ..Default::default()
+    };
     rt.block_on(async {
         let mut t = NOW - DAYS * DAY;
         let mut id = 1;
