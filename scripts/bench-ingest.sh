@@ -4,6 +4,7 @@
 # (items/s, latency percentiles, server peak RSS) plus WAL and Parquet bytes per item.
 #   scripts/bench-ingest.sh [fsync|batched] [load tool flags...]
 #   e.g. scripts/bench-ingest.sh fsync --grpc --signal traces --connections 4 --duration 20s
+# SLO_DIR=dir runs the server with --slo-dir dir (to measure the cost of live SLO counting).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sightline-target}"
@@ -18,7 +19,7 @@ durability = "$durability"
 TOML
 "$bin" serve --config "$work/sightline.toml" --data-dir "$work/data" \
   --otlp-grpc-listen 127.0.0.1:0 --otlp-http-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-  --ready-file "$work/ready.json" > "$work/server.log" 2>&1 &
+  --ready-file "$work/ready.json" ${SLO_DIR:+--slo-dir "$SLO_DIR"} > "$work/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 200); do [ -s "$work/ready.json" ] && break; sleep 0.05; done
 addr() { python3 -c "import json,sys; print(json.load(open('$work/ready.json'))['$1'])"; }

@@ -271,7 +271,7 @@ pub struct LimitsConfig {
     /// Largest request after decompression, and largest gRPC message.
     #[serde(deserialize_with = "de_size")]
     pub max_decoded_bytes: usize,
-    /// Memory ceiling for acknowledged rows not yet in Parquet, flush and merge working
+    /// Memory ceiling for acknowledged rows not yet in Parquet, flush working
     /// memory, and requests in flight (counted exactly).
     #[serde(deserialize_with = "de_size")]
     pub max_memory_bytes: usize,

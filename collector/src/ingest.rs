@@ -219,7 +219,7 @@ impl Ingest {
         &self.limits
     }
 
-    /// Memory in use: buffered rows, flush and merge working memory, and requests being
+    /// Memory in use: buffered rows, flush working memory, and requests being
     /// processed.
     pub fn memory_in_use(&self) -> usize {
         self.store.memory_in_use() + self.inflight.load(Ordering::Acquire)

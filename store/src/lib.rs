@@ -78,8 +78,8 @@ pub struct StoreConfig {
     /// How long replaced or expired files stay on disk for queries that still read them
     /// (longer than the query timeout).
     pub file_grace: Duration,
-    /// The process's resident-memory ceiling, if any: merges wait while resident memory
-    /// plus a merge's working memory would pass [`COMPACTION_MEMORY_SHARE`] of it.
+    /// The process's resident-memory ceiling, if any: a merge takes only as many files as fit
+    /// under [`COMPACTION_MEMORY_SHARE`] of it with the memory in use, and waits if not two do.
     pub max_resident_bytes: Option<u64>,
 }
 
@@ -194,7 +194,7 @@ pub struct Store {
     maintenance_metrics: MaintenanceMetrics,
     /// Files out of the catalog, deleted once no query can still be reading them.
     graveyard: std::sync::Mutex<Vec<Burial>>,
-    /// Working memory of running flushes and merges.
+    /// Working memory of running flushes.
     working: memory::WorkingMemory,
     /// The process's resident memory (None where it cannot be read).
     rss: Option<memory::RssSampler>,
@@ -377,7 +377,7 @@ impl Store {
     }
 
     /// Memory the store accounts for: buffered rows plus the working memory of running
-    /// flushes and merges.
+    /// flushes.
     pub fn memory_in_use(&self) -> usize {
         self.buffered_bytes() + self.working.bytes()
     }
@@ -616,23 +616,34 @@ impl Store {
                 let Some(inputs) = compaction::pick(policy, &files, hour, Self::now_ns()) else {
                     continue;
                 };
-                let estimate = compaction::working_memory(&inputs);
-                let short = match (self.config.max_resident_bytes, self.resident_bytes()) {
-                    (Some(ceiling), Some(rss)) => {
-                        (rss + estimate as u64) as f64 > ceiling as f64 * COMPACTION_MEMORY_SHARE
+                // Merge as many of the picked files as memory allows: fewer inputs cost less,
+                // and merging can always go on later, ingest cannot wait.
+                let mut inputs = inputs;
+                if let (Some(ceiling), Some(rss)) =
+                    (self.config.max_resident_bytes, self.resident_bytes())
+                {
+                    let budget = (ceiling as f64 * COMPACTION_MEMORY_SHARE) as u64;
+                    let room = budget.saturating_sub(rss) as usize;
+                    while inputs.len() > 1 && compaction::working_memory(&inputs) > room {
+                        inputs.pop();
                     }
-                    _ => false,
-                };
-                if short {
-                    tracing::debug!(
-                        table = table.name(),
-                        estimate,
-                        "memory is short; compaction waits"
-                    );
-                    report.deferred_compactions += 1;
-                    continue;
+                    if inputs.len() < 2 {
+                        tracing::debug!(
+                            table = table.name(),
+                            rss,
+                            "memory is short; compaction waits"
+                        );
+                        report.deferred_compactions += 1;
+                        self.maintenance_metrics
+                            .compactions
+                            .get_or_create(&FlushLabel {
+                                table: table.name(),
+                                outcome: "deferred",
+                            })
+                            .inc();
+                        continue;
+                    }
                 }
-                let _working = self.working.reserve(estimate);
                 let started = Instant::now();
                 let merged = tokio::task::spawn_blocking(move || {
                     tokio::runtime::Builder::new_current_thread()

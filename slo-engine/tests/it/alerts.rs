@@ -127,13 +127,26 @@ async fn a_small_steady_error_rate_raises_a_ticket_and_no_page() {
 
 #[tokio::test]
 async fn a_restart_mid_incident_keeps_counts_and_alert_states_and_fires_nothing_again() {
+    restart_mid_incident(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_mid_incident_keeps_counts_and_alert_states_and_fires_nothing_again() {
+    restart_mid_incident(true).await;
+}
+
+async fn restart_mid_incident(crash: bool) {
     let mut sim = Sim::new(CHECKOUT, T0).await;
     sim.steady("checkout", T0 - 2 * HOUR, T0, 0).await;
     let ts = run(&mut sim, T0 + 3 * MINUTE, true).await;
     assert!(first(&ts, "page-1h", "firing").is_some());
     let before = sim.engine.get("checkout-availability").expect("slo");
 
-    let mut sim = sim.restart(CHECKOUT).await;
+    let mut sim = if crash {
+        sim.crash(CHECKOUT).await
+    } else {
+        sim.restart(CHECKOUT).await
+    };
     let after = sim.engine.get("checkout-availability").expect("slo");
     assert_eq!(
         (after.status.good, after.status.total),

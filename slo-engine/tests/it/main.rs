@@ -74,6 +74,16 @@ impl Sim {
 
     /// Closes the store and opens it (and the engine) again, as a restart does.
     pub async fn restart(self, specs: &str) -> Sim {
+        self.reopen(specs, true).await
+    }
+
+    /// Opens the store and the engine again without closing them first, as after a crash:
+    /// what is not in Parquet comes back from the write-ahead log.
+    pub async fn crash(self, specs: &str) -> Sim {
+        self.reopen(specs, false).await
+    }
+
+    async fn reopen(self, specs: &str, close: bool) -> Sim {
         let Sim {
             dir,
             clock,
@@ -82,7 +92,10 @@ impl Sim {
             next_id,
         } = self;
         drop(engine);
-        store.close().await.expect("close");
+        if close {
+            store.close().await.expect("close");
+        }
+        store.set_write_hook(None);
         drop(store);
         let store = Store::open(store_config(dir.path()), &mut Default::default()).expect("store");
         let slos = spec::parse("test.yaml", specs).expect("specs");
