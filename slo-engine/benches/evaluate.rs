@@ -3,10 +3,6 @@
 //! `cargo bench -p sightline-slo --bench evaluate`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use sightline_collector::convert::ConvertContext;
 use sightline_collector::limits::ItemLimits;
 use sightline_slo::alert;
@@ -68,41 +64,17 @@ fn tick(c: &mut Criterion) {
     g.finish();
 }
 
+#[path = "../tests/support/otlp.rs"]
+mod otlp;
+
 fn spans_batch(n: usize) -> Vec<(sightline_store::schema::Table, arrow::array::RecordBatch)> {
-    let spans: Vec<Span> = (0..n)
-        .map(|i| Span {
-            trace_id: ((i as u128 + 1) << 64).to_be_bytes().to_vec(),
-            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
-            name: "GET /".into(),
-            kind: span::SpanKind::Server as i32,
-            start_time_unix_nano: (NOW - MINUTE) as u64 + i as u64 * 1000,
-            end_time_unix_nano: (NOW - MINUTE) as u64 + i as u64 * 1000 + 5_000_000,
-            status: Some(Status {
-                code: if i % 50 == 0 { 2 } else { 1 },
-                message: String::new(),
-            }),
-            ..Default::default()
+    let spans = (0..n as u64)
+        .map(|i| {
+            let t = (NOW - MINUTE) as u64 + i * 1000;
+            otlp::server_span(i + 1, t, 5_000_000, i.is_multiple_of(50))
         })
         .collect();
-    let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: Some(AnyValue {
-                        value: Some(any_value::Value::StringValue("svc-0".into())),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    };
+    let req = otlp::request("svc-0", spans);
     sightline_collector::convert::traces::convert(
         &req,
         &ConvertContext::new(NOW, ItemLimits::default()),

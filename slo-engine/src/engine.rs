@@ -273,6 +273,27 @@ fn int64s(batch: &RecordBatch, name: &str) -> Option<Int64Array> {
     c.as_any().downcast_ref::<Int64Array>().cloned()
 }
 
+/// (group, slice start, counts) rows of a query answer with `good` and `total` columns.
+fn group_counts(b: &RecordBatch, group: &str, slice: &str) -> Vec<(String, Nanos, Counts)> {
+    let (Some(g), Some(t), Some(good), Some(total)) = (
+        strings(b, group),
+        int64s(b, slice),
+        int64s(b, "good"),
+        int64s(b, "total"),
+    ) else {
+        return Vec::new();
+    };
+    (0..b.num_rows())
+        .map(|r| {
+            (
+                g.value(r).to_string(),
+                t.value(r),
+                Counts::new(good.value(r).max(0) as u64, total.value(r).max(0) as u64),
+            )
+        })
+        .collect()
+}
+
 /// The backfill query of an SLO: good and valid events per group and minute since `from`.
 fn backfill_sql(slo: &Slo, from: Nanos) -> String {
     let Indicator::Events {
@@ -563,28 +584,16 @@ impl Engine {
             let mut series: BTreeMap<String, Series> = BTreeMap::new();
             let mut loaded = Vec::new();
             for b in inner.sql(&sql).await? {
-                let (Some(g), Some(t), Some(good), Some(total)) = (
-                    strings(&b, "group_value"),
-                    int64s(&b, "slice_start"),
-                    int64s(&b, "good"),
-                    int64s(&b, "total"),
-                ) else {
-                    continue;
-                };
-                for r in 0..b.num_rows() {
-                    if total.value(r) == 0 && good.value(r) == 0 {
+                for (g, t, counts) in group_counts(&b, "group_value", "slice_start") {
+                    if counts.total == 0 && counts.good == 0 {
                         continue; // a backfill's completion marker
                     }
-                    c.know_group(g.value(r));
-                    let counts =
-                        Counts::new(good.value(r).max(0) as u64, total.value(r).max(0) as u64);
-                    series.entry(g.value(r).into()).or_default().add(
-                        now,
-                        keep(slo),
-                        t.value(r),
-                        counts,
-                    );
-                    loaded.push((g.value(r).to_string(), t.value(r), counts));
+                    c.know_group(&g);
+                    series
+                        .entry(g.clone())
+                        .or_default()
+                        .add(now, keep(slo), t, counts);
+                    loaded.push((g, t, counts));
                 }
             }
             report.loaded.push(slo.name.clone());
@@ -626,21 +635,7 @@ impl Engine {
                 .map_err(|e| EngineError::Query(e.to_string()))?;
             let mut rows = Vec::new();
             for b in &batches {
-                let (Some(g), Some(s), Some(good), Some(total)) = (
-                    strings(b, "g"),
-                    int64s(b, "slice"),
-                    int64s(b, "good"),
-                    int64s(b, "total"),
-                ) else {
-                    continue;
-                };
-                for r in 0..b.num_rows() {
-                    rows.push((
-                        g.value(r).to_string(),
-                        s.value(r),
-                        Counts::new(good.value(r).max(0) as u64, total.value(r).max(0) as u64),
-                    ));
-                }
+                rows.extend(group_counts(b, "g", "slice"));
             }
             let mut counts = cap_groups(rows, slo.max_groups);
             for (g, _) in counts.keys() {

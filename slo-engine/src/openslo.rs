@@ -88,13 +88,8 @@ struct Import<'a> {
 
 impl Import<'_> {
     fn error(&mut self, pos: Pos, field: &str, message: impl Into<String>) {
-        self.errors.push(SpecError {
-            file: self.file.into(),
-            line: pos.line,
-            column: pos.column,
-            field: field.into(),
-            message: message.into(),
-        });
+        self.errors
+            .push(SpecError::new(self.file, pos, field, message));
     }
 }
 

@@ -36,6 +36,18 @@ pub struct SpecError {
     pub message: String,
 }
 
+impl SpecError {
+    pub fn new(file: &str, pos: Pos, field: &str, message: impl Into<String>) -> Self {
+        Self {
+            file: file.into(),
+            line: pos.line,
+            column: pos.column,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
@@ -376,13 +388,8 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn error(&mut self, pos: Pos, field: &str, message: impl Into<String>) {
-        self.errors.push(SpecError {
-            file: self.file.into(),
-            line: pos.line,
-            column: pos.column,
-            field: field.into(),
-            message: message.into(),
-        });
+        self.errors
+            .push(SpecError::new(self.file, pos, field, message));
     }
 
     fn duration(&mut self, s: &Spanned<String>, field: &str) -> Option<Nanos> {

@@ -158,7 +158,7 @@ def test_the_resident_memory_ceiling_refuses_what_the_accounting_cannot_see(star
     probe = start_server(None)
     idle = rss_bytes(probe.process.pid)
     probe.stop()
-    ceiling_mib = int(idle / 0.85 / 2**20) + 48
+    ceiling_mib = int(idle / 0.75 / 2**20) + 48
     server = start_server(
         f"""
 [storage]

@@ -1,6 +1,9 @@
 //! The SLO engine over a real store, with simulated time: spans go through the collector's
 //! OTLP conversion and the store's write path (WAL, live counting), exactly as in the server.
 
+#[path = "../support/otlp.rs"]
+mod otlp;
+
 mod alerts;
 mod backfill;
 mod docs;
@@ -8,10 +11,6 @@ mod timeslice;
 
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use sightline_collector::convert::ConvertContext;
 use sightline_collector::limits::ItemLimits;
 use sightline_slo::clock::{MINUTE, Nanos, SECOND};
@@ -31,6 +30,21 @@ indicator:
     filter: \"service_name = 'checkout' AND kind = 'server'\"
     good: \"status_code != 'error'\"
 ";
+
+/// A store in `dir` and an engine over it with `specs`.
+async fn open(dir: &std::path::Path, clock: &ManualClock, specs: &str) -> (Arc<Store>, Engine) {
+    let store = Store::open(store_config(dir), &mut Default::default()).expect("store");
+    let slos = spec::parse("test.yaml", specs).expect("specs");
+    let engine = Engine::open(
+        store.clone(),
+        slos,
+        Arc::new(clock.clone()),
+        &mut Default::default(),
+    )
+    .await
+    .expect("engine");
+    (store, engine)
+}
 
 pub struct Sim {
     pub dir: tempfile::TempDir,
@@ -53,16 +67,7 @@ impl Sim {
     pub async fn new(specs: &str, start: Nanos) -> Sim {
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = ManualClock::new(start);
-        let store = Store::open(store_config(dir.path()), &mut Default::default()).expect("store");
-        let slos = spec::parse("test.yaml", specs).expect("specs");
-        let engine = Engine::open(
-            store.clone(),
-            slos,
-            Arc::new(clock.clone()),
-            &mut Default::default(),
-        )
-        .await
-        .expect("engine");
+        let (store, engine) = open(dir.path(), &clock, specs).await;
         Sim {
             dir,
             clock,
@@ -97,16 +102,7 @@ impl Sim {
         }
         store.set_write_hook(None);
         drop(store);
-        let store = Store::open(store_config(dir.path()), &mut Default::default()).expect("store");
-        let slos = spec::parse("test.yaml", specs).expect("specs");
-        let engine = Engine::open(
-            store.clone(),
-            slos,
-            Arc::new(clock.clone()),
-            &mut Default::default(),
-        )
-        .await
-        .expect("engine");
+        let (store, engine) = open(dir.path(), &clock, specs).await;
         Sim {
             dir,
             clock,
@@ -122,44 +118,14 @@ impl Sim {
         if n == 0 {
             return;
         }
-        let spans: Vec<Span> = (0..n)
+        let spans: Vec<_> = (0..n)
             .map(|i| {
                 self.next_id += 1;
                 let t = (at + spread * i as i64 / n as i64) as u64;
-                Span {
-                    trace_id: (u128::from(self.next_id) | 1 << 100).to_be_bytes().to_vec(),
-                    span_id: (self.next_id | 1 << 60).to_be_bytes().to_vec(),
-                    name: "POST /checkout".into(),
-                    kind: span::SpanKind::Server as i32,
-                    start_time_unix_nano: t,
-                    end_time_unix_nano: t + 1_000_000,
-                    status: Some(Status {
-                        code: if i < bad { 2 } else { 1 },
-                        message: String::new(),
-                    }),
-                    ..Default::default()
-                }
+                otlp::server_span(self.next_id, t, 1_000_000, i < bad)
             })
             .collect();
-        let req = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(Resource {
-                    attributes: vec![KeyValue {
-                        key: "service.name".into(),
-                        value: Some(AnyValue {
-                            value: Some(any_value::Value::StringValue(service.into())),
-                        }),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
+        let req = otlp::request(service, spans);
         let ctx = ConvertContext::new(self.clock.now(), ItemLimits::default());
         let converted = sightline_collector::convert::traces::convert(&req, &ctx).expect("convert");
         assert_eq!(converted.rejected, 0, "{:?}", converted.rejection);
