@@ -5,11 +5,12 @@
 //! are returned as `slo_counts` rows, which the store writes in the same WAL record as the
 //! batch: counts and events are durable together, never one without the other.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray,
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, ListArray, MapArray, RecordBatch,
+    StringArray, TimestampNanosecondArray, UInt64Array,
 };
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
@@ -21,7 +22,7 @@ use sightline_store::schema::Table;
 
 use crate::clock::{MINUTE, Nanos, floor};
 use crate::rollup::Counts;
-use crate::spec::{Expr, Indicator, OTHER_GROUP, Slo, SpecError};
+use crate::spec::{Expr, Indicator, MetricSelector, OTHER_GROUP, Slo, SpecError};
 
 /// Where a count row came from.
 pub const ORIGIN_LIVE: &str = "live";
@@ -34,13 +35,48 @@ pub struct CompiledSlo {
     /// Identifies what is counted (table and expressions) and the generation of the counts.
     pub version: String,
     pub table: Table,
-    filter: Option<Arc<dyn PhysicalExpr>>,
-    good: Arc<dyn PhysicalExpr>,
+    kind: Kind,
     group: Option<Arc<dyn PhysicalExpr>>,
     max_groups: usize,
     /// Groups seen so far; past `max_groups`, new ones count as [`OTHER_GROUP`].
     groups: Mutex<HashSet<String>>,
+    /// Metric indicators: the last point of every cumulative series, to count increases.
+    last_points: Mutex<HashMap<String, LastPoint>>,
 }
+
+#[derive(Debug)]
+enum Kind {
+    Events {
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        good: Arc<dyn PhysicalExpr>,
+    },
+    Ratio {
+        good: Selector,
+        total: Selector,
+    },
+    Latency {
+        selector: Selector,
+        threshold: f64,
+    },
+}
+
+#[derive(Debug)]
+struct Selector {
+    metric: String,
+    filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// The last point seen of a cumulative series.
+#[derive(Debug, Clone)]
+struct LastPoint {
+    start: i64,
+    time: i64,
+    values: [f64; 2],
+}
+
+/// A cumulative series seen for the first time counts its whole value only if it started
+/// this recently (a process that just began); otherwise the point is a baseline.
+pub const FRESH_SERIES: Nanos = 5 * MINUTE;
 
 /// Counts per (group, minute).
 pub type SliceCounts = BTreeMap<(String, Nanos), Counts>;
@@ -63,15 +99,35 @@ pub fn fnv(parts: &[&str]) -> String {
 
 /// What determines an SLO's counts: when it changes, counts start over (with a backfill).
 pub fn indicator_hash(slo: &Slo) -> String {
-    let Indicator::Events {
-        table,
-        filter,
-        good,
-    } = &slo.indicator;
+    let what = match &slo.indicator {
+        Indicator::Events {
+            table,
+            filter,
+            good,
+        } => format!(
+            "{}\u{1f}{}\u{1f}{}",
+            table.name(),
+            filter.as_ref().map_or("", |f| f.sql.as_str()),
+            good.sql
+        ),
+        Indicator::MetricRatio { good, total } => format!(
+            "ratio\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}",
+            good.metric,
+            good.filter.as_ref().map_or("", |f| f.sql.as_str()),
+            total.metric,
+            total.filter.as_ref().map_or("", |f| f.sql.as_str())
+        ),
+        Indicator::MetricLatency {
+            selector,
+            threshold,
+        } => format!(
+            "latency\u{1f}{}\u{1f}{}\u{1f}{threshold}",
+            selector.metric,
+            selector.filter.as_ref().map_or("", |f| f.sql.as_str())
+        ),
+    };
     fnv(&[
-        table.name(),
-        filter.as_ref().map_or("", |f| f.sql.as_str()),
-        &good.sql,
+        &what,
         slo.group_by.as_ref().map_or("", |g| g.sql.as_str()),
         &slo.max_groups.to_string(),
         &slo.timeslice
@@ -114,20 +170,15 @@ impl CompiledSlo {
     /// Compiles `slo`'s expressions against its table's schema; errors name the field and
     /// position. `generation` distinguishes successive counts of the same indicator.
     pub fn compile(slo: &Slo, generation: u32) -> Result<Self, Vec<SpecError>> {
-        let Indicator::Events {
-            table,
-            filter,
-            good,
-        } = &slo.indicator;
+        let table = slo.indicator.table();
         let ctx = SessionContext::new();
         let schema = DFSchema::try_from(table.schema()).map_err(|e| {
-            vec![SpecError {
-                file: slo.source.clone(),
-                line: slo.pos.line,
-                column: slo.pos.column,
-                field: "indicator".into(),
-                message: e.to_string(),
-            }]
+            vec![SpecError::new(
+                &slo.source,
+                slo.pos,
+                "indicator",
+                e.to_string(),
+            )]
         })?;
         let mut errors = Vec::new();
         let mut compile = |e: &Expr, boolean: bool| {
@@ -135,21 +186,40 @@ impl CompiledSlo {
                 .map_err(|x| errors.push(x))
                 .ok()
         };
-        let filter = filter.as_ref().map(|f| compile(f, true));
-        let good = compile(good, true);
-        let group = slo.group_by.as_ref().map(|g| compile(g, false));
+        let mut selector = |sel: &MetricSelector| Selector {
+            metric: sel.metric.clone(),
+            filter: sel.filter.as_ref().and_then(|f| compile(f, true)),
+        };
+        let kind = match &slo.indicator {
+            Indicator::Events { filter, good, .. } => {
+                let filter = filter.as_ref().and_then(|f| compile(f, true));
+                compile(good, true).map(|good| Kind::Events { filter, good })
+            }
+            Indicator::MetricRatio { good, total } => Some(Kind::Ratio {
+                good: selector(good),
+                total: selector(total),
+            }),
+            Indicator::MetricLatency {
+                selector: sel,
+                threshold,
+            } => Some(Kind::Latency {
+                selector: selector(sel),
+                threshold: *threshold,
+            }),
+        };
+        let group = slo.group_by.as_ref().and_then(|g| compile(g, false));
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Self {
             name: slo.name.clone(),
             version: format!("{}.{generation}", indicator_hash(slo)),
-            table: *table,
-            filter: filter.flatten(),
-            good: good.ok_or_else(Vec::new)?,
-            group: group.flatten(),
+            table,
+            kind: kind.ok_or_else(Vec::new)?,
+            group,
             max_groups: slo.max_groups,
             groups: Mutex::new(HashSet::new()),
+            last_points: Mutex::new(HashMap::new()),
         })
     }
 
@@ -171,16 +241,15 @@ impl CompiledSlo {
         if n == 0 {
             return Ok(());
         }
+        let internal = |m: &str| datafusion::error::DataFusionError::Internal(m.into());
         let mask = |e: &Arc<dyn PhysicalExpr>| -> datafusion::error::Result<BooleanArray> {
             let a = e.evaluate(batch)?.into_array(n)?;
             let a = cast(&a, &DataType::Boolean)?;
             a.as_any()
                 .downcast_ref::<BooleanArray>()
                 .cloned()
-                .ok_or_else(|| datafusion::error::DataFusionError::Internal("not boolean".into()))
+                .ok_or_else(|| internal("not boolean"))
         };
-        let valid = self.filter.as_ref().map(mask).transpose()?;
-        let good = mask(&self.good)?;
         let groups: Option<ArrayRef> = match &self.group {
             Some(g) => Some(cast(&g.evaluate(batch)?.into_array(n)?, &DataType::Utf8)?),
             None => None,
@@ -191,19 +260,64 @@ impl CompiledSlo {
         let times = batch
             .column_by_name(self.table.time_column())
             .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-            .ok_or_else(|| datafusion::error::DataFusionError::Internal("no time column".into()))?;
+            .ok_or_else(|| internal("no time column"))?;
+        // (row, good, total) of every counted row, in row order.
+        let mut counted: Vec<(usize, u64, u64)> = Vec::new();
+        match &self.kind {
+            Kind::Events { filter, good } => {
+                let valid = filter.as_ref().map(mask).transpose()?;
+                let good = mask(good)?;
+                for i in 0..n {
+                    // NULL is neither valid nor good.
+                    if let Some(v) = &valid
+                        && !(v.is_valid(i) && v.value(i))
+                    {
+                        continue;
+                    }
+                    counted.push((i, u64::from(good.is_valid(i) && good.value(i)), 1));
+                }
+            }
+            Kind::Ratio { good, total } => {
+                let mut last = self.last_points.lock().unwrap_or_else(|e| e.into_inner());
+                for (side, sel) in [(0usize, good), (1, total)] {
+                    let rows = metric_rows(batch, sel, &mask)?;
+                    let points = MetricPoints::of(batch)?;
+                    for i in rows {
+                        let Some(value) = points.sum_value(i) else {
+                            continue;
+                        };
+                        let key = format!("{side}\u{1f}{}", points.series_key(i));
+                        if let Some([inc, _]) = points.increase(&mut last, key, i, [value, 0.0]) {
+                            let inc = inc.round() as u64;
+                            counted.push(if side == 0 { (i, inc, 0) } else { (i, 0, inc) });
+                        }
+                    }
+                }
+            }
+            Kind::Latency {
+                selector,
+                threshold,
+            } => {
+                let mut last = self.last_points.lock().unwrap_or_else(|e| e.into_inner());
+                let rows = metric_rows(batch, selector, &mask)?;
+                let points = MetricPoints::of(batch)?;
+                for i in rows {
+                    let Some((good, total)) = points.histogram_split(i, *threshold) else {
+                        continue;
+                    };
+                    let key = points.series_key(i);
+                    if let Some([g, t]) = points.increase(&mut last, key, i, [good, total]) {
+                        counted.push((i, g.round() as u64, t.round() as u64));
+                    }
+                }
+            }
+        }
         let mut known = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         // Rows of a batch mostly share their group and minute: add up runs of equal keys and
         // touch the map once per run.
         let mut run: Option<(&str, Nanos)> = None;
         let mut acc = Counts::default();
-        for i in 0..n {
-            // NULL is neither valid nor good.
-            if let Some(v) = &valid
-                && !(v.is_valid(i) && v.value(i))
-            {
-                continue;
-            }
+        for (i, good, total) in counted {
             let group = match groups {
                 Some(g) if g.is_valid(i) => g.value(i),
                 _ => "",
@@ -224,15 +338,173 @@ impl CompiledSlo {
                 run = Some(key);
                 acc = Counts::default();
             }
-            acc.total += 1;
-            if good.is_valid(i) && good.value(i) {
-                acc.good += 1;
-            }
+            acc.add(Counts::new(good, total));
         }
         if let Some((g, slice)) = run {
             into.entry((g.to_string(), slice)).or_default().add(acc);
         }
         Ok(())
+    }
+}
+
+/// Rows of `batch` (of `metrics`) that are points of `sel`'s metric and pass its filter.
+fn metric_rows(
+    batch: &RecordBatch,
+    sel: &Selector,
+    mask: &dyn Fn(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<BooleanArray>,
+) -> datafusion::error::Result<Vec<usize>> {
+    let names = batch
+        .column_by_name("metric_name")
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| datafusion::error::DataFusionError::Internal("no metric_name".into()))?;
+    let filter = sel.filter.as_ref().map(mask).transpose()?;
+    Ok((0..batch.num_rows())
+        .filter(|&i| names.value(i) == sel.metric)
+        .filter(|&i| filter.as_ref().is_none_or(|f| f.is_valid(i) && f.value(i)))
+        .collect())
+}
+
+/// The columns of `metrics` rows that metric indicators read.
+struct MetricPoints<'a> {
+    batch: &'a RecordBatch,
+    metric_type: &'a StringArray,
+    temporality: &'a StringArray,
+    value: &'a Float64Array,
+    count: &'a UInt64Array,
+    start: &'a TimestampNanosecondArray,
+    time: &'a TimestampNanosecondArray,
+    buckets: &'a ListArray,
+    bounds: &'a ListArray,
+}
+
+impl<'a> MetricPoints<'a> {
+    fn of(batch: &'a RecordBatch) -> datafusion::error::Result<Self> {
+        fn col<'b, T: 'static>(b: &'b RecordBatch, name: &str) -> datafusion::error::Result<&'b T> {
+            b.column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<T>())
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal(format!("metrics column {name}"))
+                })
+        }
+        Ok(Self {
+            batch,
+            metric_type: col(batch, "metric_type")?,
+            temporality: col(batch, "temporality")?,
+            value: col(batch, "value")?,
+            count: col(batch, "count")?,
+            start: col(batch, "start_time")?,
+            time: col(batch, "time")?,
+            buckets: col(batch, "bucket_counts")?,
+            bounds: col(batch, "explicit_bounds")?,
+        })
+    }
+
+    /// A monotonic sum's value.
+    fn sum_value(&self, i: usize) -> Option<f64> {
+        (self.metric_type.value(i) == "sum" && self.value.is_valid(i)).then(|| self.value.value(i))
+    }
+
+    /// (observations at or under `threshold`, all observations) of a histogram point, when
+    /// `threshold` is one of its bucket bounds.
+    fn histogram_split(&self, i: usize, threshold: f64) -> Option<(f64, f64)> {
+        if self.metric_type.value(i) != "histogram" || !self.count.is_valid(i) {
+            return None;
+        }
+        let bounds = self.bounds.value(i);
+        let bounds = bounds.as_any().downcast_ref::<Float64Array>()?;
+        let buckets = self.buckets.value(i);
+        let buckets = buckets.as_any().downcast_ref::<UInt64Array>()?;
+        let tolerance = 1e-9 * threshold.abs().max(1.0);
+        let at = (0..bounds.len()).find(|&b| (bounds.value(b) - threshold).abs() <= tolerance)?;
+        // Bucket b holds observations in (bounds[b-1], bounds[b]].
+        let good: u64 = (0..=at.min(buckets.len().saturating_sub(1)))
+            .map(|b| buckets.value(b))
+            .sum();
+        Some((good as f64, self.count.value(i) as f64))
+    }
+
+    /// What identifies a series: the metric, the resource, the scope and the attributes.
+    fn series_key(&self, i: usize) -> String {
+        let mut key = String::new();
+        for name in ["metric_name", "service_name", "scope_name"] {
+            if let Some(c) = self
+                .batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                && c.is_valid(i)
+            {
+                key.push_str(c.value(i));
+            }
+            key.push('\u{1f}');
+        }
+        for name in ["resource_attributes", "attributes"] {
+            if let Some(m) = self
+                .batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<MapArray>())
+            {
+                let entries = m.value(i);
+                let k = entries.column(0).as_any().downcast_ref::<StringArray>();
+                let v = entries.column(1).as_any().downcast_ref::<StringArray>();
+                if let (Some(k), Some(v)) = (k, v) {
+                    for e in 0..k.len() {
+                        key.push_str(k.value(e));
+                        key.push('=');
+                        if v.is_valid(e) {
+                            key.push_str(v.value(e));
+                        }
+                        key.push('\u{1e}');
+                    }
+                }
+            }
+            key.push('\u{1f}');
+        }
+        key
+    }
+
+    /// The increase a point adds: its values for delta temporality; for cumulative, the
+    /// difference from the series' previous point, the whole value after a reset (a new start
+    /// time, or a value that went down), and nothing for the first point of a series that did
+    /// not just start (a baseline) or for a point not newer than the previous one.
+    fn increase(
+        &self,
+        last: &mut HashMap<String, LastPoint>,
+        key: String,
+        i: usize,
+        values: [f64; 2],
+    ) -> Option<[f64; 2]> {
+        if self.temporality.is_valid(i) && self.temporality.value(i) == "delta" {
+            return Some(values);
+        }
+        let time = self.time.value(i);
+        let start = if self.start.is_valid(i) {
+            self.start.value(i)
+        } else {
+            0
+        };
+        let point = LastPoint {
+            start,
+            time,
+            values,
+        };
+        match last.get(&key) {
+            None => {
+                last.insert(key, point);
+                (start > 0 && time - start <= FRESH_SERIES).then_some(values)
+            }
+            Some(prev) if time <= prev.time => None,
+            Some(prev) => {
+                let reset =
+                    start != prev.start || values.iter().zip(prev.values).any(|(v, p)| *v < p);
+                let inc = if reset {
+                    values
+                } else {
+                    [values[0] - prev.values[0], values[1] - prev.values[1]]
+                };
+                last.insert(key, point);
+                Some(inc)
+            }
+        }
     }
 }
 

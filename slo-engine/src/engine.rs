@@ -294,13 +294,27 @@ fn group_counts(b: &RecordBatch, group: &str, slice: &str) -> Vec<(String, Nanos
         .collect()
 }
 
+/// The stored points of a metric SLO's metrics since `from`, oldest first.
+fn metric_points_sql(slo: &Slo, from: Nanos) -> String {
+    let names: Vec<String> = slo.indicator.metrics().iter().map(|m| quote(m)).collect();
+    format!(
+        "SELECT * FROM metrics WHERE metric_name IN ({}) AND time >= '{}' ORDER BY time",
+        names.join(", "),
+        chrono::DateTime::from_timestamp_nanos(from)
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+    )
+}
+
 /// The backfill query of an SLO: good and valid events per group and minute since `from`.
-fn backfill_sql(slo: &Slo, from: Nanos) -> String {
+fn backfill_sql(slo: &Slo, from: Nanos) -> Option<String> {
     let Indicator::Events {
         table,
         filter,
         good,
-    } = &slo.indicator;
+    } = &slo.indicator
+    else {
+        return None;
+    };
     let time = table.time_column();
     let group = slo.group_by.as_ref().map_or("''".to_string(), |g| {
         format!("coalesce(CAST(({}) AS VARCHAR), '')", g.sql)
@@ -308,7 +322,7 @@ fn backfill_sql(slo: &Slo, from: Nanos) -> String {
     let filter = filter
         .as_ref()
         .map_or(String::new(), |f| format!(" AND ({})", f.sql));
-    format!(
+    Some(format!(
         "SELECT {group} AS g, \
          CAST({time} AS BIGINT) / {MINUTE} * {MINUTE} AS slice, \
          count(*) FILTER (WHERE ({good})) AS good, count(*) AS total \
@@ -317,7 +331,7 @@ fn backfill_sql(slo: &Slo, from: Nanos) -> String {
         table = table.name(),
         from = chrono::DateTime::from_timestamp_nanos(from)
             .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-    )
+    ))
 }
 
 /// Folds backfilled counts into at most `max_groups` groups (the busiest), the rest into
@@ -378,9 +392,16 @@ pub struct TimesliceView {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct IndicatorView {
+    /// spans, logs, metric_ratio or metric_latency.
     pub kind: &'static str,
+    /// Valid events (metric_ratio: the total counter's filter).
     pub filter: Option<String>,
-    pub good: String,
+    /// Good events (metric_ratio: the good counter's filter).
+    pub good: Option<String>,
+    /// metric_ratio: [good, total]; metric_latency: [histogram].
+    pub metrics: Vec<String>,
+    /// metric_latency: the bucket bound at or under which an observation is good.
+    pub threshold: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -596,6 +617,11 @@ impl Engine {
                     loaded.push((g, t, counts));
                 }
             }
+            if !slo.indicator.metrics().is_empty() {
+                // Live counting of counters goes on from each series' last stored point.
+                self.count_metric_points(slo, c, now - 6 * crate::clock::HOUR)
+                    .await?;
+            }
             report.loaded.push(slo.name.clone());
             self.install(slo.clone(), c.clone(), series, &loaded);
         }
@@ -607,18 +633,28 @@ impl Engine {
         {
             let _paused = inner.store.pause_writes().await;
             for (slo, c, _) in &to_backfill {
-                let sql = backfill_sql(slo, now - keep(slo));
-                let df = inner
-                    .query
-                    .context()
-                    .sql(&sql)
-                    .await
-                    .map_err(|e| EngineError::Query(format!("{e} (in {sql})")))?;
-                let plan = df
-                    .create_physical_plan()
-                    .await
-                    .map_err(|e| EngineError::Query(e.to_string()))?;
-                plans.push((slo, c, plan));
+                let pending = match backfill_sql(slo, now - keep(slo)) {
+                    Some(sql) => {
+                        let df = inner
+                            .query
+                            .context()
+                            .sql(&sql)
+                            .await
+                            .map_err(|e| EngineError::Query(format!("{e} (in {sql})")))?;
+                        let plan = df
+                            .create_physical_plan()
+                            .await
+                            .map_err(|e| EngineError::Query(e.to_string()))?;
+                        Pending::Plan(plan)
+                    }
+                    // Counter increases depend on each series' previous point: metric SLOs
+                    // are counted while writes wait, so that live counting goes on from the
+                    // last stored point of every series.
+                    None => {
+                        Pending::Counted(self.count_metric_points(slo, c, now - keep(slo)).await?)
+                    }
+                };
+                plans.push((slo, c, pending));
                 self.install(slo.clone(), c.clone(), BTreeMap::new(), &[]);
             }
             for slo in &keep_as_is {
@@ -627,17 +663,22 @@ impl Engine {
             self.remove_missing(&keep_as_is, &compiled_fresh, now);
             self.publish_active();
         }
-        for (slo, c, plan) in plans {
+        for (slo, c, pending) in plans {
             let started = std::time::Instant::now();
-            let task = inner.query.context().task_ctx();
-            let batches = datafusion::physical_plan::collect(plan, task)
-                .await
-                .map_err(|e| EngineError::Query(e.to_string()))?;
-            let mut rows = Vec::new();
-            for b in &batches {
-                rows.extend(group_counts(b, "g", "slice"));
-            }
-            let mut counts = cap_groups(rows, slo.max_groups);
+            let mut counts = match pending {
+                Pending::Plan(plan) => {
+                    let task = inner.query.context().task_ctx();
+                    let batches = datafusion::physical_plan::collect(plan, task)
+                        .await
+                        .map_err(|e| EngineError::Query(e.to_string()))?;
+                    let mut rows = Vec::new();
+                    for b in &batches {
+                        rows.extend(group_counts(b, "g", "slice"));
+                    }
+                    cap_groups(rows, slo.max_groups)
+                }
+                Pending::Counted(counts) => counts,
+            };
             for (g, _) in counts.keys() {
                 c.know_group(g);
             }
@@ -671,6 +712,24 @@ impl Engine {
         self.restore_alerts().await?;
         inner.metrics.slos.set(inner.entries().len() as i64);
         Ok(report)
+    }
+
+    /// Counts the stored points of a metric SLO since `from` (oldest first), leaving the
+    /// compiled SLO with the last point of every series.
+    async fn count_metric_points(
+        &self,
+        slo: &Slo,
+        c: &CompiledSlo,
+        from: Nanos,
+    ) -> Result<SliceCounts, EngineError> {
+        let mut counts = SliceCounts::new();
+        for b in self.inner.sql(&metric_points_sql(slo, from)).await? {
+            if let Err(e) = c.count(&b, &mut counts) {
+                self.inner.metrics.counting_errors.inc();
+                tracing::warn!(slo = %slo.name, error = %e, "cannot count stored points");
+            }
+        }
+        Ok(counts)
     }
 
     fn install(
@@ -1043,6 +1102,12 @@ fn sum_all(groups: &BTreeMap<String, Series>, from: Nanos, to: Nanos) -> Counts 
     c
 }
 
+/// A backfill in progress: a planned query over events, or metric points already counted.
+enum Pending {
+    Plan(Arc<dyn datafusion::physical_plan::ExecutionPlan>),
+    Counted(SliceCounts),
+}
+
 /// What has changed in a reload.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ReloadReport {
@@ -1054,11 +1119,36 @@ pub struct ReloadReport {
 
 fn view(e: &Entry, now: Nanos) -> SloView {
     let slo = &e.slo;
-    let Indicator::Events {
-        table,
-        filter,
-        good,
-    } = &slo.indicator;
+    let indicator = match &slo.indicator {
+        Indicator::Events {
+            table,
+            filter,
+            good,
+        } => IndicatorView {
+            kind: table.name(),
+            filter: filter.as_ref().map(|f| f.sql.clone()),
+            good: Some(good.sql.clone()),
+            metrics: Vec::new(),
+            threshold: None,
+        },
+        Indicator::MetricRatio { good, total } => IndicatorView {
+            kind: "metric_ratio",
+            filter: total.filter.as_ref().map(|f| f.sql.clone()),
+            good: good.filter.as_ref().map(|f| f.sql.clone()),
+            metrics: vec![good.metric.clone(), total.metric.clone()],
+            threshold: None,
+        },
+        Indicator::MetricLatency {
+            selector,
+            threshold,
+        } => IndicatorView {
+            kind: "metric_latency",
+            filter: selector.filter.as_ref().map(|f| f.sql.clone()),
+            good: None,
+            metrics: vec![selector.metric.clone()],
+            threshold: Some(*threshold),
+        },
+    };
     let groups: Vec<GroupView> = if slo.group_by.is_some() {
         e.evaluated()
             .iter()
@@ -1109,11 +1199,7 @@ fn view(e: &Entry, now: Nanos) -> SloView {
         description: slo.description.clone(),
         objective: slo.objective,
         window: slo.window.describe(),
-        indicator: IndicatorView {
-            kind: table.name(),
-            filter: filter.as_ref().map(|f| f.sql.clone()),
-            good: good.sql.clone(),
-        },
+        indicator,
         group_by: slo.group_by.as_ref().map(|g| g.sql.clone()),
         version: e.compiled.version.clone(),
         labels: slo.labels.clone(),

@@ -418,7 +418,9 @@ spec:
             crate::window::Window::Rolling(28 * crate::clock::DAY)
         );
         assert_eq!(s.labels["team"], "payments");
-        let crate::spec::Indicator::Events { filter, good, .. } = &s.indicator;
+        let crate::spec::Indicator::Events { filter, good, .. } = &s.indicator else {
+            panic!("{:?}", s.indicator);
+        };
         assert_eq!(good.sql, "status_code != 'error'");
         assert_eq!(
             filter.as_ref().map(|f| f.sql.as_str()),
@@ -465,7 +467,9 @@ spec:
 ";
         let slos = import("t.yaml", text).expect("import");
         let s = &slos[0];
-        let crate::spec::Indicator::Events { good, .. } = &s.indicator;
+        let crate::spec::Indicator::Events { good, .. } = &s.indicator else {
+            panic!("{:?}", s.indicator);
+        };
         assert_eq!(good.sql, "duration_ns <= 300000000");
         assert!(matches!(s.window, crate::window::Window::Calendar { .. }));
         let t = s.timeslice.expect("timeslice");

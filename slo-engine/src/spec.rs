@@ -119,7 +119,7 @@ pub struct Timeslice {
 pub const OTHER_GROUP: &str = "__other__";
 
 /// Good and valid events.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Indicator {
     /// Events are rows of a table (spans or logs): valid when `filter` holds (every row when
     /// absent), good when `good` also holds. Both are SQL expressions on the table's columns.
@@ -128,12 +128,45 @@ pub enum Indicator {
         filter: Option<Expr>,
         good: Expr,
     },
+    /// Good and valid events are the increases of two monotonic counters (OTLP sums, delta or
+    /// cumulative temporality; cumulative resets are detected).
+    MetricRatio {
+        good: MetricSelector,
+        total: MetricSelector,
+    },
+    /// Valid events are a histogram's observations; good ones are those at or under
+    /// `threshold`, which must be one of the histogram's bucket bounds.
+    MetricLatency {
+        selector: MetricSelector,
+        threshold: f64,
+    },
+}
+
+/// Data points of one metric, optionally filtered by an SQL condition on `metrics` columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricSelector {
+    pub metric: String,
+    pub filter: Option<Expr>,
 }
 
 impl Indicator {
     pub fn table(&self) -> Table {
         match self {
             Indicator::Events { table, .. } => *table,
+            Indicator::MetricRatio { .. } | Indicator::MetricLatency { .. } => Table::Metrics,
+        }
+    }
+
+    /// The metric names it reads (metric indicators only).
+    pub fn metrics(&self) -> Vec<&str> {
+        match self {
+            Indicator::Events { .. } => Vec::new(),
+            Indicator::MetricRatio { good, total } => {
+                let mut m = vec![good.metric.as_str(), total.metric.as_str()];
+                m.dedup();
+                m
+            }
+            Indicator::MetricLatency { selector, .. } => vec![selector.metric.as_str()],
         }
     }
 }
@@ -241,6 +274,30 @@ struct RawSlo {
 struct RawIndicator {
     spans: Option<RawEvents>,
     logs: Option<RawEvents>,
+    metric_ratio: Option<RawMetricRatio>,
+    metric_latency: Option<RawMetricLatency>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetricRatio {
+    good: RawSelector,
+    total: RawSelector,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSelector {
+    metric: Spanned<String>,
+    filter: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetricLatency {
+    metric: Spanned<String>,
+    filter: Option<Spanned<String>>,
+    threshold: Spanned<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -589,26 +646,78 @@ impl Validator<'_> {
         }
     }
 
+    fn selector(
+        &mut self,
+        metric: &Spanned<String>,
+        filter: Option<&Spanned<String>>,
+        field: &str,
+    ) -> Option<MetricSelector> {
+        if metric.value.trim().is_empty() {
+            self.error(
+                metric.into(),
+                &format!("{field}.metric"),
+                "needs a metric name",
+            );
+            return None;
+        }
+        Some(MetricSelector {
+            metric: metric.value.clone(),
+            filter: filter.and_then(|f| self.expr(f, &format!("{field}.filter"))),
+        })
+    }
+
     fn indicator(&mut self, ind: &Spanned<RawIndicator>) -> Option<Indicator> {
         let pos = Pos::from(ind);
         let i = &ind.value;
-        let kinds = [("spans", &i.spans), ("logs", &i.logs)];
-        let given: Vec<_> = kinds.iter().filter(|(_, v)| v.is_some()).collect();
-        if given.len() != 1 {
+        let given = usize::from(i.spans.is_some())
+            + usize::from(i.logs.is_some())
+            + usize::from(i.metric_ratio.is_some())
+            + usize::from(i.metric_latency.is_some());
+        if given != 1 {
             self.error(
                 pos,
                 "indicator",
                 "give exactly one kind of indicator: spans or logs (each with `good` and an \
-                 optional `filter`)",
+                 optional `filter`), metric_ratio (`good` and `total` counters) or \
+                 metric_latency (a histogram and a `threshold`)",
             );
             return None;
         }
-        let (kind, events) = given[0];
-        let events = events.as_ref()?;
-        let table = if *kind == "spans" {
-            Table::Spans
-        } else {
-            Table::Logs
+        if let Some(r) = &i.metric_ratio {
+            let good = self.selector(
+                &r.good.metric,
+                r.good.filter.as_ref(),
+                "indicator.metric_ratio.good",
+            );
+            let total = self.selector(
+                &r.total.metric,
+                r.total.filter.as_ref(),
+                "indicator.metric_ratio.total",
+            );
+            return Some(Indicator::MetricRatio {
+                good: good?,
+                total: total?,
+            });
+        }
+        if let Some(l) = &i.metric_latency {
+            let selector = self.selector(&l.metric, l.filter.as_ref(), "indicator.metric_latency");
+            if !(l.threshold.value.is_finite()) {
+                self.error(
+                    (&l.threshold).into(),
+                    "indicator.metric_latency.threshold",
+                    "must be a number",
+                );
+                return None;
+            }
+            return Some(Indicator::MetricLatency {
+                selector: selector?,
+                threshold: l.threshold.value,
+            });
+        }
+        let (kind, events, table) = match (&i.spans, &i.logs) {
+            (Some(e), _) => ("spans", e, Table::Spans),
+            (_, Some(e)) => ("logs", e, Table::Logs),
+            _ => return None,
         };
         let filter = events
             .filter
@@ -776,6 +885,7 @@ indicator:
                 assert_eq!(*table, Table::Spans);
                 assert_eq!(good.pos.line, 8);
             }
+            other => panic!("{other:?}"),
         }
     }
 

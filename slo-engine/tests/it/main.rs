@@ -7,6 +7,7 @@ mod otlp;
 mod alerts;
 mod backfill;
 mod docs;
+mod metrics;
 mod timeslice;
 
 use std::sync::Arc;
