@@ -174,3 +174,47 @@ async fn restart_mid_incident(crash: bool) {
     let later = sim.engine.get("checkout-availability").expect("slo");
     assert_eq!(later.status.total, before.status.total + 180);
 }
+
+#[tokio::test]
+async fn budget_exhausted_no_data_pending_and_the_traffic_gate() {
+    let spec = format!(
+        "{CHECKOUT}alerting:\n  min_events: 100\n  pending_for: 1m\n  no_data_after: 10m\n"
+    );
+    let mut sim = Sim::new(&spec, T0).await;
+    // 50 events in an hour, half bad: far over every burn rate, but under the traffic gate.
+    sim.send("checkout", 25, 25, T0 - 30 * MINUTE, 30 * MINUTE)
+        .await;
+    let ts = sim.engine.tick().await.expect("tick");
+    assert!(
+        !ts.iter()
+            .any(|t| t.rule.starts_with("page") || t.rule.starts_with("ticket")),
+        "gated by min_events: {ts:#?}"
+    );
+    // The budget is spent all the same: pending first (pending_for 1m), firing a minute later.
+    let b = first(&ts, "budget-exhausted", "pending");
+    assert!(b.is_some(), "{ts:#?}");
+    sim.clock.advance(30 * SECOND);
+    let ts = sim.engine.tick().await.expect("tick");
+    assert!(
+        first(&ts, "budget-exhausted", "firing").is_none(),
+        "not yet: {ts:#?}"
+    );
+    sim.clock.advance(40 * SECOND);
+    let ts = sim.engine.tick().await.expect("tick");
+    assert!(
+        first(&ts, "budget-exhausted", "firing").is_some(),
+        "{ts:#?}"
+    );
+
+    // No events for 10 minutes: no-data fires (after its pending minute); new events resolve it.
+    sim.clock.set(T0 + 11 * MINUTE);
+    let ts = sim.engine.tick().await.expect("tick");
+    assert!(first(&ts, "no-data", "pending").is_some(), "{ts:#?}");
+    sim.clock.advance(MINUTE);
+    let ts = sim.engine.tick().await.expect("tick");
+    assert!(first(&ts, "no-data", "firing").is_some(), "{ts:#?}");
+    let now = sightline_slo::Clock::now(&sim.clock);
+    sim.send("checkout", 10, 0, now - SECOND, SECOND).await;
+    let ts = sim.engine.tick().await.expect("tick");
+    assert!(first(&ts, "no-data", "resolved").is_some(), "{ts:#?}");
+}
