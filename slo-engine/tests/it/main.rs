@@ -8,6 +8,7 @@ mod alerts;
 mod backfill;
 mod docs;
 mod metrics;
+mod reload;
 mod timeslice;
 
 use std::sync::Arc;
