@@ -1063,7 +1063,9 @@ impl Engine {
         stop: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(stop);
-        let mut seen = dir.as_deref().map(dir_digest);
+        // The first tick syncs with the directory as it is then: a file changed between the
+        // caller's load and this start is not missed.
+        let mut seen = None;
         loop {
             tokio::select! {
                 _ = &mut stop => return,
