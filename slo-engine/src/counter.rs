@@ -47,7 +47,8 @@ pub struct CompiledSlo {
 #[derive(Debug)]
 enum Kind {
     Events {
-        filter: Option<Arc<dyn PhysicalExpr>>,
+        /// The filter and its SQL (SLOs with the same filter share its evaluation).
+        filter: Option<(String, Arc<dyn PhysicalExpr>)>,
         good: Arc<dyn PhysicalExpr>,
     },
     Ratio {
@@ -77,6 +78,9 @@ struct LastPoint {
 /// A cumulative series seen for the first time counts its whole value only if it started
 /// this recently (a process that just began); otherwise the point is a baseline.
 pub const FRESH_SERIES: Nanos = 5 * MINUTE;
+
+/// Filter results for one batch, by the filter's SQL.
+pub type MaskCache = HashMap<String, BooleanArray>;
 
 /// Counts per (group, minute).
 pub type SliceCounts = BTreeMap<(String, Nanos), Counts>;
@@ -192,7 +196,9 @@ impl CompiledSlo {
         };
         let kind = match &slo.indicator {
             Indicator::Events { filter, good, .. } => {
-                let filter = filter.as_ref().and_then(|f| compile(f, true));
+                let filter = filter
+                    .as_ref()
+                    .and_then(|f| Some((f.sql.clone(), compile(f, true)?)));
                 compile(good, true).map(|good| Kind::Events { filter, good })
             }
             Indicator::MetricRatio { good, total } => Some(Kind::Ratio {
@@ -237,6 +243,17 @@ impl CompiledSlo {
         batch: &RecordBatch,
         into: &mut SliceCounts,
     ) -> datafusion::error::Result<()> {
+        self.count_shared(batch, into, &mut MaskCache::new())
+    }
+
+    /// Like [`CompiledSlo::count`], sharing filter results with the other SLOs counting the
+    /// same batch through `cache`.
+    pub fn count_shared(
+        &self,
+        batch: &RecordBatch,
+        into: &mut SliceCounts,
+        cache: &mut MaskCache,
+    ) -> datafusion::error::Result<()> {
         let n = batch.num_rows();
         if n == 0 {
             return Ok(());
@@ -265,7 +282,21 @@ impl CompiledSlo {
         let mut counted: Vec<(usize, u64, u64)> = Vec::new();
         match &self.kind {
             Kind::Events { filter, good } => {
-                let valid = filter.as_ref().map(mask).transpose()?;
+                let valid = match filter {
+                    Some((sql, f)) => match cache.get(sql) {
+                        Some(m) => Some(m.clone()),
+                        None => {
+                            let m = mask(f)?;
+                            cache.insert(sql.clone(), m.clone());
+                            Some(m)
+                        }
+                    },
+                    None => None,
+                };
+                // Nothing valid in this batch: nothing more to evaluate.
+                if valid.as_ref().is_some_and(|v| v.true_count() == 0) {
+                    return Ok(());
+                }
                 let good = mask(good)?;
                 for i in 0..n {
                     // NULL is neither valid nor good.

@@ -187,13 +187,15 @@ impl WriteHook for Counter {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let mut rows: Vec<(&str, &str, &str, SliceCounts)> = Vec::new();
+        let mut caches: Vec<counter::MaskCache> =
+            writes.iter().map(|_| Default::default()).collect();
         for slo in active.iter() {
             let mut counts = SliceCounts::new();
-            for (table, batch) in writes {
+            for ((table, batch), cache) in writes.iter().zip(caches.iter_mut()) {
                 if *table != slo.table {
                     continue;
                 }
-                if let Err(e) = slo.count(batch, &mut counts) {
+                if let Err(e) = slo.count_shared(batch, &mut counts, cache) {
                     inner.metrics.counting_errors.inc();
                     tracing::warn!(slo = %slo.name, error = %e, "cannot count a batch for this SLO");
                 }
