@@ -445,12 +445,14 @@ impl<'a> MetricPoints<'a> {
         let bounds = bounds.as_any().downcast_ref::<Float64Array>()?;
         let buckets = self.buckets.value(i);
         let buckets = buckets.as_any().downcast_ref::<UInt64Array>()?;
+        // OTLP: one more bucket than bounds; anything else is malformed and counts nothing.
+        if buckets.len() != bounds.len() + 1 {
+            return None;
+        }
         let tolerance = 1e-9 * threshold.abs().max(1.0);
         let at = (0..bounds.len()).find(|&b| (bounds.value(b) - threshold).abs() <= tolerance)?;
         // Bucket b holds observations in (bounds[b-1], bounds[b]].
-        let good: u64 = (0..=at.min(buckets.len().saturating_sub(1)))
-            .map(|b| buckets.value(b))
-            .sum();
+        let good = (0..=at).fold(0u64, |g, b| g.saturating_add(buckets.value(b)));
         Some((good as f64, self.count.value(i) as f64))
     }
 

@@ -498,7 +498,7 @@ impl Engine {
         });
         let engine = Self { inner };
         store.set_write_hook(Some(Arc::new(Counter(Arc::downgrade(&engine.inner)))));
-        engine.reload(slos).await?;
+        engine.reload_inner(slos, true).await?;
         Ok(engine)
     }
 
@@ -511,6 +511,18 @@ impl Engine {
     /// ones whose indicator changed are backfilled from stored events; alerts of removed SLOs
     /// are resolved.
     pub async fn reload(&self, slos: Vec<Slo>) -> Result<ReloadReport, EngineError> {
+        self.reload_inner(slos, false).await
+    }
+
+    /// `at_open`: no write has happened since the store opened, so the newest stored
+    /// generation of an SLO (live until the last shutdown) can be loaded instead of counted
+    /// again. Later, an indicator that comes back gets a new generation: the old one missed
+    /// the events of the time it was not active.
+    async fn reload_inner(
+        &self,
+        slos: Vec<Slo>,
+        at_open: bool,
+    ) -> Result<ReloadReport, EngineError> {
         let inner = &self.inner;
         let _busy = inner.busy.lock().await;
         let mut errors = Vec::new();
@@ -524,7 +536,12 @@ impl Engine {
             for slo in slos {
                 let hash = counter::indicator_hash(&slo);
                 match entries.get(&slo.name) {
-                    Some(e) if e.compiled.version.starts_with(&format!("{hash}.")) => {
+                    // Same indicator, and the counts in memory reach as far back as the new
+                    // window needs: keep them.
+                    Some(e)
+                        if e.compiled.version.starts_with(&format!("{hash}."))
+                            && keep(&slo) <= keep(&e.slo) =>
+                    {
                         keep_as_is.push(slo)
                     }
                     _ => fresh.push(slo),
@@ -533,23 +550,30 @@ impl Engine {
         }
         // Stored counts: per (slo, version) the rows, and whether a backfill completed.
         let names: Vec<String> = fresh.iter().map(|s| quote(&s.name)).collect();
-        let mut stored: BTreeMap<(String, String), bool> = BTreeMap::new();
+        // Per stored (slo, version): whether its backfill completed, and when it was last
+        // written (the backfill marker and live rows carry the time they were counted at).
+        let mut stored: BTreeMap<(String, String), (bool, i64)> = BTreeMap::new();
         if !names.is_empty() {
             let sql = format!(
-                "SELECT slo, slo_version, max(CASE WHEN origin = '{ORIGIN_BACKFILL}' THEN 1 ELSE 0 END) AS complete \
+                "SELECT slo, slo_version, max(CASE WHEN origin = '{ORIGIN_BACKFILL}' THEN 1 ELSE 0 END) AS complete, \
+                 max(CAST(slice_start AS BIGINT)) AS last \
                  FROM slo_counts WHERE slo IN ({}) GROUP BY 1, 2",
                 names.join(", ")
             );
             for b in inner.sql(&sql).await? {
-                let (Some(s), Some(v), Some(c)) = (
+                let (Some(s), Some(v), Some(c), Some(l)) = (
                     strings(&b, "slo"),
                     strings(&b, "slo_version"),
                     int64s(&b, "complete"),
+                    int64s(&b, "last"),
                 ) else {
                     continue;
                 };
                 for r in 0..b.num_rows() {
-                    stored.insert((s.value(r).into(), v.value(r).into()), c.value(r) == 1);
+                    stored.insert(
+                        (s.value(r).into(), v.value(r).into()),
+                        (c.value(r) == 1, l.value(r)),
+                    );
                 }
             }
         }
@@ -561,7 +585,7 @@ impl Engine {
             let generations: Vec<(u32, bool)> = stored
                 .iter()
                 .filter(|((n, v), _)| n == &slo.name && v.starts_with(&format!("{hash}.")))
-                .filter_map(|((_, v), c)| Some((v.rsplit('.').next()?.parse().ok()?, *c)))
+                .filter_map(|((_, v), (c, _))| Some((v.rsplit('.').next()?.parse().ok()?, *c)))
                 .collect();
             let complete = generations
                 .iter()
@@ -569,8 +593,14 @@ impl Engine {
                 .map(|(g, _)| *g)
                 .max();
             let next = generations.iter().map(|(g, _)| g + 1).max().unwrap_or(0);
+            // Was this indicator the last one counted for this SLO (not one it came back to)?
+            let newest_of_slo = stored
+                .iter()
+                .filter(|((n, _), _)| n == &slo.name)
+                .max_by_key(|(_, (_, last))| *last)
+                .is_none_or(|((_, v), _)| v.starts_with(&format!("{hash}.")));
             let (generation, backfill) = match complete {
-                Some(g) if g + 1 == next => (g, false),
+                Some(g) if g + 1 == next && at_open && newest_of_slo => (g, false),
                 _ => (next, true),
             };
             match CompiledSlo::compile(&slo, generation) {
@@ -665,14 +695,22 @@ impl Engine {
             self.remove_missing(&keep_as_is, &compiled_fresh, now);
             self.publish_active();
         }
+        let mut failures = Vec::new();
         for (slo, c, pending) in plans {
             let started = std::time::Instant::now();
             let mut counts = match pending {
                 Pending::Plan(plan) => {
                     let task = inner.query.context().task_ctx();
-                    let batches = datafusion::physical_plan::collect(plan, task)
-                        .await
-                        .map_err(|e| EngineError::Query(e.to_string()))?;
+                    let batches = match datafusion::physical_plan::collect(plan, task).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            // Not half counted: the SLO leaves the set, and the next reload
+                            // (the watcher retries on the next tick) counts it anew.
+                            self.drop_entry(&slo.name);
+                            failures.push(format!("{}: backfill failed: {e}", slo.name));
+                            continue;
+                        }
+                    };
                     let mut rows = Vec::new();
                     for b in &batches {
                         rows.extend(group_counts(b, "g", "slice"));
@@ -692,11 +730,11 @@ impl Engine {
                 .map_err(|e| EngineError::Store(e.to_string()))?;
             if let Some(batch) = batch {
                 let rows = counter::read_counts(&batch);
-                inner
-                    .store
-                    .write(vec![(Table::SloCounts, batch)])
-                    .await
-                    .map_err(|e| EngineError::Store(e.to_string()))?;
+                if let Err(e) = inner.store.write(vec![(Table::SloCounts, batch)]).await {
+                    self.drop_entry(&slo.name);
+                    failures.push(format!("{}: cannot store its backfill: {e}", slo.name));
+                    continue;
+                }
                 inner.apply_counts(&rows);
                 if let Some(e) = inner.entries().get_mut(&slo.name) {
                     let rows: Vec<(String, Nanos, Counts)> =
@@ -713,7 +751,17 @@ impl Engine {
         }
         self.restore_alerts().await?;
         inner.metrics.slos.set(inner.entries().len() as i64);
-        Ok(report)
+        if failures.is_empty() {
+            Ok(report)
+        } else {
+            Err(EngineError::Query(failures.join("; ")))
+        }
+    }
+
+    /// Takes an SLO out of the set (and out of live counting).
+    fn drop_entry(&self, name: &str) {
+        self.inner.entries().remove(name);
+        self.publish_active();
     }
 
     /// Counts the stored points of a metric SLO since `from` (oldest first), leaving the
@@ -862,10 +910,8 @@ impl Engine {
                             a.since = Some(*t);
                             a.firing_since = starts.or(Some(*t));
                         }
-                        Some((state, t, _)) if state == "pending" => {
-                            a.state = State::Pending;
-                            a.since = Some(*t);
-                        }
+                        // A pending alert is not restored: its condition is judged afresh (a
+                        // pending that cleared leaves no row, so the last one can be stale).
                         _ => {}
                     }
                     e.alerts.insert(key, a);
@@ -905,8 +951,15 @@ impl Engine {
                     };
                     let series = evaluated.get(g).unwrap_or(&empty);
                     let st = status::status(series, e.slo.objective, &e.slo.window, now);
+                    let events = e.series.get(g).unwrap_or(&empty);
                     for rule in &rules {
-                        let obs = alert::observe(&e.slo, rule, series, &st, now);
+                        // No-data is about events, also for timeslice SLOs.
+                        let source = if *rule == Rule::NoData {
+                            events
+                        } else {
+                            series
+                        };
+                        let obs = alert::observe(&e.slo, rule, source, &st, now);
                         let a = e
                             .alerts
                             .entry((rule.clone(), g.clone()))
@@ -1030,7 +1083,9 @@ impl Engine {
         let now = self.inner.clock.now();
         let entries = self.inner.entries();
         let e = entries.get(name)?;
-        let step = (step.max(COARSE) + COARSE - 1) / COARSE * COARSE;
+        let step = step.clamp(COARSE, crate::window::MAX_WINDOW);
+        let step = (step + COARSE - 1) / COARSE * COARSE;
+        let from = from.max(now - crate::window::MAX_WINDOW - DAY);
         let oldest = now - keep(&e.slo) + DAY;
         let mut t = floor(from.max(oldest), COARSE) + COARSE;
         let end = to.min(now);
@@ -1080,7 +1135,10 @@ impl Engine {
                     match load_dir(d) {
                         Ok(slos) => match self.reload(slos).await {
                             Ok(r) => tracing::info!(?r, "reloaded SLO specs"),
-                            Err(e) => tracing::error!(error = %e, "SLO specs not reloaded"),
+                            Err(e) => {
+                                tracing::error!(error = %e, "SLO specs not (fully) reloaded; retrying");
+                                seen = None;
+                            }
                         },
                         Err(errors) => {
                             for e in errors {

@@ -25,8 +25,8 @@ impl Counts {
     }
 
     pub fn add(&mut self, other: Counts) {
-        self.good += other.good;
-        self.total += other.total;
+        self.good = self.good.saturating_add(other.good);
+        self.total = self.total.saturating_add(other.total);
     }
 
     /// Good events over valid events; `None` without any event ("no data", never NaN).

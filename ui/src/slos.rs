@@ -61,7 +61,7 @@ pub async fn history(
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("to: {e}")),
     };
     let from = match p.from.as_deref().map(parse_time).transpose() {
-        Ok(t) => t.unwrap_or(to - 7 * DAY),
+        Ok(t) => t.unwrap_or(to.saturating_sub(7 * DAY)),
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("from: {e}")),
     };
     let step = match p.step.as_deref().map(sightline_slo::spec::parse_duration) {

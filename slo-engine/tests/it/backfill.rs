@@ -95,11 +95,31 @@ async fn a_changed_indicator_is_counted_again_and_an_unchanged_one_is_not() {
     // Spans from the SDK-less conversion have status ok only when set so: all good ones are.
     assert_eq!(v.status.good, 3600 - 360);
 
+    // Back to the first indicator: its old counts missed the time it was not active, so it is
+    // counted again under a new generation.
+    sim.steady("checkout", T0, T0 + MINUTE, 0).await;
+    sim.clock.set(T0 + MINUTE);
+    let r = sim
+        .engine
+        .reload(spec::parse("t.yaml", CHECKOUT).expect("spec"))
+        .await
+        .expect("reload");
+    assert_eq!(r.backfilled.len(), 1, "{r:?}");
+    let back = sim.engine.get("checkout-availability").expect("slo");
+    assert_ne!(back.version, first.version);
+    assert_eq!(back.status.total, 3660);
+    sim.clock.set(T0 + 2 * MINUTE);
+    sim.engine
+        .reload(spec::parse("t.yaml", &changed).expect("spec"))
+        .await
+        .expect("reload");
+    let v = sim.engine.get("checkout-availability").expect("slo");
+
     // After a restart the stored, complete generation is loaded, not backfilled again.
     let sim = sim.restart(&changed).await;
     let v2 = sim.engine.get("checkout-availability").expect("slo");
     assert_eq!(v2.version, v.version);
-    assert_eq!(v2.status.total, 3600);
+    assert_eq!(v2.status.total, 3660);
 }
 
 #[tokio::test]

@@ -154,6 +154,17 @@ async fn histogram_observations_under_the_threshold_are_good() {
     assert_eq!((v.status.good, v.status.total), (16, 20));
     assert_eq!(v.indicator.kind, "metric_latency");
 
+    // A malformed point (bounds without buckets) counts nothing and does not fail the write.
+    sim.send_metric(
+        "http.server.request.duration",
+        false,
+        &bounds,
+        &[hist(2, vec![])],
+    )
+    .await;
+    let v = sim.engine.get("api-latency").expect("slo");
+    assert_eq!((v.status.good, v.status.total), (16, 20));
+
     // A threshold that is not a bucket bound of the histogram counts nothing.
     let odd = LATENCY.replace("threshold: 0.3", "threshold: 0.25");
     let mut sim = Sim::new(&odd, T0).await;
