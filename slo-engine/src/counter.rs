@@ -400,6 +400,7 @@ struct MetricPoints<'a> {
     batch: &'a RecordBatch,
     metric_type: &'a StringArray,
     temporality: &'a StringArray,
+    monotonic: &'a BooleanArray,
     value: &'a Float64Array,
     count: &'a UInt64Array,
     start: &'a TimestampNanosecondArray,
@@ -421,6 +422,7 @@ impl<'a> MetricPoints<'a> {
             batch,
             metric_type: col(batch, "metric_type")?,
             temporality: col(batch, "temporality")?,
+            monotonic: col(batch, "is_monotonic")?,
             value: col(batch, "value")?,
             count: col(batch, "count")?,
             start: col(batch, "start_time")?,
@@ -430,9 +432,11 @@ impl<'a> MetricPoints<'a> {
         })
     }
 
-    /// A monotonic sum's value.
+    /// A monotonic sum's value (an UpDownCounter's increases are not events: none).
     fn sum_value(&self, i: usize) -> Option<f64> {
-        (self.metric_type.value(i) == "sum" && self.value.is_valid(i)).then(|| self.value.value(i))
+        let monotonic = self.monotonic.is_valid(i) && self.monotonic.value(i);
+        (self.metric_type.value(i) == "sum" && monotonic && self.value.is_valid(i))
+            .then(|| self.value.value(i))
     }
 
     /// (observations at or under `threshold`, all observations) of a histogram point, when

@@ -120,6 +120,22 @@ async fn delta_counters_add_up() {
     }
     let v = sim.engine.get("api-requests").expect("slo");
     assert_eq!((v.status.good, v.status.total), (495, 500));
+
+    // An UpDownCounter of the same name is not a counter of events: it counts nothing.
+    let mut req = metric_request("api", "app.requests", true, &[], &[point("ok", 0, 6, 7.0)]);
+    if let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Sum(sum)) =
+        &mut req.resource_metrics[0].scope_metrics[0].metrics[0].data
+    {
+        sum.is_monotonic = false;
+    }
+    let ctx = sightline_collector::convert::ConvertContext::new(
+        sightline_slo::Clock::now(&sim.clock),
+        sightline_collector::limits::ItemLimits::default(),
+    );
+    let converted = sightline_collector::convert::metrics::convert(&req, &ctx).expect("convert");
+    sim.store.write(converted.batches).await.expect("write");
+    let v = sim.engine.get("api-requests").expect("slo");
+    assert_eq!(v.status.total, 500);
     let b = v.status.budget.expect("budget");
     assert!((b.consumed - 1.0).abs() < 1e-9, "{b:?}");
 }
