@@ -44,13 +44,19 @@ fn point(outcome: &'static str, start: Nanos, minute: i64, value: f64) -> Point 
 
 impl Sim {
     async fn send_metric(&mut self, name: &str, delta: bool, bounds: &[f64], points: &[Point]) {
-        let req = metric_request("api", name, delta, bounds, points);
+        self.write_metrics(&metric_request("api", name, delta, bounds, points))
+            .await;
+    }
+
+    async fn write_metrics(
+        &mut self,
+        req: &opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
+    ) {
         let ctx = sightline_collector::convert::ConvertContext::new(
             sightline_slo::Clock::now(&self.clock),
             sightline_collector::limits::ItemLimits::default(),
         );
-        let converted =
-            sightline_collector::convert::metrics::convert(&req, &ctx).expect("convert");
+        let converted = sightline_collector::convert::metrics::convert(req, &ctx).expect("convert");
         assert_eq!(converted.rejected, 0, "{:?}", converted.rejection);
         self.store.write(converted.batches).await.expect("write");
     }
@@ -128,12 +134,7 @@ async fn delta_counters_add_up() {
     {
         sum.is_monotonic = false;
     }
-    let ctx = sightline_collector::convert::ConvertContext::new(
-        sightline_slo::Clock::now(&sim.clock),
-        sightline_collector::limits::ItemLimits::default(),
-    );
-    let converted = sightline_collector::convert::metrics::convert(&req, &ctx).expect("convert");
-    sim.store.write(converted.batches).await.expect("write");
+    sim.write_metrics(&req).await;
     let v = sim.engine.get("api-requests").expect("slo");
     assert_eq!(v.status.total, 500);
     let b = v.status.budget.expect("budget");
