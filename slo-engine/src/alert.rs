@@ -53,6 +53,16 @@ pub struct Observation {
     pub values: BTreeMap<String, f64>,
 }
 
+impl Observation {
+    /// The condition does not hold (its rule or SLO went away).
+    pub fn cleared() -> Self {
+        Self {
+            active: false,
+            values: BTreeMap::new(),
+        }
+    }
+}
+
 /// One alert (rule × group) and its state.
 #[derive(Debug, Clone, Serialize)]
 pub struct Alert {

@@ -833,10 +833,7 @@ impl Engine {
                     return true;
                 }
                 for a in e.alerts.values_mut() {
-                    let obs = alert::Observation {
-                        active: false,
-                        values: BTreeMap::new(),
-                    };
+                    let obs = alert::Observation::cleared();
                     if let Some(t) = a.step(&e.slo, obs, now)
                         && t.state == "resolved"
                     {
@@ -976,10 +973,7 @@ impl Engine {
                     if rules.contains(rule) {
                         return true;
                     }
-                    let obs = alert::Observation {
-                        active: false,
-                        values: BTreeMap::new(),
-                    };
+                    let obs = alert::Observation::cleared();
                     if let Some(t) = a.step(&slo, obs, now) {
                         transitions.push(t);
                     }
@@ -1010,17 +1004,7 @@ impl Engine {
         let label = SloLabel {
             slo: e.slo.name.clone(),
         };
-        let st = if e.evaluated().len() <= 1 {
-            let empty = Series::default();
-            status::status(
-                e.evaluated().values().next().unwrap_or(&empty),
-                e.slo.objective,
-                &e.slo.window,
-                now,
-            )
-        } else {
-            overall_status(e, now)
-        };
+        let st = overall_status(e, now);
         let nan = f64::NAN;
         m.sli.get_or_create(&label).set(st.sli.unwrap_or(nan));
         m.budget_remaining
@@ -1222,13 +1206,7 @@ fn view(e: &Entry, now: Nanos) -> SloView {
     } else {
         Vec::new()
     };
-    let overall = if e.evaluated().len() <= 1 {
-        let empty = Series::default();
-        let s = e.evaluated().values().next().unwrap_or(&empty);
-        status::status(s, slo.objective, &slo.window, now)
-    } else {
-        overall_status(e, now)
-    };
+    let overall = overall_status(e, now);
     let alerts: Vec<AlertView> = e
         .alerts
         .values()
@@ -1276,9 +1254,14 @@ fn view(e: &Entry, now: Nanos) -> SloView {
     }
 }
 
-/// The status of a grouped SLO over all its groups (counts summed per window).
+/// The status of an SLO over all its groups (counts summed per window).
 fn overall_status(e: &Entry, now: Nanos) -> Status {
     let slo = &e.slo;
+    if e.evaluated().len() <= 1 {
+        let empty = Series::default();
+        let s = e.evaluated().values().next().unwrap_or(&empty);
+        return status::status(s, slo.objective, &slo.window, now);
+    }
     let (start, end) = slo.window.bounds(now);
     let c = sum_all(e.evaluated(), start, end);
     let burn_rates = BURN_WINDOWS

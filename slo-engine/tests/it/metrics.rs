@@ -141,10 +141,19 @@ async fn delta_counters_add_up() {
     assert!((b.consumed - 1.0).abs() < 1e-9, "{b:?}");
 }
 
+async fn send_histogram(sim: &mut Sim, point: Point) {
+    sim.send_metric(
+        "http.server.request.duration",
+        false,
+        &[0.1, 0.3, 1.0],
+        &[point],
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn histogram_observations_under_the_threshold_are_good() {
     let mut sim = Sim::new(LATENCY, T0).await;
-    let bounds = [0.1, 0.3, 1.0];
     let start = T0 - 31 * MINUTE;
     let hist = |minute: i64, buckets: Vec<u64>| Point {
         attributes: vec![("http.route", "/x")],
@@ -153,45 +162,21 @@ async fn histogram_observations_under_the_threshold_are_good() {
         value: 0.0,
         buckets,
     };
-    sim.send_metric(
-        "http.server.request.duration",
-        false,
-        &bounds,
-        &[hist(0, vec![5, 3, 1, 1])],
-    )
-    .await;
-    sim.send_metric(
-        "http.server.request.duration",
-        false,
-        &bounds,
-        &[hist(1, vec![10, 6, 2, 2])],
-    )
-    .await;
+    send_histogram(&mut sim, hist(0, vec![5, 3, 1, 1])).await;
+    send_histogram(&mut sim, hist(1, vec![10, 6, 2, 2])).await;
     let v = sim.engine.get("api-latency").expect("slo");
     assert_eq!((v.status.good, v.status.total), (16, 20));
     assert_eq!(v.indicator.kind, "metric_latency");
 
     // A malformed point (bounds without buckets) counts nothing and does not fail the write.
-    sim.send_metric(
-        "http.server.request.duration",
-        false,
-        &bounds,
-        &[hist(2, vec![])],
-    )
-    .await;
+    send_histogram(&mut sim, hist(2, vec![])).await;
     let v = sim.engine.get("api-latency").expect("slo");
     assert_eq!((v.status.good, v.status.total), (16, 20));
 
     // A threshold that is not a bucket bound of the histogram counts nothing.
     let odd = LATENCY.replace("threshold: 0.3", "threshold: 0.25");
     let mut sim = Sim::new(&odd, T0).await;
-    sim.send_metric(
-        "http.server.request.duration",
-        false,
-        &bounds,
-        &[hist(0, vec![5, 3, 1, 1])],
-    )
-    .await;
+    send_histogram(&mut sim, hist(0, vec![5, 3, 1, 1])).await;
     let v = sim.engine.get("api-latency").expect("slo");
     assert_eq!(v.status.total, 0);
 }
