@@ -9,34 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Deserializer};
 
-/// Parses `500ms`, `30s`, `5m`, `2h`, `7d`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let units: [(&str, u64); 5] = [
-        ("ms", 1),
-        ("s", 1_000),
-        ("m", 60_000),
-        ("h", 3_600_000),
-        ("d", 86_400_000),
-    ];
-    let (num, unit_ms) = units
-        .iter()
-        .find_map(|(suffix, ms)| t.strip_suffix(suffix).map(|n| (n, *ms)))
-        .unwrap_or((t, 1_000));
-    let num = num.trim();
-    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "invalid duration {s:?}: expected e.g. 500ms, 30s, 5m, 2h or 7d"
-        ));
-    }
-    let n: u64 = num
-        .parse()
-        .map_err(|e| format!("invalid duration {s:?}: {e}"))?;
-    let ms = n
-        .checked_mul(unit_ms)
-        .ok_or_else(|| format!("duration {s:?} is too large"))?;
-    Ok(Duration::from_millis(ms))
-}
+pub use sightline_slo::clock::parse_std_duration as parse_duration;
 
 /// Parses `1048576`, `512KiB`, `64MiB`, `2GiB` (also `KB`/`MB`/`GB` as powers of 1000).
 pub fn parse_size(s: &str) -> Result<usize, String> {
@@ -99,6 +72,11 @@ pub struct Config {
     pub compaction: CompactionConfig,
     pub retention: RetentionConfig,
     pub slo: SloConfig,
+    /// Alert delivery: receivers, routes, silences.
+    pub notify: sightline_notify::NotifyConfig,
+    /// Maintenance windows: mute matching alerts, and leave their minutes out of the budget
+    /// of SLOs with `exclude_maintenance: true`.
+    pub maintenance: Vec<sightline_slo::maintenance::MaintenanceConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -188,6 +166,8 @@ impl Default for Config {
             compaction: CompactionConfig::default(),
             retention: RetentionConfig::default(),
             slo: SloConfig::default(),
+            notify: Default::default(),
+            maintenance: Vec::new(),
         }
     }
 }
@@ -487,6 +467,14 @@ impl Config {
         }
         if self.query.memory_limit < (16 << 20) {
             bail!("query.memory_limit must be at least 16MiB");
+        }
+        self.notify.validate().map_err(|e| anyhow::anyhow!(e))?;
+        let mut names = std::collections::BTreeSet::new();
+        for m in &self.maintenance {
+            m.compile().map_err(|e| anyhow::anyhow!(e))?;
+            if !names.insert(&m.name) {
+                bail!("maintenance window {:?} is defined twice", m.name);
+            }
         }
         Ok(())
     }

@@ -174,10 +174,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let slo_count = specs.len();
-    let slos =
-        sightline_slo::Engine::open(store.clone(), specs, Arc::new(SystemClock), &mut registry)
-            .await
-            .context("cannot start the SLO engine")?;
+    let maintenance = config
+        .maintenance
+        .iter()
+        .map(|m| m.compile())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let slos = sightline_slo::Engine::open_with_maintenance(
+        store.clone(),
+        specs,
+        Arc::new(SystemClock),
+        &mut registry,
+        maintenance.clone(),
+    )
+    .await
+    .context("cannot start the SLO engine")?;
     tracing::info!(slos = slo_count, "SLO engine started");
     let limits = config.limits.to_limits();
     let ingest = Ingest::new(store.clone(), CollectorMetrics::new(&mut registry), limits);
@@ -189,6 +200,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let otlp_http_addr = otlp_http_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
 
+    // Links in notifications point at the API address unless notify.external_url says
+    // where people reach Sightline.
+    let link_host = if api_addr.ip().is_unspecified() {
+        format!("localhost:{}", api_addr.port())
+    } else {
+        api_addr.to_string()
+    };
+    let notifier = sightline_notify::Notifier::open(
+        &config.notify,
+        &config.data_dir.join("notify"),
+        &format!("http://{link_host}"),
+        store.clone(),
+        slos.clone(),
+        maintenance,
+        &mut registry,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot start alert delivery: {e}"))?;
+
     let readiness = Arc::new(Readiness::default());
     let api = sightline_ui::router(ApiState {
         store: store.clone(),
@@ -196,7 +225,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         registry: Arc::new(registry),
         readiness: readiness.clone(),
         slos: Some(slos.clone()),
-    });
+    })
+    .merge(sightline_notify::api::router(notifier.clone()));
 
     let stop_intake = CancellationToken::new();
     let stop_api = CancellationToken::new();
@@ -253,6 +283,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.slo.dir.clone(),
         stop_flusher.clone().cancelled_owned(),
     ));
+    let notify_task = tokio::spawn(notifier.run(stop_flusher.clone().cancelled_owned()));
 
     readiness.set(true);
     tracing::info!(
@@ -301,6 +332,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = flusher.await;
     let _ = maintenance.await;
     let _ = slo_task.await;
+    let _ = notify_task.await;
     let flushed = store.close().await;
     stop_api.cancel();
     let _ = tokio::time::timeout(DRAIN_DEADLINE, api_task).await;

@@ -156,10 +156,15 @@ pub fn observe(
 ) -> Observation {
     let mut values = BTreeMap::new();
     let active = match rule {
-        Rule::Tier(name) => match slo.alerting.tiers.iter().find(|t| &t.name == name) {
-            Some(tier) => tier_active(slo, tier, series, now, &mut values),
-            None => false,
-        },
+        Rule::Tier(name) => {
+            if let Some(b) = &status.budget {
+                values.insert("budget_remaining".into(), b.remaining);
+            }
+            match slo.alerting.tiers.iter().find(|t| &t.name == name) {
+                Some(tier) => tier_active(slo, tier, series, now, &mut values),
+                None => false,
+            }
+        }
         Rule::BudgetExhausted => match &status.budget {
             Some(b) => {
                 values.insert("budget_remaining".into(), b.remaining);
@@ -206,6 +211,93 @@ fn tier_active(
     values.insert("burn_rate_long".into(), bl);
     values.insert("burn_rate_short".into(), bs);
     long.total >= slo.alerting.min_events && bl >= threshold && bs >= threshold
+}
+
+fn percent(x: f64) -> String {
+    let p = format!("{:.3}", x * 100.0);
+    let p = p.trim_end_matches('0').trim_end_matches('.');
+    format!("{p}%")
+}
+
+fn window_name(d: Nanos) -> String {
+    use crate::clock::{DAY, HOUR, MINUTE};
+    match d {
+        d if d % DAY == 0 => format!("{}d", d / DAY),
+        d if d % HOUR == 0 => format!("{}h", d / HOUR),
+        d => format!("{}m", d / MINUTE),
+    }
+}
+
+/// Alertmanager-style annotations of an alert: the SLO's own (runbook…) plus `summary`,
+/// `description` and the facts behind the alert (`objective`, `window`, the tier's windows,
+/// burn rates and threshold, `budget_remaining`), numbers rounded for people.
+pub fn annotations(
+    slo: &Slo,
+    rule: &Rule,
+    group: &str,
+    values: &BTreeMap<String, f64>,
+) -> BTreeMap<String, String> {
+    let mut a = slo.annotations.clone();
+    let v = |k: &str| values.get(k).copied().filter(|x| x.is_finite());
+    let what = if group.is_empty() {
+        slo.name.clone()
+    } else {
+        format!("{} ({group})", slo.name)
+    };
+    a.insert("objective".into(), percent(slo.objective));
+    a.insert("window".into(), slo.window.describe());
+    if let Some(b) = v("budget_remaining") {
+        a.insert("budget_remaining".into(), percent(b));
+    }
+    let budget = v("budget_remaining").map_or(String::new(), |b| {
+        format!(" {} of the error budget remains.", percent(b))
+    });
+    let (summary, description) = match rule {
+        Rule::Tier(name) => {
+            let tier = slo.alerting.tiers.iter().find(|t| &t.name == name);
+            if let Some(t) = tier {
+                a.insert("long_window".into(), window_name(t.long));
+                a.insert("short_window".into(), window_name(t.short));
+            }
+            for k in ["burn_rate_long", "burn_rate_short", "threshold"] {
+                if let Some(x) = v(k) {
+                    a.insert(k.into(), format!("{x:.2}"));
+                }
+            }
+            let (long, short) = tier.map_or((String::new(), String::new()), |t| {
+                (window_name(t.long), window_name(t.short))
+            });
+            (
+                format!("{what} is burning its error budget too fast ({name})"),
+                format!(
+                    "Burn rate {:.2} over {long} and {:.2} over {short}, threshold {:.2}                      (objective {} over {}).{budget}",
+                    v("burn_rate_long").unwrap_or(f64::NAN),
+                    v("burn_rate_short").unwrap_or(f64::NAN),
+                    v("threshold").unwrap_or(f64::NAN),
+                    percent(slo.objective),
+                    slo.window.describe(),
+                ),
+            )
+        }
+        Rule::BudgetExhausted => (
+            format!("{what} has spent its whole error budget"),
+            format!(
+                "The error budget of {} over {} is exhausted.{budget}",
+                percent(slo.objective),
+                slo.window.describe()
+            ),
+        ),
+        Rule::NoData => (
+            format!("{what} has received no events"),
+            match v("seconds_since_last_event") {
+                Some(s) => format!("The last event arrived {s:.0}s ago."),
+                None => "No event has arrived since the SLO was loaded.".into(),
+            },
+        ),
+    };
+    a.entry("summary".into()).or_insert(summary);
+    a.entry("description".into()).or_insert(description);
+    a
 }
 
 impl Alert {

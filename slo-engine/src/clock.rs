@@ -64,6 +64,35 @@ pub fn rfc3339(t: Nanos) -> String {
     chrono::DateTime::from_timestamp_nanos(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// Parses `500ms`, `30s`, `5m`, `2h`, `7d`, or a bare number of seconds.
+pub fn parse_std_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let units: [(&str, u64); 5] = [
+        ("ms", 1),
+        ("s", 1_000),
+        ("m", 60_000),
+        ("h", 3_600_000),
+        ("d", 86_400_000),
+    ];
+    let (num, unit_ms) = units
+        .iter()
+        .find_map(|(suffix, ms)| t.strip_suffix(suffix).map(|n| (n, *ms)))
+        .unwrap_or((t, 1_000));
+    let num = num.trim();
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "invalid duration {s:?}: expected e.g. 500ms, 30s, 5m, 2h or 7d"
+        ));
+    }
+    let n: u64 = num
+        .parse()
+        .map_err(|e| format!("invalid duration {s:?}: {e}"))?;
+    let ms = n
+        .checked_mul(unit_ms)
+        .ok_or_else(|| format!("duration {s:?} is too large"))?;
+    Ok(std::time::Duration::from_millis(ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ use sightline_store::{Store, WriteHook};
 use crate::alert::{self, Alert, Rule, State, Transition};
 use crate::clock::{Clock, DAY, MINUTE, Nanos, floor, rfc3339};
 use crate::counter::{self, CompiledSlo, ORIGIN_BACKFILL, ORIGIN_LIVE, SliceCounts};
+use crate::maintenance::MaintenanceWindow;
 use crate::metrics::{BurnLabel, SloLabel, SloMetrics, StateLabel};
 use crate::rollup::{Counts, Series};
 use crate::spec::{Indicator, OTHER_GROUP, Slo, SpecError};
@@ -158,12 +159,27 @@ struct Inner {
     busy: tokio::sync::Mutex<()>,
     transitions: tokio::sync::broadcast::Sender<Transition>,
     metrics: SloMetrics,
+    /// Windows whose minutes SLOs with `exclude_maintenance` leave out of their counts.
+    maintenance: Vec<MaintenanceWindow>,
+    /// Ticks done since start (alerts restored at start have no observation before one).
+    ticks: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SloEngine").finish_non_exhaustive()
     }
+}
+
+/// A firing alert as notifications present it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FiringAlert {
+    pub slo: String,
+    pub fingerprint: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// When it started firing.
+    pub starts_at: Nanos,
 }
 
 /// The engine; cheap to clone.
@@ -240,6 +256,7 @@ impl Inner {
             }
             if let Some(e) = entries.get_mut(slo)
                 && &e.compiled.version == version
+                && !self.in_maintenance(&e.slo, *slice)
             {
                 let keep = keep(&e.slo);
                 e.series
@@ -247,6 +264,16 @@ impl Inner {
                     .or_default()
                     .add(now, keep, *slice, *counts);
             }
+        }
+    }
+
+    /// Whether `slo` leaves the minute starting at `t` out of its counts.
+    fn in_maintenance(&self, slo: &Slo, t: Nanos) -> bool {
+        slo.exclude_maintenance && !self.maintenance.is_empty() && {
+            let labels = slo.match_labels();
+            self.maintenance
+                .iter()
+                .any(|w| w.active_at(t) && w.applies_to(&labels))
         }
     }
 
@@ -477,6 +504,18 @@ impl Engine {
         clock: Arc<dyn Clock>,
         registry: &mut prometheus_client::registry::Registry,
     ) -> Result<Self, EngineError> {
+        Self::open_with_maintenance(store, slos, clock, registry, Vec::new()).await
+    }
+
+    /// [`Engine::open`] with maintenance windows: SLOs with `exclude_maintenance` leave the
+    /// minutes they cover out of their counts (stored counts are kept; they are skipped).
+    pub async fn open_with_maintenance(
+        store: Arc<Store>,
+        slos: Vec<Slo>,
+        clock: Arc<dyn Clock>,
+        registry: &mut prometheus_client::registry::Registry,
+        maintenance: Vec<MaintenanceWindow>,
+    ) -> Result<Self, EngineError> {
         let query = store
             .query_engine(QueryLimits {
                 timeout: Duration::from_secs(3600),
@@ -495,6 +534,8 @@ impl Engine {
             busy: tokio::sync::Mutex::new(()),
             transitions: tokio::sync::broadcast::channel(1024).0,
             metrics: SloMetrics::new(registry),
+            maintenance,
+            ticks: Default::default(),
         });
         let engine = Self { inner };
         store.set_write_hook(Some(Arc::new(Counter(Arc::downgrade(&engine.inner)))));
@@ -642,6 +683,9 @@ impl Engine {
                         continue; // a backfill's completion marker
                     }
                     c.know_group(&g);
+                    if inner.in_maintenance(slo, t) {
+                        continue;
+                    }
                     series
                         .entry(g.clone())
                         .or_default()
@@ -986,6 +1030,9 @@ impl Engine {
             .evaluation_seconds
             .observe(started.elapsed().as_secs_f64());
         self.record(&transitions).await?;
+        self.inner
+            .ticks
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         for t in &transitions {
             self.inner
                 .metrics
@@ -1038,6 +1085,34 @@ impl Engine {
             .await
             .map_err(|e| EngineError::Store(e.to_string()))?;
         Ok(())
+    }
+
+    /// How many ticks completed since the engine opened.
+    pub fn ticks(&self) -> u64 {
+        self.inner.ticks.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Every firing alert now, with its annotations (what notifications are made of).
+    pub fn firing(&self) -> Vec<FiringAlert> {
+        let entries = self.inner.entries();
+        let mut out = Vec::new();
+        for e in entries.values() {
+            for a in e.alerts.values().filter(|a| a.state == State::Firing) {
+                let values = a
+                    .last
+                    .as_ref()
+                    .map(|o| o.values.clone())
+                    .unwrap_or_default();
+                out.push(FiringAlert {
+                    slo: e.slo.name.clone(),
+                    fingerprint: a.fingerprint.clone(),
+                    labels: a.labels.clone(),
+                    annotations: alert::annotations(&e.slo, &a.rule, &a.group, &values),
+                    starts_at: a.firing_since.or(a.since).unwrap_or_default(),
+                });
+            }
+        }
+        out
     }
 
     /// Every SLO's view, by name.

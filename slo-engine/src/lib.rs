@@ -11,6 +11,8 @@ pub mod alert;
 pub mod clock;
 pub mod counter;
 pub mod engine;
+pub mod maintenance;
+pub mod matcher;
 pub mod metrics;
 pub mod openslo;
 pub mod rollup;

@@ -99,11 +99,24 @@ pub struct Slo {
     pub alerting: Alerting,
     /// A timeslice SLO: the budget counts slices, not events.
     pub timeslice: Option<Timeslice>,
+    /// Events in minutes covered by a matching maintenance window do not count.
+    pub exclude_maintenance: bool,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// The file it came from, and where.
     pub source: String,
     pub pos: Pos,
+}
+
+impl Slo {
+    /// The labels maintenance windows of the whole SLO are matched against: `slo`,
+    /// `service` and the SLO's own labels.
+    pub fn match_labels(&self) -> BTreeMap<String, String> {
+        let mut l = self.labels.clone();
+        l.insert("slo".into(), self.name.clone());
+        l.insert("service".into(), self.service.clone());
+        l
+    }
 }
 
 /// Timeslice SLOs: time is cut into slices; a slice is good when the share of good events in
@@ -263,6 +276,8 @@ struct RawSlo {
     max_groups: Option<Spanned<usize>>,
     alerting: Option<RawAlerting>,
     timeslice: Option<Spanned<RawTimeslice>>,
+    #[serde(default)]
+    exclude_maintenance: bool,
     #[serde(default)]
     labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -556,6 +571,7 @@ impl Validator<'_> {
             max_groups,
             alerting: alerting?,
             timeslice,
+            exclude_maintenance: raw.exclude_maintenance,
             labels: raw.labels,
             annotations: raw.annotations,
             source: self.file.into(),

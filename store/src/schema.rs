@@ -20,16 +20,19 @@ pub enum Table {
     SloCounts,
     /// SLO alert transitions (pending, firing, resolved).
     SloAlerts,
+    /// Alert notifications: queued, every delivery attempt, and how each one ended.
+    Notifications,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Spans,
         Table::Logs,
         Table::Metrics,
         Table::TraceFragments,
         Table::SloCounts,
         Table::SloAlerts,
+        Table::Notifications,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +43,7 @@ impl Table {
             Table::TraceFragments => "trace_fragments",
             Table::SloCounts => "slo_counts",
             Table::SloAlerts => "slo_alerts",
+            Table::Notifications => "notifications",
         }
     }
 
@@ -55,6 +59,7 @@ impl Table {
             Table::TraceFragments => TRACE_FRAGMENTS.clone(),
             Table::SloCounts => SLO_COUNTS.clone(),
             Table::SloAlerts => SLO_ALERTS.clone(),
+            Table::Notifications => NOTIFICATIONS.clone(),
         }
     }
 
@@ -62,7 +67,7 @@ impl Table {
     pub fn time_column(self) -> &'static str {
         match self {
             Table::Spans | Table::TraceFragments => "start_time",
-            Table::Logs | Table::Metrics | Table::SloAlerts => "time",
+            Table::Logs | Table::Metrics | Table::SloAlerts | Table::Notifications => "time",
             Table::SloCounts => "slice_start",
         }
     }
@@ -76,7 +81,7 @@ impl Table {
             Table::Metrics => &["metric_name", "time"],
             Table::TraceFragments => &["trace_id", "start_time"],
             Table::SloCounts => &["slo", "slice_start"],
-            Table::SloAlerts => &["time"],
+            Table::SloAlerts | Table::Notifications => &["time"],
         }
     }
 
@@ -84,7 +89,7 @@ impl Table {
     pub fn bloom_columns(self) -> &'static [&'static str] {
         match self {
             Table::Spans | Table::TraceFragments | Table::Logs => &["trace_id"],
-            Table::Metrics | Table::SloCounts | Table::SloAlerts => &[],
+            Table::Metrics | Table::SloCounts | Table::SloAlerts | Table::Notifications => &[],
         }
     }
 }
@@ -285,6 +290,31 @@ static SLO_ALERTS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("burn_rate_long", DataType::Float64, true),
         Field::new("burn_rate_short", DataType::Float64, true),
         Field::new("budget_remaining", DataType::Float64, true),
+    ]))
+});
+
+static NOTIFICATIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("time", timestamp_type(), false),
+        // Unique per notification; also sent as the X-Sightline-Notification-Id header.
+        Field::new("notification_id", DataType::Utf8, false),
+        Field::new("receiver", DataType::Utf8, false),
+        // webhook or email.
+        Field::new("integration", DataType::Utf8, false),
+        Field::new("group_key", DataType::Utf8, false),
+        // firing or resolved.
+        Field::new("status", DataType::Utf8, false),
+        Field::new("alerts", DataType::Int64, false),
+        // The alerts' fingerprints, comma-separated.
+        Field::new("fingerprints", DataType::Utf8, false),
+        // queued, delivered, retrying, rejected or expired.
+        Field::new("outcome", DataType::Utf8, false),
+        // Delivery attempt number (0 for queued and expired rows).
+        Field::new("attempt", DataType::Int64, false),
+        // HTTP status, or SMTP reply code.
+        Field::new("status_code", DataType::Int64, true),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("latency_ms", DataType::Float64, true),
     ]))
 });
 

@@ -86,6 +86,7 @@ fn table_code(t: Table) -> u8 {
         Table::TraceFragments => 4,
         Table::SloCounts => 5,
         Table::SloAlerts => 6,
+        Table::Notifications => 7,
     }
 }
 

@@ -240,6 +240,7 @@ def launch_server(workdir: Path, config: str | None = None) -> Server:
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     ready_file = workdir / "ready.json"
+    ready_file.unlink(missing_ok=True)  # left by an earlier server in the same workdir
     log_path = workdir / "server.log"
     command = [
         binary, "serve",

@@ -1,0 +1,145 @@
+//! Email receiver: SMTP through lettre with STARTTLS, implicit TLS or (for a local relay)
+//! none, with optional authentication; a multipart text + HTML message.
+
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::config::{EmailConfig, SmtpTls};
+use crate::deliver::{Attempt, Outcome, attempt as new_attempt, clip};
+use crate::message::Notification;
+use crate::webhook::ID_HEADER;
+
+#[derive(Debug)]
+pub struct Email {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+}
+
+/// `host:port` → its parts; the port must be given (25, 465 and 587 mean different things).
+pub fn split_host_port(s: &str, tls: SmtpTls) -> Result<(String, u16), String> {
+    let hint = match tls {
+        SmtpTls::Starttls => "587",
+        SmtpTls::Tls => "465",
+        SmtpTls::None => "25",
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| {
+        format!("smarthost {s:?} must be host:port (e.g. smtp.example.com:{hint})")
+    })?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("smarthost {s:?}: {port:?} is not a port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("smarthost {s:?} has no host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+impl Email {
+    pub fn new(c: &EmailConfig) -> Result<Self, String> {
+        let (host, port) = split_host_port(&c.smarthost, c.tls)?;
+        let tls = match c.tls {
+            SmtpTls::None => Tls::None,
+            mode => {
+                let mut params = TlsParameters::builder(host.clone());
+                if let Some(p) = &c.ca_file {
+                    let pem = std::fs::read(p)
+                        .map_err(|e| format!("cannot read ca_file {}: {e}", p.display()))?;
+                    let cert = Certificate::from_pem(&pem)
+                        .map_err(|e| format!("ca_file {}: {e}", p.display()))?;
+                    params = params.add_root_certificate(cert);
+                }
+                let params = params
+                    .build_rustls()
+                    .map_err(|e| format!("TLS setup for {host}: {e}"))?;
+                if mode == SmtpTls::Tls {
+                    Tls::Wrapper(params)
+                } else {
+                    Tls::Required(params)
+                }
+            }
+        };
+        let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+            .port(port)
+            .tls(tls)
+            .timeout(Some(c.timeout));
+        if let Some(h) = &c.hello {
+            b = b.hello_name(ClientId::Domain(h.clone()));
+        }
+        if let Some(user) = &c.username {
+            let password = match (&c.password, &c.password_file) {
+                (Some(p), _) => p.clone(),
+                (None, Some(f)) => std::fs::read_to_string(f)
+                    .map_err(|e| format!("cannot read password_file {}: {e}", f.display()))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+                (None, None) => String::new(),
+            };
+            b = b.credentials(Credentials::new(user.clone(), password));
+        }
+        let parse = |a: &str| {
+            a.parse::<Mailbox>()
+                .map_err(|e| format!("{a:?} is not an email address: {e}"))
+        };
+        Ok(Self {
+            transport: b.build(),
+            from: parse(&c.from)?,
+            to: c.to.iter().map(|a| parse(a)).collect::<Result<_, _>>()?,
+        })
+    }
+
+    fn message(&self, n: &Notification) -> Result<Message, String> {
+        let mut m = Message::builder()
+            .from(self.from.clone())
+            .subject(n.subject())
+            .message_id(Some(format!("<{}@sightline>", n.id)))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str(ID_HEADER),
+                n.id.clone(),
+            ));
+        for to in &self.to {
+            m = m.to(to.clone());
+        }
+        m.multipart(MultiPart::alternative_plain_html(
+            n.text_body(),
+            n.html_body(),
+        ))
+        .map_err(|e| e.to_string())
+    }
+
+    pub async fn send(&self, n: &Notification) -> Attempt {
+        let msg = match self.message(n) {
+            Ok(m) => m,
+            Err(e) => return new_attempt(Outcome::Permanent, None, Some(e), None),
+        };
+        match self.transport.send(msg).await {
+            Ok(r) => new_attempt(
+                Outcome::Delivered,
+                Some(i64::from(u16::from(r.code()))),
+                None,
+                None,
+            ),
+            Err(e) => {
+                let code = e.status().map(|c| i64::from(u16::from(c)));
+                let outcome = if e.is_permanent() {
+                    Outcome::Permanent
+                } else {
+                    Outcome::Retryable
+                };
+                let mut m = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    m.push_str(": ");
+                    m.push_str(&s.to_string());
+                    src = s.source();
+                }
+                new_attempt(outcome, code, Some(clip(&m)), None)
+            }
+        }
+    }
+}

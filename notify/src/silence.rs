@@ -1,0 +1,403 @@
+//! Silences: label matchers with a start and an end; a matching alert is not notified while
+//! one is active. Silences from the config file always exist; those made through the API are
+//! kept in `notify/silences.json` in the data directory (written atomically), and expired
+//! ones are forgotten a week after their end.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use sightline_slo::clock::{DAY, Nanos, rfc3339};
+use sightline_slo::matcher::{MatchOp, Matcher, matches_all};
+
+use crate::config::SilenceConfig;
+use crate::outbox::write_atomically;
+
+/// A matcher in the API's JSON shape (Alertmanager's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiMatcher {
+    pub name: String,
+    pub value: String,
+    #[serde(default)]
+    pub is_regex: bool,
+    #[serde(default = "yes")]
+    pub is_equal: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ApiMatcher {
+    fn from_matcher(m: &Matcher) -> Self {
+        Self {
+            name: m.name.clone(),
+            value: m.value.clone(),
+            is_regex: matches!(m.op, MatchOp::Regex | MatchOp::NotRegex),
+            is_equal: matches!(m.op, MatchOp::Equal | MatchOp::Regex),
+        }
+    }
+
+    fn to_matcher(&self) -> Result<Matcher, String> {
+        let op = match (self.is_regex, self.is_equal) {
+            (false, true) => MatchOp::Equal,
+            (false, false) => MatchOp::NotEqual,
+            (true, true) => MatchOp::Regex,
+            (true, false) => MatchOp::NotRegex,
+        };
+        Matcher::new(&self.name, op, &self.value)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Silence {
+    pub id: String,
+    pub matchers: Vec<Matcher>,
+    pub starts_at: Nanos,
+    pub ends_at: Nanos,
+    pub created_by: String,
+    pub comment: String,
+    /// Defined in the config file (cannot be changed through the API).
+    pub from_config: bool,
+}
+
+/// A silence as the API shows and takes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiSilence {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub matchers: Vec<ApiMatcher>,
+    #[serde(default)]
+    pub starts_at: Option<String>,
+    pub ends_at: String,
+    #[serde(default)]
+    pub created_by: String,
+    #[serde(default)]
+    pub comment: String,
+    /// Output only: `pending`, `active` or `expired`.
+    #[serde(default, skip_deserializing)]
+    pub status: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_deserializing)]
+    pub from_config: bool,
+}
+
+fn parse_time(s: &str, what: &str) -> Result<Nanos, String> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .ok_or_else(|| format!("{what} {s:?} is not an RFC 3339 time between 1677 and 2262"))
+}
+
+impl Silence {
+    pub fn from_config(c: &SilenceConfig, index: usize) -> Result<Self, String> {
+        let at = format!("notify.silences[{index}]");
+        if c.matchers.is_empty() {
+            return Err(format!("{at}: needs at least one matcher"));
+        }
+        let starts_at = match &c.starts_at {
+            Some(s) => parse_time(s, "starts_at").map_err(|e| format!("{at}: {e}"))?,
+            None => i64::MIN,
+        };
+        let ends_at = match &c.ends_at {
+            Some(s) => parse_time(s, "ends_at").map_err(|e| format!("{at}: {e}"))?,
+            None => i64::MAX,
+        };
+        if ends_at <= starts_at {
+            return Err(format!("{at}: ends_at must be after starts_at"));
+        }
+        Ok(Self {
+            id: format!("config-{index}"),
+            matchers: c.matchers.clone(),
+            starts_at,
+            ends_at,
+            created_by: c.created_by.clone(),
+            comment: c.comment.clone(),
+            from_config: true,
+        })
+    }
+
+    fn from_api(a: &ApiSilence, now: Nanos) -> Result<Self, String> {
+        if a.matchers.is_empty() {
+            return Err("a silence needs at least one matcher".into());
+        }
+        let matchers = a
+            .matchers
+            .iter()
+            .map(ApiMatcher::to_matcher)
+            .collect::<Result<Vec<_>, _>>()?;
+        if matchers.iter().all(|m| m.matches(&BTreeMap::new())) {
+            return Err("these matchers match every alert (even one without labels); add a matcher that needs a label".into());
+        }
+        let starts_at = match &a.starts_at {
+            Some(s) => parse_time(s, "startsAt")?,
+            None => now,
+        };
+        let ends_at = parse_time(&a.ends_at, "endsAt")?;
+        if ends_at <= now {
+            return Err("endsAt is in the past".into());
+        }
+        if ends_at <= starts_at {
+            return Err("endsAt must be after startsAt".into());
+        }
+        Ok(Self {
+            id: a.id.clone().unwrap_or_else(crate::new_id),
+            matchers,
+            starts_at,
+            ends_at,
+            created_by: a.created_by.clone(),
+            comment: a.comment.clone(),
+            from_config: false,
+        })
+    }
+
+    pub fn state(&self, now: Nanos) -> &'static str {
+        if now < self.starts_at {
+            "pending"
+        } else if now < self.ends_at {
+            "active"
+        } else {
+            "expired"
+        }
+    }
+
+    pub fn to_api(&self, now: Nanos) -> ApiSilence {
+        let time = |t: Nanos| match t {
+            i64::MIN | i64::MAX => None,
+            t => Some(rfc3339(t)),
+        };
+        ApiSilence {
+            id: Some(self.id.clone()),
+            matchers: self.matchers.iter().map(ApiMatcher::from_matcher).collect(),
+            starts_at: time(self.starts_at),
+            ends_at: time(self.ends_at).unwrap_or_default(),
+            created_by: self.created_by.clone(),
+            comment: self.comment.clone(),
+            status: Some(BTreeMap::from([(
+                "state".to_string(),
+                self.state(now).to_string(),
+            )])),
+            from_config: self.from_config,
+        }
+    }
+}
+
+/// What is stored on disk for an API silence.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    id: String,
+    matchers: Vec<Matcher>,
+    starts_at: Nanos,
+    ends_at: Nanos,
+    created_by: String,
+    comment: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SilenceError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no silence has id {0:?}")]
+    NotFound(String),
+    #[error("silence {0:?} is defined in the config file; change it there")]
+    FromConfig(String),
+    #[error("cannot save silences: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Every silence; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Silences {
+    path: PathBuf,
+    list: Arc<RwLock<Vec<Silence>>>,
+    /// Serialises saves.
+    save: Arc<std::sync::Mutex<()>>,
+}
+
+impl Silences {
+    /// Loads the API silences kept in `dir` and adds the configured ones.
+    pub fn open(dir: &Path, configured: &[SilenceConfig]) -> Result<Self, String> {
+        let path = dir.join("silences.json");
+        let mut list = Vec::new();
+        for (i, c) in configured.iter().enumerate() {
+            list.push(Silence::from_config(c, i)?);
+        }
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let stored: Vec<Stored> = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{} is damaged: {e}", path.display()))?;
+                list.extend(stored.into_iter().map(|s| Silence {
+                    id: s.id,
+                    matchers: s.matchers,
+                    starts_at: s.starts_at,
+                    ends_at: s.ends_at,
+                    created_by: s.created_by,
+                    comment: s.comment,
+                    from_config: false,
+                }));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        }
+        Ok(Self {
+            path,
+            list: Arc::new(RwLock::new(list)),
+            save: Default::default(),
+        })
+    }
+
+    /// The id of an active silence matching `labels`, if any.
+    pub fn silenced_by(&self, labels: &BTreeMap<String, String>, now: Nanos) -> Option<String> {
+        self.list
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|s| s.state(now) == "active" && matches_all(&s.matchers, labels))
+            .map(|s| s.id.clone())
+    }
+
+    pub fn list(&self, now: Nanos) -> Vec<ApiSilence> {
+        self.list
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|s| s.to_api(now))
+            .collect()
+    }
+
+    /// Creates a silence, or replaces the one with the same id; returns its id.
+    pub fn put(&self, a: &ApiSilence, now: Nanos) -> Result<String, SilenceError> {
+        let s = Silence::from_api(a, now).map_err(SilenceError::Invalid)?;
+        let id = s.id.clone();
+        self.change(|list| {
+            match list.iter_mut().find(|x| x.id == id) {
+                Some(x) if x.from_config => return Err(SilenceError::FromConfig(id.clone())),
+                Some(x) => *x = s,
+                None if a.id.is_some() => return Err(SilenceError::NotFound(id.clone())),
+                None => list.push(s),
+            }
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
+    /// Ends a silence now.
+    pub fn expire(&self, id: &str, now: Nanos) -> Result<(), SilenceError> {
+        self.change(|list| match list.iter_mut().find(|x| x.id == id) {
+            Some(x) if x.from_config => Err(SilenceError::FromConfig(id.into())),
+            Some(x) => {
+                x.ends_at = x.ends_at.min(now);
+                x.starts_at = x.starts_at.min(x.ends_at);
+                Ok(())
+            }
+            None => Err(SilenceError::NotFound(id.into())),
+        })
+    }
+
+    /// Applies `f` and saves the API silences before anyone sees the change.
+    fn change(
+        &self,
+        f: impl FnOnce(&mut Vec<Silence>) -> Result<(), SilenceError>,
+    ) -> Result<(), SilenceError> {
+        let _saving = self.save.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = self.list.read().unwrap_or_else(|e| e.into_inner()).clone();
+        f(&mut next)?;
+        let now = crate::now();
+        next.retain(|s| s.from_config || s.ends_at > now - 7 * DAY);
+        let stored: Vec<Stored> = next
+            .iter()
+            .filter(|s| !s.from_config)
+            .map(|s| Stored {
+                id: s.id.clone(),
+                matchers: s.matchers.clone(),
+                starts_at: s.starts_at,
+                ends_at: s.ends_at,
+                created_by: s.created_by.clone(),
+                comment: s.comment.clone(),
+            })
+            .collect();
+        let bytes = serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?;
+        write_atomically(&self.path, &bytes)?;
+        *self.list.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(matchers: &[(&str, &str)], ends_at: &str) -> ApiSilence {
+        ApiSilence {
+            id: None,
+            matchers: matchers
+                .iter()
+                .map(|(n, v)| ApiMatcher {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                    is_regex: false,
+                    is_equal: true,
+                })
+                .collect(),
+            starts_at: None,
+            ends_at: ends_at.into(),
+            created_by: "me".into(),
+            comment: "test".into(),
+            status: None,
+            from_config: false,
+        }
+    }
+
+    #[test]
+    fn silences_match_persist_and_expire() {
+        let dir = tempfile::tempdir().expect("valid in this test");
+        let now = crate::now();
+        let s = Silences::open(dir.path(), &[]).expect("valid in this test");
+        let id = s
+            .put(&api(&[("slo", "checkout")], "2200-01-01T00:00:00Z"), now)
+            .expect("valid in this test");
+        let labels = BTreeMap::from([("slo".to_string(), "checkout".to_string())]);
+        assert_eq!(s.silenced_by(&labels, now + 1), Some(id.clone()));
+        // Reopened: still there.
+        let s = Silences::open(dir.path(), &[]).expect("valid in this test");
+        assert_eq!(s.silenced_by(&labels, now + 1), Some(id.clone()));
+        s.expire(&id, now + 2).expect("valid in this test");
+        assert_eq!(s.silenced_by(&labels, now + 3), None);
+        assert_eq!(
+            s.list(now + 3)[0]
+                .status
+                .as_ref()
+                .expect("valid in this test")["state"],
+            "expired"
+        );
+        assert!(matches!(
+            s.expire("nope", now),
+            Err(SilenceError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn bad_silences_are_refused() {
+        let dir = tempfile::tempdir().expect("valid in this test");
+        let s = Silences::open(dir.path(), &[]).expect("valid in this test");
+        let now = crate::now();
+        for (a, want) in [
+            (api(&[], "2200-01-01T00:00:00Z"), "at least one matcher"),
+            (
+                api(&[("slo", "")], "2200-01-01T00:00:00Z"),
+                "match every alert",
+            ),
+            (api(&[("slo", "x")], "2001-01-01T00:00:00Z"), "in the past"),
+            (api(&[("slo", "x")], "tomorrow"), "RFC 3339"),
+            (
+                api(&[("s-lo", "x")], "2200-01-01T00:00:00Z"),
+                "invalid label name",
+            ),
+        ] {
+            let e = s.put(&a, now).expect_err("must be refused").to_string();
+            assert!(e.contains(want), "{e}");
+        }
+    }
+}

@@ -1,0 +1,346 @@
+"""Alert delivery end to end: outages sent over OTLP/HTTP fire SLO alerts, and the
+notifications reach a real webhook server and a real SMTP server (aiosmtpd) — once, in order,
+through receiver outages and a SIGKILL, with silences and maintenance windows respected.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import requests
+import trustme
+from alerting import (
+    Hook,
+    Smtp,
+    check_alertmanager_v4,
+    config,
+    email_receiver,
+    firing,
+    outage,
+    recovery,
+    send,
+    slo_spec,
+    verify_signature,
+    webhook_receiver,
+)
+from conftest import launch_server, poll
+
+SLO = "checkout-availability"
+
+
+def metric(server, name: str, **labels) -> float:
+    """The value of one sample on /metrics (0 when absent)."""
+    text = requests.get(f"{server.api_url}/metrics", timeout=10).text
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        m = re.fullmatch(r"([a-z_]+)\{([^}]*)\} (\S+)", line)
+        if m and m.group(1) == name:
+            got = ",".join(sorted(m.group(2).split(",")))
+            if got == want:
+                return float(m.group(3))
+    return 0.0
+
+
+def history(server) -> list[dict]:
+    return server.sql(
+        "SELECT receiver, integration, status, outcome, attempt, status_code, error, "
+        "notification_id, alerts FROM notifications ORDER BY time, attempt"
+    )
+
+
+def start(tmp_path, receivers: str, *, service: str, spec_extra: str = "", **kw):
+    slo_dir = tmp_path / "slos"
+    slo_dir.mkdir(exist_ok=True)
+    (slo_dir / "checkout.yaml").write_text(slo_spec(service, extra=spec_extra))
+    text = config(slo_dir, receivers, **kw)
+    return launch_server(tmp_path, text), text
+
+
+def stop(server) -> None:
+    assert server.stop() == 0, server.log_tail()
+
+
+def test_an_outage_notifies_each_group_once_by_webhook_and_email_then_resolves(tmp_path):
+    hook, smtp = Hook().start(), Smtp().start()
+    service = "checkout-e2e"
+    try:
+        receivers = webhook_receiver("hook", hook.url) + email_receiver("mail", smtp.port)
+        route = '\n[notify.route]\nreceivers = ["hook", "mail"]\n'
+        server, _ = start(tmp_path, receivers, service=service, route=route)
+        try:
+            outage(server, service)
+            poll(lambda: len(firing(server, SLO)) == 2, what="both page tiers firing")
+            poll(lambda: hook.delivered() and smtp.inbox, what="webhook and email", timeout=30)
+
+            # The webhook: Alertmanager's v4 payload, signed, with the SLO facts.
+            (req,) = hook.delivered()
+            verify_signature(req)
+            assert req.headers["x-team"] == "payments"
+            assert req.headers["content-type"] == "application/json"
+            p = req.json
+            check_alertmanager_v4(p)
+            assert p["status"] == "firing" and p["receiver"] == "hook"
+            assert p["groupLabels"] == {"slo": SLO, "severity": "page"}
+            assert p["externalURL"] == "http://sightline.test:8080"
+            assert p["truncatedAlerts"] == 0
+            assert {a["labels"]["tier"] for a in p["alerts"]} == {"page-fast", "page-slow"}
+            assert p["commonLabels"]["team"] == "payments"
+            assert p["commonLabels"]["service"] == service
+            assert p["commonLabels"]["alertname"] == "SLOBurnRate"
+            ann = p["commonAnnotations"]
+            assert ann["objective"] == "99%" and ann["window"] == "7d"
+            assert ann["runbook"] == f"https://runbooks.example.com/{SLO}"
+            assert ann["slo_url"] == f"http://sightline.test:8080/slos/{SLO}"
+            assert ann["budget_remaining"].endswith("%")
+            for a in p["alerts"]:
+                assert a["generatorURL"] == ann["slo_url"]
+                assert float(a["annotations"]["burn_rate_long"]) >= float(
+                    a["annotations"]["threshold"]
+                )
+                assert a["annotations"]["long_window"] in ("5m", "30m")
+                assert "summary" in a["annotations"] and "description" in a["annotations"]
+
+            # The email: a clear subject, text and HTML bodies with the same facts.
+            (msg,) = smtp.messages()
+            assert msg["subject"] == f"[FIRING:2] {SLO} page"
+            assert msg["to"] == "oncall@example.com"
+            text = msg.get_body(("plain",)).get_content()
+            html = msg.get_body(("html",)).get_content()
+            for body in (text, html):
+                assert "runbooks.example.com" in body and f"/slos/{SLO}" in body
+                assert "page-fast" in body and "99%" in body
+
+            # Recovery: one resolved notification each, then silence.
+            recovery(server, service)
+            poll(lambda: not firing(server, SLO), what="alerts resolved")
+            poll(lambda: len(hook.delivered()) == 2 and len(smtp.inbox) == 2, timeout=30,
+                 what="resolved notifications")  # fmt: skip
+            resolved = hook.delivered()[1].json
+            check_alertmanager_v4(resolved)
+            assert resolved["status"] == "resolved"
+            assert {a["status"] for a in resolved["alerts"]} == {"resolved"}
+            assert smtp.messages()[1]["subject"] == f"[RESOLVED] {SLO} page"
+            time.sleep(5)  # two more group intervals: nothing more
+            assert len(hook.requests) == 2 and len(smtp.inbox) == 2
+
+            # History in SQL, counts in /metrics.
+            rows = history(server)
+            outcomes = sorted((r["receiver"], r["outcome"], r["status"]) for r in rows)
+            assert outcomes == sorted(
+                (rcv, o, s)
+                for rcv in ("hook", "mail")
+                for o in ("queued", "delivered")
+                for s in ("firing", "resolved")
+            ), outcomes
+            assert {r["integration"] for r in rows} == {"webhook", "email"}
+            delivered = [r for r in rows if r["outcome"] == "delivered"]
+            assert {r["status_code"] for r in delivered if r["receiver"] == "hook"} == {200}
+            assert {r["status_code"] for r in delivered if r["receiver"] == "mail"} == {250}
+            assert metric(server, "sightline_notifications_total", receiver="hook", outcome="sent") == 2
+            assert metric(server, "sightline_notifications_total", receiver="mail", outcome="sent") == 2
+            assert metric(server, "sightline_notifications_pending", receiver="hook") == 0
+        finally:
+            stop(server)
+    finally:
+        hook.stop()
+        smtp.stop()
+
+
+def test_a_receiver_that_is_down_gets_everything_once_it_recovers(tmp_path):
+    # First nobody listens (connection refused), then 503 with Retry-After, then 200.
+    hook = Hook(answer=lambda n: (503, {"Retry-After": "1"}) if n <= 3 else (200, {}))
+    service = "checkout-down"
+    server, _ = start(tmp_path, webhook_receiver("hook", hook.url), service=service)
+    try:
+        outage(server, service)
+        poll(
+            lambda: any(r["outcome"] == "retrying" and r["status_code"] is None for r in history(server)),
+            what="refused connections retried",
+            timeout=30,
+        )
+        hook.start()
+        poll(lambda: hook.delivered(), what="delivery after the receiver recovered", timeout=30)
+        recovery(server, service)
+        poll(lambda: len(hook.delivered()) == 2, what="the resolved notification", timeout=30)
+        time.sleep(4)
+        ok = hook.delivered()
+        assert [r.json["status"] for r in ok] == ["firing", "resolved"], "in order"
+        assert len({r.notification_id for r in ok}) == 2, "nothing twice"
+        assert [r.answered for r in hook.requests[:3]] == [503, 503, 503]
+        rows = history(server)
+        retries = [r for r in rows if r["outcome"] == "retrying"]
+        assert any(r["status_code"] == 503 for r in retries)
+        assert any("refused" in (r["error"] or "").lower() for r in retries), retries
+        assert [r["outcome"] for r in rows if r["outcome"] in ("delivered", "rejected", "expired")] == [
+            "delivered",
+            "delivered",
+        ]
+        assert metric(server, "sightline_notifications_total", receiver="hook", outcome="retried") >= 4
+        assert metric(server, "sightline_notifications_total", receiver="hook", outcome="sent") == 2
+    finally:
+        stop(server)
+        hook.stop()
+
+
+def test_pending_notifications_survive_sigkill(tmp_path):
+    hook = Hook()  # not started: connections are refused
+    service = "checkout-kill"
+    server, text = start(tmp_path, webhook_receiver("hook", hook.url), service=service)
+    try:
+        outage(server, service)
+
+        def pending():
+            r = requests.get(f"{server.api_url}/api/v1/notifications/pending", timeout=10)
+            got = r.json()["pending"]
+            return got if got and got[0]["attempts"] >= 1 else None
+
+        (queued,) = poll(pending, what="a notification waiting in the outbox", timeout=30)
+        assert queued["last_error"], queued
+    finally:
+        server.process.kill()
+        server.process.wait()
+    hook.start()
+    try:
+        server = launch_server(tmp_path, text)
+        try:
+            poll(lambda: hook.delivered(), what="delivery after the restart", timeout=30)
+            time.sleep(4)
+            (req,) = hook.requests
+            assert req.notification_id == queued["id"], "the very notification that was pending"
+            assert req.json["status"] == "firing" and len(req.json["alerts"]) == 2
+            # The alerts still fire, but they were announced: no second notification.
+            assert len(firing(server, SLO)) == 2
+        finally:
+            stop(server)
+    finally:
+        hook.stop()
+
+
+def test_a_400_is_not_retried(tmp_path):
+    hook = Hook(answer=lambda n: (400, {})).start()
+    service = "checkout-400"
+    server, _ = start(tmp_path, webhook_receiver("hook", hook.url), service=service)
+    try:
+        outage(server, service)
+        poll(
+            lambda: [r for r in history(server) if r["outcome"] == "rejected"],
+            what="the rejection recorded",
+            timeout=30,
+        )
+        time.sleep(3)
+        assert len(hook.requests) == 1
+        (row,) = [r for r in history(server) if r["outcome"] != "queued"]
+        assert row["status_code"] == 400 and "400" in row["error"]
+        assert metric(server, "sightline_notifications_total", receiver="hook", outcome="failed") == 1
+        assert metric(server, "sightline_notifications_total", receiver="hook", outcome="retried") == 0
+    finally:
+        stop(server)
+        hook.stop()
+
+
+def test_a_silenced_alert_sends_nothing(tmp_path):
+    hook = Hook().start()
+    service = "checkout-silenced"
+    server, _ = start(tmp_path, webhook_receiver("hook", hook.url), service=service)
+    api = f"{server.api_url}/api/v1/silences"
+    try:
+        bad = requests.post(api, json={"matchers": [], "endsAt": "2200-01-01T00:00:00Z"}, timeout=10)
+        assert bad.status_code == 400 and "matcher" in bad.json()["error"]
+        bad = requests.post(api, data=b"{not json", headers={"content-type": "application/json"}, timeout=10)
+        assert bad.status_code == 400
+        body = {
+            "matchers": [{"name": "slo", "value": SLO, "isRegex": False, "isEqual": True}],
+            "endsAt": "2200-01-01T00:00:00Z",
+            "createdBy": "e2e",
+            "comment": "planned failover drill",
+        }
+        r = requests.post(api, json=body, timeout=10)
+        assert r.status_code == 200, r.text
+        silence_id = r.json()["silenceID"]
+        (listed,) = requests.get(api, timeout=10).json()
+        assert listed["status"]["state"] == "active" and listed["comment"] == "planned failover drill"
+
+        outage(server, service)
+        poll(lambda: len(firing(server, SLO)) == 2, what="alerts firing")
+        time.sleep(5)  # group_wait and two group intervals
+        assert hook.requests == []
+        assert [r for r in history(server) if r["outcome"] == "queued"] == []
+
+        # Ending the silence lets the still-firing alerts through.
+        assert requests.delete(f"{api}/{silence_id}", timeout=10).status_code == 200
+        assert requests.delete(f"{api}/no-such-id", timeout=10).status_code == 404
+        poll(lambda: hook.delivered(), what="notification once the silence ended", timeout=30)
+        assert hook.delivered()[0].json["status"] == "firing"
+    finally:
+        stop(server)
+        hook.stop()
+
+
+def test_a_maintenance_window_mutes_and_leaves_the_budget_untouched(tmp_path):
+    hook = Hook().start()
+    service = "checkout-maint"
+    slo_dir = tmp_path / "slos"
+    slo_dir.mkdir()
+    # The same events counted by two SLOs; only the first excludes maintenance.
+    (slo_dir / "a.yaml").write_text(slo_spec(service, name="maintained", extra="exclude_maintenance: true"))
+    (slo_dir / "b.yaml").write_text(slo_spec(service, name="control"))
+    now = time.time()
+    iso = lambda t: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))  # noqa: E731
+    window = f"""
+[[maintenance]]
+name = "db-migration"
+matchers = ['slo="maintained"']
+starts_at = "{iso(now - 600)}"
+ends_at = "{iso(now + 3600)}"
+"""
+    text = config(slo_dir, webhook_receiver("hook", hook.url)) + window
+    server = launch_server(tmp_path, text)
+    try:
+        # Good traffic before the window counts for both.
+        send(server, service, 300, error=False, start_ns=int((now - 1800) * 1e9))
+        outage(server, service)
+        poll(lambda: len(firing(server, "control")) == 2, what="the control SLO firing")
+        poll(lambda: hook.delivered(), what="the control SLO's notification", timeout=30)
+        time.sleep(4)
+        slos = {s["name"]: s for s in requests.get(f"{server.api_url}/api/v1/slos", timeout=10).json()["slos"]}
+        assert slos["maintained"]["budget"]["remaining"] == 1.0, slos["maintained"]
+        assert slos["maintained"]["total"] == 300
+        assert slos["control"]["budget"]["remaining"] < 0, slos["control"]
+        assert firing(server, "maintained") == []
+        assert {r.json["groupLabels"]["slo"] for r in hook.requests} == {"control"}
+        windows = requests.get(f"{server.api_url}/api/v1/maintenance", timeout=10).json()["windows"]
+        assert windows[0]["name"] == "db-migration" and windows[0]["active"]
+    finally:
+        stop(server)
+        hook.stop()
+
+
+def test_webhooks_over_tls_and_email_with_starttls(tmp_path):
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server_ctx = __import__("ssl").SSLContext(__import__("ssl").PROTOCOL_TLS_SERVER)
+    cert.configure_cert(server_ctx)
+    hook = Hook(tls=server_ctx).start()
+    smtp_ctx = __import__("ssl").SSLContext(__import__("ssl").PROTOCOL_TLS_SERVER)
+    cert.configure_cert(smtp_ctx)
+    smtp = Smtp().start(tls_context=smtp_ctx, require_starttls=True, server_hostname="localhost")
+    service = "checkout-tls"
+    try:
+        receivers = webhook_receiver("hook", hook.url, f'ca_file = "{ca_file}"') + email_receiver(
+            "mail", smtp.port, f'ca_file = "{ca_file}"'
+        ).replace('tls = "none"', 'tls = "starttls"').replace("127.0.0.1:", "localhost:")
+        route = '\n[notify.route]\nreceivers = ["hook", "mail"]\n'
+        server, _ = start(tmp_path, receivers, service=service, route=route)
+        try:
+            outage(server, service)
+            poll(lambda: hook.delivered() and smtp.inbox, what="TLS deliveries", timeout=30)
+            verify_signature(hook.delivered()[0])
+            assert smtp.messages()[0]["subject"] == f"[FIRING:2] {SLO} page"
+        finally:
+            stop(server)
+    finally:
+        hook.stop()
+        smtp.stop()
