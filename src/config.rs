@@ -494,6 +494,50 @@ mod tests {
     }
 
     #[test]
+    fn docs_examples_validate() {
+        let doc = include_str!("../docs/alerting.md");
+        let mut blocks = doc.split("```toml\n").skip(1).map(|b| {
+            b.split("```")
+                .next()
+                .expect("a closed code block")
+                .to_string()
+        });
+        let full = blocks.next().expect("the complete example");
+        let c = Config::from_toml(&full).unwrap_or_else(|e| panic!("{e:#}\n{full}"));
+        c.validate().unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(c.notify.receivers.len(), 2);
+        assert_eq!(c.maintenance.len(), 2);
+        for b in blocks {
+            Config::from_toml(&b)
+                .and_then(|c| c.validate().map(|_| c))
+                .unwrap_or_else(|e| panic!("{e:#}\n{b}"));
+        }
+    }
+
+    #[test]
+    fn bad_notify_and_maintenance_sections_stop_the_start() {
+        for (text, want) in [
+            (
+                "[notify.route]\nreceiver = \"nobody\"",
+                "no receiver is named \"nobody\"",
+            ),
+            (
+                "[[maintenance]]\nname = \"x\"\nevery = \"week\"\nstart = \"02:00\"\nduration = \"1h\"",
+                "needs days",
+            ),
+            (
+                "[[maintenance]]\nname = \"x\"\nstarts_at = \"2026-01-01T00:00:00Z\"\nends_at = \"2026-01-02T00:00:00Z\"\n[[maintenance]]\nname = \"x\"\nstarts_at = \"2026-01-01T00:00:00Z\"\nends_at = \"2026-01-02T00:00:00Z\"",
+                "defined twice",
+            ),
+        ] {
+            let e = Config::from_toml(text)
+                .and_then(|c| c.validate())
+                .expect_err("must be refused");
+            assert!(format!("{e:#}").contains(want), "{text}: {e:#}");
+        }
+    }
+
+    #[test]
     fn empty_file_gives_defaults() {
         assert_eq!(Config::from_toml("").expect("empty"), Config::default());
         Config::default().validate().expect("defaults are valid");

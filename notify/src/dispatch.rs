@@ -39,11 +39,12 @@ pub struct Dispatcher {
     groups: BTreeMap<GroupId, Group>,
     pub log: BTreeMap<GroupId, LogEntry>,
     next_seq: u64,
+    /// Alerts rebuilt from the log at start: routed again when first seen firing, so that a
+    /// changed route tree takes effect for alerts that fire across a restart.
+    unrouted: BTreeSet<String>,
 }
 
-fn nanos(d: std::time::Duration) -> Nanos {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
-}
+use crate::nanos;
 
 /// The UI page of an SLO.
 pub fn slo_url(external_url: &str, slo: &str) -> String {
@@ -79,6 +80,7 @@ impl Dispatcher {
             groups: BTreeMap::new(),
             log,
             next_seq,
+            unrouted: BTreeSet::new(),
         };
         for (id, e) in &d.log {
             if e.firing.is_empty() || !d.send_resolved.contains_key(&id.0) {
@@ -97,6 +99,7 @@ impl Dispatcher {
             );
             for (fp, a) in &e.firing {
                 d.alerts.entry(fp.clone()).or_insert_with(|| a.clone());
+                d.unrouted.insert(fp.clone());
             }
         }
         d
@@ -124,8 +127,18 @@ impl Dispatcher {
                 .get(&f.fingerprint)
                 .is_some_and(|a| a.status == "firing");
             self.alerts.insert(f.fingerprint.clone(), out);
-            if !was_firing {
-                self.route(&f.fingerprint, &f.labels, now);
+            let restored = self.unrouted.remove(&f.fingerprint);
+            if !was_firing || restored {
+                let targets = self.route(&f.fingerprint, &f.labels, now);
+                if restored {
+                    // Groups of the old route tree that this alert no longer belongs to.
+                    for (id, g) in self.groups.iter_mut() {
+                        if !targets.contains(id) {
+                            g.members.remove(&f.fingerprint);
+                        }
+                    }
+                    self.groups.retain(|_, g| !g.members.is_empty());
+                }
             }
         }
         for a in self.alerts.values_mut() {
@@ -136,10 +149,18 @@ impl Dispatcher {
         }
     }
 
-    fn route(&mut self, fp: &str, labels: &BTreeMap<String, String>, now: Nanos) {
+    /// Adds an alert to the groups its routes send it to; returns those groups.
+    fn route(
+        &mut self,
+        fp: &str,
+        labels: &BTreeMap<String, String>,
+        now: Nanos,
+    ) -> BTreeSet<GroupId> {
+        let mut targets = BTreeSet::new();
         for route in self.root.matching(labels) {
             let (group_labels, key) = route.group(labels);
             for receiver in &route.receivers {
+                targets.insert((receiver.clone(), key.clone()));
                 self.groups
                     .entry((receiver.clone(), key.clone()))
                     .or_insert_with(|| Group {
@@ -153,6 +174,7 @@ impl Dispatcher {
                     .insert(fp.to_string());
             }
         }
+        targets
     }
 
     /// When the next group is due.
@@ -264,9 +286,23 @@ impl Dispatcher {
                 }
                 log_changed = true;
             }
-            // Resolved alerts leave the group once it has been looked at.
-            g.members
-                .retain(|fp| self.alerts.get(fp).is_some_and(|a| a.status == "firing"));
+            // Resolved alerts leave the group once it has been looked at. Those not announced
+            // (muted, or not wanted) are forgotten by the log too, so that firing again is
+            // news.
+            let gone: Vec<String> = g
+                .members
+                .iter()
+                .filter(|fp| self.alerts.get(*fp).is_none_or(|a| a.status != "firing"))
+                .cloned()
+                .collect();
+            if let Some(e) = self.log.get_mut(&id) {
+                for fp in &gone {
+                    if e.firing.remove(fp).is_some() {
+                        log_changed = true;
+                    }
+                }
+            }
+            g.members.retain(|fp| !gone.contains(fp));
             g.next_flush = now + nanos(route.group_interval);
             if g.members.is_empty() {
                 self.groups.remove(&id);
@@ -276,25 +312,43 @@ impl Dispatcher {
         let kept: BTreeSet<&String> = self.groups.values().flat_map(|g| &g.members).collect();
         self.alerts
             .retain(|fp, a| a.status == "firing" || kept.contains(fp));
-        // Log entries of quiet groups are dropped after a day.
+        // Log entries of groups that are gone (or of receivers no longer configured) are
+        // dropped after a day.
         let before = self.log.len();
         self.log.retain(|id, e| {
-            !e.firing.is_empty()
-                || self.groups.contains_key(id)
-                || now - e.at < sightline_slo::clock::DAY
+            self.send_resolved.contains_key(&id.0)
+                && (self.groups.contains_key(id) || now - e.at < sightline_slo::clock::DAY)
         });
         log_changed |= self.log.len() != before;
         (out, log_changed)
     }
 
-    /// Undoes the log change of a notification that could not be queued (it will be made
-    /// again at the group's next look).
-    pub fn unqueue(&mut self, q: Queued) {
-        let id = (q.notification.receiver, q.notification.group_key);
+    /// Undoes a notification that could not be queued: the log forgets it, and its alerts
+    /// go back into their group, which is looked at again soon.
+    pub fn unqueue(&mut self, q: Queued, now: Nanos) {
+        let n = q.notification;
+        let id = (n.receiver.clone(), n.group_key.clone());
         match q.previous {
-            Some(e) => self.log.insert(id, e),
+            Some(e) => self.log.insert(id.clone(), e),
             None => self.log.remove(&id),
         };
+        let route = self
+            .log
+            .get(&id)
+            .map(|e| e.route.clone())
+            .unwrap_or_else(|| self.root.id.clone());
+        let g = self.groups.entry(id).or_insert_with(|| Group {
+            route,
+            labels: n.group_labels.clone(),
+            order: n.group_by.clone(),
+            members: BTreeSet::new(),
+            next_flush: now,
+        });
+        g.next_flush = g.next_flush.min(now + sightline_slo::clock::SECOND);
+        for a in n.alerts {
+            g.members.insert(a.fingerprint.clone());
+            self.alerts.entry(a.fingerprint.clone()).or_insert(a);
+        }
     }
 }
 
@@ -405,6 +459,66 @@ mod tests {
         let (q, _) = d3.flush(30 * SECOND, &mute_search);
         assert_eq!(statuses(&q), [("resolved".into(), 1)]);
         assert_eq!(q[0].notification.alerts[0].ends_at, Some(20 * SECOND));
+    }
+
+    #[test]
+    fn a_changed_route_tree_takes_over_alerts_that_fire_across_a_restart() {
+        let never = |_: &BTreeMap<String, String>| false;
+        let a = firing("checkout", "page-1h");
+        let mut d = dispatcher(BTreeMap::new(), 0);
+        d.observe(std::slice::from_ref(&a), 0);
+        assert_eq!(d.flush(10 * SECOND, &never).0.len(), 1);
+        // Restart with group_by changed to ["tier"]: the alert moves to its new group, which
+        // has not heard of it; the old group is gone and announces nothing.
+        let c: crate::config::RouteConfig =
+            toml::from_str("receiver = \"hook\"\ngroup_by = [\"tier\"]\ngroup_wait = \"10s\"")
+                .expect("valid in this test");
+        let mut d2 = Dispatcher::new(
+            Route::root(&c),
+            BTreeMap::from([("hook".to_string(), true)]),
+            "http://s".into(),
+            d.log.clone(),
+            5,
+            20 * SECOND,
+        );
+        d2.observe(std::slice::from_ref(&a), 20 * SECOND);
+        let (q, _) = d2.flush(30 * SECOND, &never);
+        assert_eq!(statuses(&q), [("firing".into(), 1)]);
+        assert_eq!(q[0].notification.group_key, r#"{}:{tier="page-1h"}"#);
+        assert_eq!(d2.groups.len(), 1);
+    }
+
+    #[test]
+    fn an_alert_that_resolved_while_muted_is_news_when_it_fires_again() {
+        let a = firing("checkout", "page-1h");
+        let mut d = dispatcher(BTreeMap::new(), 0);
+        d.observe(std::slice::from_ref(&a), 0);
+        let never = |_: &BTreeMap<String, String>| false;
+        assert_eq!(d.flush(10 * SECOND, &never).0.len(), 1);
+        let all = |_: &BTreeMap<String, String>| true;
+        d.observe(&[], 20 * SECOND);
+        assert!(
+            d.flush(70 * SECOND, &all).0.is_empty(),
+            "muted: no resolved notification"
+        );
+        d.observe(std::slice::from_ref(&a), 80 * SECOND);
+        let (q, _) = d.flush(90 * SECOND, &never);
+        assert_eq!(statuses(&q), [("firing".into(), 1)]);
+    }
+
+    #[test]
+    fn a_notification_that_could_not_be_queued_is_made_again() {
+        let never = |_: &BTreeMap<String, String>| false;
+        let a = firing("checkout", "page-1h");
+        let mut d = dispatcher(BTreeMap::new(), 0);
+        d.observe(std::slice::from_ref(&a), 0);
+        assert_eq!(d.flush(10 * SECOND, &never).0.len(), 1);
+        d.observe(&[], 20 * SECOND);
+        let (mut q, _) = d.flush(70 * SECOND, &never);
+        assert_eq!(statuses(&q), [("resolved".into(), 1)]);
+        d.unqueue(q.remove(0), 70 * SECOND);
+        let (q, _) = d.flush(71 * SECOND, &never);
+        assert_eq!(statuses(&q), [("resolved".into(), 1)]);
     }
 
     #[test]

@@ -59,8 +59,10 @@ pub fn new_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-fn nanos(d: Duration) -> Nanos {
-    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+/// A duration in nanoseconds, at most 100 years (so that `now + nanos(d)` cannot overflow).
+pub(crate) fn nanos(d: Duration) -> Nanos {
+    const CAP: Nanos = 100 * 365 * sightline_slo::clock::DAY;
+    i64::try_from(d.as_nanos()).map_or(CAP, |n| n.min(CAP))
 }
 
 /// How often the runner looks at the engine's alerts and at due retries.
@@ -97,7 +99,8 @@ struct Breaker {
     failures: u32,
     open_until: Option<Nanos>,
     cooldown: Nanos,
-    probing: bool,
+    /// The group whose attempt is the trial request.
+    probe: Option<GroupId>,
 }
 
 impl Breaker {
@@ -106,17 +109,17 @@ impl Breaker {
             failures: 0,
             open_until: None,
             cooldown,
-            probing: false,
+            probe: None,
         }
     }
 
-    fn try_acquire(&mut self, now: Nanos) -> bool {
+    fn try_acquire(&mut self, now: Nanos, group: &GroupId) -> bool {
         match self.open_until {
             None => true,
             Some(t) if now < t => false,
-            Some(_) if self.probing => false,
+            Some(_) if self.probe.is_some() => false,
             Some(_) => {
-                self.probing = true;
+                self.probe = Some(group.clone());
                 true
             }
         }
@@ -126,17 +129,18 @@ impl Breaker {
         *self = Self::new(base);
     }
 
-    /// Returns true when this failure opened the breaker.
-    fn failure(&mut self, now: Nanos, threshold: u32, max: Nanos) -> bool {
-        self.failures += 1;
-        if self.probing {
-            self.probing = false;
+    /// Returns true when this failure opened the breaker. Only the trial request's failure
+    /// reopens an open breaker; late failures of attempts started before it opened do not.
+    fn failure(&mut self, now: Nanos, group: &GroupId, threshold: u32, max: Nanos) -> bool {
+        self.failures = self.failures.saturating_add(1);
+        if self.probe.as_ref() == Some(group) {
+            self.probe = None;
             self.cooldown = (self.cooldown.saturating_mul(2)).min(max.max(self.cooldown));
-            self.open_until = Some(now + self.cooldown);
+            self.open_until = Some(now.saturating_add(self.cooldown));
             return true;
         }
         if self.open_until.is_none() && self.failures >= threshold {
-            self.open_until = Some(now + self.cooldown);
+            self.open_until = Some(now.saturating_add(self.cooldown));
             return true;
         }
         false
@@ -146,7 +150,8 @@ impl Breaker {
 struct Runner {
     dispatcher: Dispatcher,
     queues: BTreeMap<GroupId, VecDeque<Pending>>,
-    in_flight: BTreeSet<GroupId>,
+    /// Groups with an attempt running, by its task.
+    in_flight: BTreeMap<tokio::task::Id, GroupId>,
     breakers: BTreeMap<String, Breaker>,
     history: Vec<history::Row>,
 }
@@ -260,7 +265,7 @@ impl Notifier {
                 runner: tokio::sync::Mutex::new(Runner {
                     dispatcher,
                     queues,
-                    in_flight: BTreeSet::new(),
+                    in_flight: BTreeMap::new(),
                     breakers: BTreeMap::new(),
                     history: Vec::new(),
                 }),
@@ -296,34 +301,40 @@ impl Notifier {
         let s = &self.shared;
         let mut r = s.runner.lock().await;
         tokio::pin!(stop);
-        let mut attempts: JoinSet<(GroupId, Attempt)> = JoinSet::new();
+        let mut attempts: JoinSet<Attempt> = JoinSet::new();
         let mut poll = tokio::time::interval(POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            r.dispatch(s);
-            r.start_attempts(s, &mut attempts);
+            r.dispatch(s).await;
+            r.start_attempts(s, &mut attempts).await;
             r.publish(s);
             r.write_history(s).await;
             tokio::select! {
                 _ = &mut stop => break,
-                Some(done) = attempts.join_next() => {
-                    if let Ok((id, a)) = done {
-                        r.finish(s, id, a);
-                    }
-                }
+                Some(done) = attempts.join_next_with_id() => r.finished(s, done).await,
                 _ = poll.tick() => {}
             }
         }
         let _ = tokio::time::timeout(STOP_GRACE, async {
-            while let Some(done) = attempts.join_next().await {
-                if let Ok((id, a)) = done {
-                    r.finish(s, id, a);
-                }
+            while let Some(done) = attempts.join_next_with_id().await {
+                r.finished(s, done).await;
             }
         })
         .await;
         r.publish(s);
         r.write_history(s).await;
+    }
+}
+
+/// Runs file work (fsyncs) off the async threads.
+async fn blocking<T: Send + 'static>(
+    s: &Arc<Shared>,
+    f: impl FnOnce(&Shared) -> T + Send + 'static,
+) -> T {
+    let shared = s.clone();
+    match tokio::task::spawn_blocking(move || f(&shared)).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 
@@ -356,7 +367,7 @@ fn same(a: &Notification, b: &Notification) -> bool {
 
 impl Runner {
     /// Looks at the engine's alerts and queues what the groups due now need.
-    fn dispatch(&mut self, s: &Shared) {
+    async fn dispatch(&mut self, s: &Arc<Shared>) {
         // Alerts restored at start carry no figures before the engine's first evaluation.
         if s.engine.ticks() == 0 {
             return;
@@ -378,18 +389,20 @@ impl Runner {
             if waiting.is_some_and(|p| same(&p.n, &q.notification)) {
                 continue; // the one still waiting says the same
             }
-            match s.outbox.put(&q.notification) {
+            let n = q.notification.clone();
+            match blocking(s, move |s| s.outbox.put(&n)).await {
                 Ok(()) => accepted.push(q.notification),
                 Err(e) => {
                     tracing::error!(error = %e, receiver = %id.0, "cannot write a notification to the outbox; will try again");
-                    self.dispatcher.unqueue(q);
+                    self.dispatcher.unqueue(q, now);
                 }
             }
         }
-        if (log_changed || !accepted.is_empty())
-            && let Err(e) = s.outbox.save_log(&self.dispatcher.log)
-        {
-            tracing::error!(error = %e, "cannot write the notification log");
+        if log_changed || !accepted.is_empty() {
+            let log = self.dispatcher.log.clone();
+            if let Err(e) = blocking(s, move |s| s.outbox.save_log(&log)).await {
+                tracing::error!(error = %e, "cannot write the notification log");
+            }
         }
         for n in accepted {
             tracing::info!(receiver = %n.receiver, group = %n.group_key, status = %n.status, alerts = n.alerts.len(), "notification queued");
@@ -410,7 +423,7 @@ impl Runner {
 
     /// Starts the next attempt of every group whose head is due, within each receiver's
     /// breaker and concurrency.
-    fn start_attempts(&mut self, s: &Shared, attempts: &mut JoinSet<(GroupId, Attempt)>) {
+    async fn start_attempts(&mut self, s: &Arc<Shared>, attempts: &mut JoinSet<Attempt>) {
         let now = now();
         let max_age = nanos(s.delivery.max_age);
         let Runner {
@@ -420,8 +433,9 @@ impl Runner {
             history,
             ..
         } = self;
+        let busy_groups: BTreeSet<GroupId> = in_flight.values().cloned().collect();
         for (id, q) in queues.iter_mut() {
-            if in_flight.contains(id) {
+            if busy_groups.contains(id) {
                 continue;
             }
             while let Some(p) = q.front() {
@@ -444,7 +458,8 @@ impl Runner {
                 tracing::error!(receiver = %id.0, group = %id.1, error = row.error.as_deref().unwrap_or(""), "notification given up");
                 history.push(row);
                 s.metrics.count(&id.0, "dropped");
-                if let Err(e) = s.outbox.remove(&p.n) {
+                let n = p.n.clone();
+                if let Err(e) = blocking(s, move |s| s.outbox.remove(&n)).await {
                     tracing::error!(error = %e, "cannot remove a notification from the outbox");
                 }
                 q.pop_front();
@@ -455,35 +470,55 @@ impl Runner {
             if p.not_before > now {
                 continue;
             }
-            let busy = in_flight.iter().filter(|(r, _)| r == &id.0).count();
+            let busy = in_flight.values().filter(|(r, _)| r == &id.0).count();
             if busy >= s.delivery.concurrency {
                 continue;
             }
             let breaker = breakers
                 .entry(id.0.clone())
                 .or_insert_with(|| Breaker::new(nanos(s.delivery.breaker_cooldown)));
-            if !breaker.try_acquire(now) {
+            if !breaker.try_acquire(now, id) {
                 continue;
             }
             let Some(integration) = s.integrations.get(&id.0).cloned() else {
                 continue;
             };
             p.attempts += 1;
-            in_flight.insert(id.clone());
             let n = p.n.clone();
-            let id = id.clone();
-            attempts.spawn(async move {
-                let a = integration.send(&n).await;
-                (id, a)
-            });
+            let task = attempts.spawn(async move { integration.send(&n).await });
+            in_flight.insert(task.id(), id.clone());
         }
-        queues.retain(|id, q| !q.is_empty() || in_flight.contains(id));
+        let busy_groups: BTreeSet<&GroupId> = in_flight.values().collect();
+        queues.retain(|id, q| !q.is_empty() || busy_groups.contains(id));
+    }
+
+    /// An attempt's task ended: normally with its result; a task that panicked counts as a
+    /// retryable failure, so its group and the receiver's breaker are never left waiting.
+    async fn finished(
+        &mut self,
+        s: &Arc<Shared>,
+        done: Result<(tokio::task::Id, Attempt), tokio::task::JoinError>,
+    ) {
+        let (task, a) = match done {
+            Ok(x) => x,
+            Err(e) => (
+                e.id(),
+                deliver::attempt(
+                    Outcome::Retryable,
+                    None,
+                    Some(format!("the delivery task failed: {e}")),
+                    None,
+                ),
+            ),
+        };
+        if let Some(id) = self.in_flight.remove(&task) {
+            self.finish(s, id, a).await;
+        }
     }
 
     /// Records an attempt and moves its notification on: removed when delivered or refused,
     /// scheduled again when worth retrying.
-    fn finish(&mut self, s: &Shared, id: GroupId, a: Attempt) {
-        self.in_flight.remove(&id);
+    async fn finish(&mut self, s: &Arc<Shared>, id: GroupId, a: Attempt) {
         let now = now();
         let Some(q) = self.queues.get_mut(&id) else {
             return;
@@ -525,7 +560,8 @@ impl Runner {
                     s.metrics.count(&receiver, "failed");
                     tracing::error!(receiver = %receiver, group = %id.1, error = a.error.as_deref().unwrap_or(""), "notification refused by the receiver; not retried");
                 }
-                if let Err(e) = s.outbox.remove(&p.n) {
+                let n = p.n.clone();
+                if let Err(e) = blocking(s, move |s| s.outbox.remove(&n)).await {
                     tracing::error!(error = %e, "cannot remove a notification from the outbox");
                 }
                 q.pop_front();
@@ -533,7 +569,7 @@ impl Runner {
             Outcome::Retryable => {
                 s.metrics.count(&receiver, "retried");
                 let max = nanos(s.delivery.max_backoff);
-                if breaker.failure(now, s.delivery.breaker_failures, max) {
+                if breaker.failure(now, &id, s.delivery.breaker_failures, max) {
                     tracing::warn!(receiver = %receiver, "circuit breaker open: holding deliveries back");
                 }
                 let exp = p.attempts.saturating_sub(1).min(30);
@@ -542,8 +578,12 @@ impl Runner {
                     .min(max);
                 // Full backoff at most, half at least: retries of many groups spread out.
                 let jittered = backoff / 2 + (rand::random::<f64>() * (backoff / 2) as f64) as i64;
-                let wait = a.retry_after.map_or(jittered, |r| jittered.max(nanos(r)));
-                p.not_before = now + wait;
+                // A Retry-After longer than max_age would only delay giving up.
+                let wait = a
+                    .retry_after
+                    .map_or(jittered, |r| jittered.max(nanos(r)))
+                    .min(nanos(s.delivery.max_age));
+                p.not_before = now.saturating_add(wait);
                 p.last_error = a.error.clone();
                 tracing::warn!(receiver = %receiver, group = %id.1, attempt = p.attempts, retry_in = ?Duration::from_nanos(wait.max(0) as u64), error = a.error.as_deref().unwrap_or(""), "notification not delivered; will retry");
             }
@@ -620,19 +660,24 @@ mod tests {
 
     #[test]
     fn the_breaker_opens_probes_and_closes() {
+        let g = ("r".to_string(), "g1".to_string());
+        let other = ("r".to_string(), "g2".to_string());
         let mut b = Breaker::new(10);
         for t in 0..4 {
-            assert!(b.try_acquire(t));
-            assert!(!b.failure(t, 5, 100));
+            assert!(b.try_acquire(t, &g));
+            assert!(!b.failure(t, &g, 5, 100));
         }
-        assert!(b.failure(4, 5, 100), "fifth failure opens");
-        assert!(!b.try_acquire(13));
-        assert!(b.try_acquire(14), "one trial after the cooldown");
-        assert!(!b.try_acquire(14), "only one");
-        assert!(b.failure(15, 5, 100));
+        assert!(b.failure(4, &g, 5, 100), "fifth failure opens");
+        assert!(!b.try_acquire(13, &g));
+        assert!(b.try_acquire(14, &g), "one trial after the cooldown");
+        assert!(!b.try_acquire(14, &other), "only one");
+        // A late failure of another group's older attempt is not the trial's answer.
+        assert!(!b.failure(14, &other, 5, 100));
+        assert!(b.probe.is_some());
+        assert!(b.failure(15, &g, 5, 100));
         assert_eq!(b.open_until, Some(35), "cooldown doubled");
-        assert!(b.try_acquire(35));
+        assert!(b.try_acquire(35, &other));
         b.success(10);
-        assert!(b.try_acquire(36) && b.open_until.is_none());
+        assert!(b.try_acquire(36, &g) && b.open_until.is_none());
     }
 }

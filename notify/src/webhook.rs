@@ -70,6 +70,8 @@ impl Webhook {
         }
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
+            // A redirect would turn the POST into a GET without the body: report it instead.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(c.timeout)
             .connect_timeout(c.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("Sightline/", env!("CARGO_PKG_VERSION")));
@@ -124,7 +126,7 @@ impl Webhook {
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| retry_after(v, std::time::SystemTime::now()));
-                let text = resp.text().await.unwrap_or_default();
+                let text = read_some(resp, 4096).await;
                 let error = Some(clip(&format!("HTTP {status}: {}", text.trim())));
                 let retryable = status.is_server_error()
                     || status == reqwest::StatusCode::TOO_MANY_REQUESTS
@@ -153,6 +155,19 @@ impl Webhook {
             }
         }
     }
+}
+
+/// At most `limit` bytes of a response body, as text.
+async fn read_some(mut resp: reqwest::Response, limit: usize) -> String {
+    let mut body = Vec::new();
+    while body.len() < limit {
+        match resp.chunk().await {
+            Ok(Some(c)) => body.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    body.truncate(limit);
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 #[cfg(test)]

@@ -781,8 +781,11 @@ impl Engine {
                 }
                 inner.apply_counts(&rows);
                 if let Some(e) = inner.entries().get_mut(&slo.name) {
-                    let rows: Vec<(String, Nanos, Counts)> =
-                        rows.into_iter().map(|(_, _, g, t, c)| (g, t, c)).collect();
+                    let rows: Vec<(String, Nanos, Counts)> = rows
+                        .into_iter()
+                        .filter(|(_, _, _, t, _)| !inner.in_maintenance(slo, *t))
+                        .map(|(_, _, g, t, c)| (g, t, c))
+                        .collect();
                     e.derive_slices_from(&rows, inner.clock.now());
                 }
             }

@@ -79,9 +79,24 @@ const WEEK: [Weekday; 7] = [
 fn weekday(s: &str) -> Result<Weekday, String> {
     let l = s.trim().to_ascii_lowercase();
     WEEK.into_iter()
-        .find(|d| l.len() >= 3 && d.to_string().to_ascii_lowercase().starts_with(&l[..3]))
-        .filter(|_| l.len() == 3 || l.ends_with("day"))
+        .find(|d| {
+            let short = d.to_string().to_ascii_lowercase();
+            let long = chrono_weekday_name(*d);
+            l == short || l == long
+        })
         .ok_or_else(|| format!("{s:?} is not a weekday (mon … sun)"))
+}
+
+fn chrono_weekday_name(d: Weekday) -> &'static str {
+    match d {
+        Weekday::Mon => "monday",
+        Weekday::Tue => "tuesday",
+        Weekday::Wed => "wednesday",
+        Weekday::Thu => "thursday",
+        Weekday::Fri => "friday",
+        Weekday::Sat => "saturday",
+        Weekday::Sun => "sunday",
+    }
 }
 
 impl MaintenanceConfig {
@@ -184,6 +199,19 @@ impl MaintenanceConfig {
     }
 }
 
+/// The instant of a local time; a time that does not exist (skipped by a DST change) starts
+/// at the first instant after the gap.
+fn local_start(zone: &chrono_tz::Tz, local: chrono::NaiveDateTime) -> Option<Nanos> {
+    let mut t = local;
+    for _ in 0..=16 {
+        if let Some(dt) = zone.from_local_datetime(&t).earliest() {
+            return dt.timestamp_nanos_opt();
+        }
+        t += chrono::Duration::minutes(15);
+    }
+    None
+}
+
 impl MaintenanceWindow {
     /// The occurrence in effect at `t`, as `[start, end)`.
     pub fn occurrence_at(&self, t: Nanos) -> Option<(Nanos, Nanos)> {
@@ -202,8 +230,7 @@ impl MaintenanceWindow {
                     .flatten()
                     .filter(|d| days.contains(&d.weekday()))
                     .filter_map(|d| {
-                        let s = zone.from_local_datetime(&d.and_time(*start)).earliest()?;
-                        let s = s.timestamp_nanos_opt()?;
+                        let s = local_start(zone, d.and_time(*start))?;
                         (s <= t && t < s + duration).then_some((s, s + duration))
                     })
                     .next()
@@ -283,6 +310,20 @@ mod tests {
         .compile()
         .expect("valid in this test");
         assert!(daily.active_at(at("2026-11-25T03:29:00Z")));
+        // 02:30 does not exist in Berlin on 2027-03-28 (clocks jump 02:00 → 03:00): that
+        // night's window starts at 03:00 local (01:00Z) instead of being skipped.
+        let gap = MaintenanceConfig {
+            name: "gap".into(),
+            every: Some("day".into()),
+            start: Some("02:30".into()),
+            duration: Some("1h".into()),
+            time_zone: Some("Europe/Berlin".into()),
+            ..Default::default()
+        }
+        .compile()
+        .expect("valid in this test");
+        assert!(gap.active_at(at("2027-03-28T01:10:00Z")));
+        assert!(!gap.active_at(at("2027-03-28T00:50:00Z")));
         assert!(!daily.active_at(at("2026-11-25T03:30:00Z") + MINUTE));
     }
 
@@ -312,7 +353,7 @@ mod tests {
             (
                 MaintenanceConfig {
                     every: Some("week".into()),
-                    days: vec!["caturday".into()],
+                    days: vec!["éé".into(), "caturday".into()],
                     start: Some("02:00".into()),
                     duration: Some("1h".into()),
                     ..base.clone()

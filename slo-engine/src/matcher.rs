@@ -97,8 +97,13 @@ impl Matcher {
                 let mut chars = inner.chars();
                 while let Some(c) = chars.next() {
                     if c == '\\' {
+                        // Only \" and \\ are escapes; other backslashes stay (regexes).
                         match chars.next() {
-                            Some(n) => out.push(n),
+                            Some(n @ ('"' | '\\')) => out.push(n),
+                            Some(n) => {
+                                out.push('\\');
+                                out.push(n);
+                            }
                             None => return Err(format!("invalid matcher {s:?}: dangling \\")),
                         }
                     } else {
@@ -179,6 +184,10 @@ mod tests {
                 "{m}"
             );
         }
+        let re = Matcher::parse(r#"code=~"5\d\d""#).expect("valid in this test");
+        assert_eq!(re.value, r"5\d\d");
+        assert!(re.matches(&labels(&[("code", "503")])));
+        assert!(!re.matches(&labels(&[("code", "5dd")])));
         let q = Matcher::parse(r#"x="a \"b\" \\c""#).expect("valid in this test");
         assert_eq!(q.value, r#"a "b" \c"#);
         assert_eq!(

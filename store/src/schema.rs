@@ -309,7 +309,7 @@ static NOTIFICATIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("fingerprints", DataType::Utf8, false),
         // queued, delivered, retrying, rejected or expired.
         Field::new("outcome", DataType::Utf8, false),
-        // Delivery attempt number (0 for queued and expired rows).
+        // Delivery attempt number (0 for queued rows; for expired rows, the attempts made).
         Field::new("attempt", DataType::Int64, false),
         // HTTP status, or SMTP reply code.
         Field::new("status_code", DataType::Int64, true),

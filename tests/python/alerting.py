@@ -159,7 +159,8 @@ class Smtp:
 
 def slo_spec(service: str, name: str = "checkout-availability", extra: str = "") -> str:
     """Two page tiers over short windows, so an outage of a few hundred spans fires both and
-    a few thousand good spans resolve both."""
+    a few thousand good spans resolve both. The short windows are 5 minutes or more: a window
+    of one minute would empty at the next minute boundary and resolve the alerts mid-test."""
     return f"""
 name: {name}
 service: {service}
@@ -174,13 +175,13 @@ alerting:
   tiers:
     - name: page-fast
       severity: page
-      long: 5m
-      short: 1m
+      long: 10m
+      short: 5m
       burn_rate: 10
     - name: page-slow
       severity: page
       long: 30m
-      short: 5m
+      short: 10m
       burn_rate: 5
 labels:
   team: payments
@@ -190,7 +191,9 @@ annotations:
 """
 
 
-def config(slo_dir: Path, receivers: str, *, route: str | None = None, extra: str = "") -> str:
+def config(
+    slo_dir: Path, receivers: str, *, route: str | None = None, extra: str = "", delivery: str = ""
+) -> str:
     """A server config: 1 s SLO ticks, short grouping timers and quick retries."""
     route = route or """
 [notify.route]
@@ -209,6 +212,7 @@ initial_backoff = "200ms"
 max_backoff = "1s"
 breaker_failures = 3
 breaker_cooldown = "1s"
+{delivery}
 
 {receivers}
 {route}

@@ -98,7 +98,7 @@ def test_an_outage_notifies_each_group_once_by_webhook_and_email_then_resolves(t
                 assert float(a["annotations"]["burn_rate_long"]) >= float(
                     a["annotations"]["threshold"]
                 )
-                assert a["annotations"]["long_window"] in ("5m", "30m")
+                assert a["annotations"]["long_window"] in ("10m", "30m")
                 assert "summary" in a["annotations"] and "description" in a["annotations"]
 
             # The email: a clear subject, text and HTML bodies with the same facts.
@@ -237,6 +237,44 @@ def test_a_400_is_not_retried(tmp_path):
     finally:
         stop(server)
         hook.stop()
+
+
+def test_an_undeliverable_notification_is_given_up_after_max_age_and_recorded(tmp_path):
+    hook = Hook()  # never started: every connection is refused
+    service = "checkout-expire"
+    server, _ = start(
+        tmp_path, webhook_receiver("hook", hook.url), service=service, delivery='max_age = "4s"'
+    )
+    try:
+        outage(server, service)
+        # Three refused connections in a row open the receiver's breaker.
+        poll(
+            lambda: metric(server, "sightline_notify_circuit_open", receiver="hook") == 1,
+            what="the circuit breaker open",
+            timeout=30,
+        )
+        (row,) = poll(
+            lambda: [r for r in history(server) if r["outcome"] == "expired"],
+            what="the notification given up",
+            timeout=30,
+        )
+        assert "max_age" in row["error"] and "refused" in row["error"].lower(), row
+        assert row["attempt"] >= 3
+
+        def outbox_empty():
+            r = requests.get(f"{server.api_url}/api/v1/notifications/pending", timeout=10)
+            return r.json()["pending"] == []
+
+        # (A tier that fired a tick later makes a second notification; it expires too.)
+        poll(outbox_empty, what="every notification given up", timeout=30)
+        rows = history(server)
+        queued = {r["notification_id"] for r in rows if r["outcome"] == "queued"}
+        expired = [r["notification_id"] for r in rows if r["outcome"] == "expired"]
+        assert sorted(expired) == sorted(queued) and not hook.requests
+        assert metric(server, "sightline_notifications_total", receiver="hook", outcome="dropped") == len(queued)
+        assert metric(server, "sightline_notifications_pending", receiver="hook") == 0
+    finally:
+        stop(server)
 
 
 def test_a_silenced_alert_sends_nothing(tmp_path):

@@ -1,14 +1,16 @@
-//! Every example in docs/slo.md works: each YAML block is a valid spec whose expressions compile
-//! against the tables, and each SQL block runs.
+//! Every example in docs/slo.md and docs/alerting.md works: each YAML block is a valid spec
+//! whose expressions compile against the tables, and each SQL block runs.
 
 use sightline_slo::counter::CompiledSlo;
 use sightline_slo::spec;
 
 use crate::{CHECKOUT, Sim, T0};
 
-fn blocks(lang: &str) -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/slo.md");
-    let text = std::fs::read_to_string(path).expect("docs/slo.md");
+const DOCS: [&str; 2] = ["slo.md", "alerting.md"];
+
+fn blocks(doc: &str, lang: &str) -> Vec<String> {
+    let path = format!("{}/../docs/{doc}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("the doc exists");
     let mut out = Vec::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
@@ -30,8 +32,8 @@ fn blocks(lang: &str) -> Vec<String> {
 
 #[test]
 fn every_yaml_example_is_a_valid_slo() {
-    let yaml = blocks("yaml");
-    assert!(yaml.len() >= 5, "found {} YAML examples", yaml.len());
+    let yaml: Vec<String> = DOCS.iter().flat_map(|d| blocks(d, "yaml")).collect();
+    assert!(yaml.len() >= 6, "found {} YAML examples", yaml.len());
     for block in yaml {
         let slos = if sightline_slo::openslo::is_openslo(&block) {
             sightline_slo::openslo::import("docs/slo.md", &block)
@@ -51,8 +53,8 @@ async fn every_sql_example_runs() {
     sim.steady("checkout", T0 - 3600 * 1_000_000_000, T0, 20)
         .await;
     sim.engine.tick().await.expect("tick");
-    let sql = blocks("sql");
-    assert!(sql.len() >= 2);
+    let sql: Vec<String> = DOCS.iter().flat_map(|d| blocks(d, "sql")).collect();
+    assert!(sql.len() >= 4);
     let q = sim
         .store
         .query_engine(Default::default())
@@ -64,7 +66,7 @@ async fn every_sql_example_runs() {
             .await
             .unwrap_or_else(|e| panic!("{e}\nin\n{block}"));
         assert!(
-            out.num_rows() > 0 || block.contains("slo_alerts"),
+            out.num_rows() > 0 || block.contains("slo_alerts") || block.contains("notifications"),
             "no rows from\n{block}"
         );
     }
