@@ -2,9 +2,12 @@
 //!
 //! - `sightline serve`: the OTLP receivers, the store and the HTTP API (see `serve.rs`);
 //! - `sightline load`: a load generator that drives a running server over OTLP (see `load.rs`);
-//! - `sightline slo validate`: checks SLO spec files (see `slo.rs`).
+//! - `sightline slo validate`: checks SLO spec files (see `slo.rs`);
+//! - `sightline demo`: Sightline, the sample shop, SLOs, a receiver and an outage scenario
+//!   (see `demo.rs`).
 
 mod config;
+mod demo;
 mod load;
 mod serve;
 mod slo;
@@ -38,6 +41,12 @@ enum Command {
     /// Work with SLO spec files.
     #[command(subcommand)]
     Slo(slo::SloCommand),
+    /// See it all in a few minutes: Sightline, an instrumented sample shop under load, SLOs,
+    /// and an outage that fires a page alert and resolves.
+    Demo(demo::DemoArgs),
+    /// The demo's sample shop (the `sample-backend` crate), run by `sightline demo`.
+    #[command(hide = true)]
+    SampleBackend(sample_backend::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,6 +67,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Load(args) => runtime.block_on(load::run(args)),
+        Command::Demo(args) => runtime.block_on(demo::run(args)),
+        Command::SampleBackend(opts) => runtime.block_on(sample_backend::main(opts)),
         Command::Slo(_) => Ok(()),
     }
 }

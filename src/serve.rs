@@ -77,7 +77,7 @@ impl ServeArgs {
     }
 }
 
-fn init_logging(config: &Config) {
+pub fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
@@ -118,9 +118,29 @@ async fn shutdown_signal() {
     }
 }
 
+/// The addresses a running server listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    pub http: SocketAddr,
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     init_logging(&config);
+    serve(config, args.ready_file.clone(), None, shutdown_signal()).await
+}
+
+/// Runs the server with a validated `config` until `shutdown` completes (or a server fails);
+/// `ready` learns the bound addresses once every listener is up. Logging is the caller's.
+pub async fn serve(
+    config: Config,
+    ready_file: Option<PathBuf>,
+    ready: Option<tokio::sync::oneshot::Sender<Bound>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
 
     let mut registry = Registry::default();
     let store = Store::open(
@@ -293,7 +313,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data_dir = %config.data_dir.display(),
         "sightline is ready"
     );
-    if let Some(path) = &args.ready_file {
+    if let Some(tx) = ready {
+        let _ = tx.send(Bound {
+            otlp_grpc: grpc_addr,
+            otlp_http: otlp_http_addr,
+            http: api_addr,
+        });
+    }
+    if let Some(path) = &ready_file {
         write_ready_file(
             path,
             &serde_json::json!({
@@ -306,7 +333,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     // Run until a signal, or until a server fails.
     let failure = tokio::select! {
-        _ = shutdown_signal() => None,
+        _ = &mut shutdown => None,
         Some(result) = intake.join_next() => Some(match result {
             Ok(Ok(())) => anyhow::anyhow!("a receiver stopped unexpectedly"),
             Ok(Err(e)) => e,

@@ -250,7 +250,11 @@ pub fn annotations(
         a.insert("budget_remaining".into(), percent(b));
     }
     let budget = v("budget_remaining").map_or(String::new(), |b| {
-        format!(" {} of the error budget remains.", percent(b))
+        if b > 0.0 {
+            format!(" {} of the error budget remains.", percent(b))
+        } else {
+            format!(" The error budget is spent ({} of it used).", percent(1.0 - b))
+        }
     });
     let (summary, description) = match rule {
         Rule::Tier(name) => {
@@ -270,7 +274,8 @@ pub fn annotations(
             (
                 format!("{what} is burning its error budget too fast ({name})"),
                 format!(
-                    "Burn rate {:.2} over {long} and {:.2} over {short}, threshold {:.2}                      (objective {} over {}).{budget}",
+                    "Burn rate {:.2} over {long} and {:.2} over {short}, threshold {:.2} \
+                     (objective {} over {}).{budget}",
                     v("burn_rate_long").unwrap_or(f64::NAN),
                     v("burn_rate_short").unwrap_or(f64::NAN),
                     v("threshold").unwrap_or(f64::NAN),
@@ -369,6 +374,34 @@ impl Alert {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn annotations_state_the_facts_for_people() {
+        let slo = crate::spec::parse(
+            "t.yaml",
+            "name: checkout\nobjective: 99.9\nwindow: 30d\nindicator:\n  spans:\n    good: \"status_code != 'error'\"\nannotations:\n  runbook: https://r.example/x\n",
+        )
+        .expect("valid in this test")
+        .remove(0);
+        let values = BTreeMap::from([
+            ("burn_rate_long".to_string(), 21.4),
+            ("burn_rate_short".to_string(), 25.03),
+            ("threshold".to_string(), 14.4),
+            ("budget_remaining".to_string(), 0.712),
+        ]);
+        let a = annotations(&slo, &Rule::Tier("page-1h".into()), "", &values);
+        assert_eq!(
+            a["description"],
+            "Burn rate 21.40 over 1h and 25.03 over 5m, threshold 14.40 (objective 99.9% over \
+             30d). 71.2% of the error budget remains."
+        );
+        assert_eq!(a["runbook"], "https://r.example/x");
+        assert_eq!((a["long_window"].as_str(), a["short_window"].as_str()), ("1h", "5m"));
+        let spent = BTreeMap::from([("budget_remaining".to_string(), -1.5)]);
+        let a = annotations(&slo, &Rule::BudgetExhausted, "eu", &spent);
+        assert_eq!(a["summary"], "checkout (eu) has spent its whole error budget");
+        assert!(a["description"].ends_with("The error budget is spent (250% of it used)."));
+    }
 
     #[test]
     fn fingerprints_are_stable_and_distinct() {

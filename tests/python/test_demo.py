@@ -1,0 +1,147 @@
+"""`sightline demo` end to end, headless: the outage scenario runs; through the public API and
+the demo receiver's output, the page alert fired after the outage began and resolved after
+recovery, within the bounds the README gives; the sample shop's spans form correct traces
+across its own HTTP hops, its metrics and logs arrive (logs with trace context); Ctrl-C (SIGINT)
+stops everything with exit code 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+from datetime import datetime, timedelta
+
+import requests
+from conftest import _server_binary, poll
+
+# The README's promise: the page fires within a minute of the outage and resolves within four
+# minutes of recovery.
+FIRE_BOUND = timedelta(seconds=60)
+RESOLVE_BOUND = timedelta(minutes=4)
+
+
+def at(line: str) -> datetime:
+    m = re.search(r"\(at (\S+)\)", line)
+    assert m, line
+    return datetime.fromisoformat(m.group(1).replace("Z", "+00:00"))
+
+
+def test_the_demo_scenario_fires_and_resolves_the_page_alert(tmp_path):
+    ready_file = tmp_path / "ready.json"
+    out_path = tmp_path / "demo.out"
+    command = [
+        _server_binary(), "demo",
+        "--data-dir", str(tmp_path / "data"),
+        "--warmup", "20s",
+        "--http-listen", "127.0.0.1:0",
+        "--otlp-grpc-listen", "127.0.0.1:0",
+        "--otlp-http-listen", "127.0.0.1:0",
+        "--shop-listen", "127.0.0.1:0",
+        "--receiver-listen", "127.0.0.1:0",
+        "--ready-file", str(ready_file),
+    ]  # fmt: skip
+    with open(out_path, "wb") as out:
+        demo = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+    try:
+
+        def output() -> str:
+            return out_path.read_text(errors="replace")
+
+        def line(marker: str):
+            return next((ln for ln in output().splitlines() if marker in ln), None)
+
+        ready = poll(
+            lambda: ready_file.exists() and json.loads(ready_file.read_text()),
+            timeout=60,
+            what="the demo's ready file",
+            describe_last=output,
+        )
+        api = f"http://{ready['http']}"
+
+        def sql(query: str) -> list[dict]:
+            r = requests.post(f"{api}/api/v1/sql", json={"sql": query, "format": "json"}, timeout=10)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            names = [c["name"] for c in body["columns"]]
+            return [dict(zip(names, row)) for row in body["rows"]]
+
+        done = poll(lambda: line("5/5 resolved"), timeout=600, interval=1, what="the scenario",
+                    describe_last=output)  # fmt: skip
+        assert demo.poll() is None, output()
+        outage_at, recovered_at = at(line("2/5 outage")), at(line("4/5 recovery"))
+        assert at(done) > recovered_at > outage_at
+
+        # The public API: the page alert's transitions.
+        rows = sql(
+            "SELECT time, state FROM slo_alerts WHERE slo = 'checkout-availability' "
+            "AND rule = 'page' AND state IN ('firing', 'resolved') ORDER BY time"
+        )
+        states = [(datetime.fromisoformat(r["time"].replace("Z", "+00:00")), r["state"]) for r in rows]
+        assert [s for _, s in states] == ["firing", "resolved"], states
+        fired, resolved = states[0][0], states[1][0]
+        assert outage_at <= fired <= outage_at + FIRE_BOUND, (outage_at, fired)
+        assert recovered_at <= resolved <= recovered_at + RESOLVE_BOUND, (recovered_at, resolved)
+
+        # The receiver: one firing and one resolved page notification, signatures valid.
+        text = output()
+        assert "receiver ← webhook FIRING:1 page checkout-availability  (signature valid)" in text
+        assert "receiver ← webhook RESOLVED page checkout-availability  (signature valid)" in text
+        assert "INVALID" not in text
+        sent = sql(
+            "SELECT status, outcome, status_code FROM notifications "
+            "WHERE group_key LIKE '%checkout-availability%' AND group_key LIKE '%page%' "
+            "AND outcome = 'delivered' ORDER BY time"
+        )
+        assert [(r["status"], r["status_code"]) for r in sent] == [("firing", 200), ("resolved", 200)]
+
+        # The shop's telemetry: one trace across its HTTP hops, parent/child links intact.
+        hops = sql(
+            "SELECT count(*) AS n FROM spans root "
+            "JOIN spans c ON c.trace_id = root.trace_id AND c.parent_span_id = root.span_id "
+            "JOIN spans pay ON pay.trace_id = c.trace_id AND pay.parent_span_id = c.span_id "
+            "WHERE root.http_route = '/api/checkout' AND root.kind = 'server' "
+            "AND root.parent_span_id IS NULL AND c.kind = 'client' "
+            "AND pay.kind = 'server' AND pay.http_route = '/internal/payment/charge'"
+        )
+        assert hops[0]["n"] > 10, hops
+        orphans = sql(
+            "SELECT count(*) AS n FROM spans child LEFT JOIN spans parent "
+            "ON parent.trace_id = child.trace_id AND parent.span_id = child.parent_span_id "
+            "WHERE child.service_name = 'shop' AND child.parent_span_id IS NOT NULL "
+            "AND parent.span_id IS NULL AND child.end_time < now() - INTERVAL '30 seconds'"
+        )
+        assert orphans[0]["n"] == 0, orphans
+        errors = sql(
+            "SELECT count(*) AS n FROM spans WHERE http_route = '/internal/payment/charge' "
+            "AND status_code = 'error' AND array_length(events) > 0"
+        )
+        assert errors[0]["n"] > 0, "failed charges are error spans with an exception event"
+        metrics = sql(
+            "SELECT DISTINCT metric_name FROM metrics WHERE service_name = 'shop' ORDER BY 1"
+        )
+        assert {"http.server.request.duration", "http.server.active_requests",
+                "http.client.request.duration", "shop.cart.items"} <= {r["metric_name"] for r in metrics}  # fmt: skip
+        traced_logs = sql(
+            "SELECT count(*) AS n FROM logs l JOIN spans s "
+            "ON l.trace_id = s.trace_id AND l.span_id = s.span_id "
+            "WHERE l.body = 'checkout completed' AND s.http_route = '/api/checkout'"
+        )
+        assert traced_logs[0]["n"] > 10, traced_logs
+
+        # Ctrl-C stops everything cleanly.
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=60) == 0, output()
+        assert "stopping" in output()
+        shop = ready["shop"]
+        try:
+            requests.get(f"http://{shop}/healthz", timeout=2)
+            raise AssertionError("the shop still answers after the demo stopped")
+        except requests.ConnectionError:
+            pass
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
