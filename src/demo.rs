@@ -153,7 +153,11 @@ fn inbox(i: &SharedInbox) -> std::sync::MutexGuard<'_, Inbox> {
 }
 
 /// The demo webhook receiver: checks the signature, prints the notification, keeps it.
-async fn receive(State(inbox_): State<SharedInbox>, headers: HeaderMap, body: Bytes) -> &'static str {
+async fn receive(
+    State(inbox_): State<SharedInbox>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> &'static str {
     let signed = headers
         .get("x-sightline-signature")
         .and_then(|v| v.to_str().ok())
@@ -174,9 +178,17 @@ async fn receive(State(inbox_): State<SharedInbox>, headers: HeaderMap, body: By
     println!(
         "        receiver ← webhook {}{} {}  (signature {})",
         status,
-        if status == "FIRING" { format!(":{firing}") } else { String::new() },
+        if status == "FIRING" {
+            format!(":{firing}")
+        } else {
+            String::new()
+        },
         labels.join(" "),
-        if signed == expected { "valid" } else { "INVALID" },
+        if signed == expected {
+            "valid"
+        } else {
+            "INVALID"
+        },
     );
     for a in n["alerts"].as_array().into_iter().flatten() {
         println!(
@@ -250,7 +262,10 @@ async fn start_shop(args: &DemoArgs, data_dir: &Path, sightline: Bound) -> anyho
         .arg(args.rate.to_string())
         .arg("--ready-file")
         .arg(&ready)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", sightline.otlp_grpc))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://{}", sightline.otlp_grpc),
+        )
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         .env("OTEL_SERVICE_NAME", "shop")
         .env("OTEL_METRIC_EXPORT_INTERVAL", "5000")
@@ -387,9 +402,11 @@ async fn scenario(
         fired.as_secs(),
         now_rfc3339()
     ));
-    let delivered = wait_for("the firing notification", Duration::from_secs(120), || async {
-        got(inbox_, "firing")
-    })
+    let delivered = wait_for(
+        "the firing notification",
+        Duration::from_secs(120),
+        || async { got(inbox_, "firing") },
+    )
     .await?;
     story.say(format!(
         "        …and reaches the receiver {} s later (group_wait 5 s)",
@@ -400,15 +417,21 @@ async fn scenario(
         .send()
         .await?
         .error_for_status()?;
-    story.say(format!("4/5 recovery: payments work again (at {recovered_at})"));
+    story.say(format!(
+        "4/5 recovery: payments work again (at {recovered_at})"
+    ));
     story.say("        the alert resolves once the failures leave its 2-minute window");
-    let resolved = wait_for("the page alert resolving", Duration::from_secs(600), || async {
-        page_state(&http, api).await.as_deref() != Some("firing")
-    })
+    let resolved = wait_for(
+        "the page alert resolving",
+        Duration::from_secs(600),
+        || async { page_state(&http, api).await.as_deref() != Some("firing") },
+    )
     .await?;
-    wait_for("the resolved notification", Duration::from_secs(120), || async {
-        got(inbox_, "resolved")
-    })
+    wait_for(
+        "the resolved notification",
+        Duration::from_secs(120),
+        || async { got(inbox_, "resolved") },
+    )
     .await?;
     story.say(format!(
         "5/5 resolved: the page alert cleared {} s after recovery and the receiver heard it (at {})",
@@ -453,7 +476,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // The receiver first: Sightline's config points at it.
     let receiver_listener = tokio::net::TcpListener::bind(args.receiver_listen)
         .await
-        .with_context(|| format!("cannot listen on {} for the demo receiver", args.receiver_listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the demo receiver",
+                args.receiver_listen
+            )
+        })?;
     let receiver_addr = receiver_listener.local_addr()?;
     let inbox_: SharedInbox = Default::default();
     let stop_receiver = CancellationToken::new();
@@ -507,16 +535,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     println!("Sightline demo — Ctrl-C stops everything");
-    println!("  API        {api}   (SLOs: {api}/api/v1/slos, SQL: POST {api}/api/v1/sql, metrics: {api}/metrics)");
-    println!("  OTLP       gRPC {}, HTTP {}", bound.otlp_grpc, bound.otlp_http);
-    println!("  shop       {}   (sample backend; faults: {}/admin/faults)", shop.url, shop.url);
+    println!(
+        "  API        {api}   (SLOs: {api}/api/v1/slos, SQL: POST {api}/api/v1/sql, metrics: {api}/metrics)"
+    );
+    println!(
+        "  OTLP       gRPC {}, HTTP {}",
+        bound.otlp_grpc, bound.otlp_http
+    );
+    println!(
+        "  shop       {}   (sample backend; faults: {}/admin/faults)",
+        shop.url, shop.url
+    );
     println!("  receiver   http://{receiver_addr}/alerts   (prints every notification)");
     println!(
         "  data       {}{}",
         data_dir.display(),
-        if temporary.is_some() { " (temporary)" } else { "" }
+        if temporary.is_some() {
+            " (temporary)"
+        } else {
+            ""
+        }
     );
-    println!("  SLOs       checkout-availability (spans), checkout-latency (histogram), checkout-log-availability (logs)");
+    println!(
+        "  SLOs       checkout-availability (spans), checkout-latency (histogram), checkout-log-availability (logs)"
+    );
     println!(
         "  try        curl -s {api}/api/v1/sql -d '{{\"sql\": \"SELECT name, count(*) FROM spans GROUP BY 1 ORDER BY 2 DESC\"}}'"
     );

@@ -32,7 +32,10 @@ fn alerts(n: usize) -> Vec<FiringAlert> {
                 labels,
                 annotations: BTreeMap::from([
                     ("summary".to_string(), "burning".to_string()),
-                    ("runbook".to_string(), "https://runbooks.example.com/x".to_string()),
+                    (
+                        "runbook".to_string(),
+                        "https://runbooks.example.com/x".to_string(),
+                    ),
                 ]),
                 starts_at: NOW,
             }
@@ -84,14 +87,14 @@ fn bench(c: &mut Criterion) {
 
     let mut d = dispatcher();
     d.observe(&alerts(20), NOW);
-    let n: Notification = d
-        .flush(NOW + 2 * SECOND, &never)
-        .0
-        .remove(0)
-        .notification;
+    let n: Notification = d.flush(NOW + 2 * SECOND, &never).0.remove(0).notification;
     let mut r = c.benchmark_group("render");
     r.bench_function("webhook_body", |b| {
-        b.iter(|| serde_json::to_vec(&n.webhook_payload(0)).expect("json").len())
+        b.iter(|| {
+            serde_json::to_vec(&n.webhook_payload(0))
+                .expect("json")
+                .len()
+        })
     });
     r.bench_function("email_bodies", |b| {
         b.iter(|| n.text_body().len() + n.html_body().len())

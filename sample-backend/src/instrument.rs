@@ -12,9 +12,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::metrics::{Histogram, UpDownCounter};
 use opentelemetry::propagation::{Extractor, Injector};
-use opentelemetry::trace::{
-    FutureExt as _, SpanKind, Status, TraceContextExt as _, Tracer as _,
-};
+use opentelemetry::trace::{FutureExt as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue, global};
 
 pub const SCOPE: &str = "sample-backend";
@@ -101,7 +99,11 @@ pub async fn server(
         KeyValue::new("url.path", req.uri().path().to_string()),
         KeyValue::new("url.scheme", "http"),
     ];
-    if let Some(ua) = req.headers().get("user-agent").and_then(|v| v.to_str().ok()) {
+    if let Some(ua) = req
+        .headers()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+    {
         attributes.push(KeyValue::new("user_agent.original", ua.to_string()));
     }
     let span = tracer
@@ -216,7 +218,9 @@ impl Client {
             .start_with_context(&tracer, &Context::current());
         let cx = Context::current().with_span(span);
         let mut headers = HashMap::new();
-        global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(&mut headers)));
+        global::get_text_map_propagator(|p| {
+            p.inject_context(&cx, &mut HeaderInjector(&mut headers))
+        });
         let mut req = self.http.request(method.clone(), &url).timeout(timeout);
         for (k, v) in headers {
             req = req.header(k, v);

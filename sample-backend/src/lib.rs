@@ -58,16 +58,28 @@ pub fn router(shop: Arc<Shop>, ins: Instruments) -> Router {
         .route("/api/cart/{user}/items", post(shop::add_item))
         .route("/api/cart/{user}", get(shop::get_cart))
         .route("/api/checkout", post(shop::checkout))
-        .route_layer(axum::middleware::from_fn_with_state(shop.clone(), shop::limit));
+        .route_layer(axum::middleware::from_fn_with_state(
+            shop.clone(),
+            shop::limit,
+        ));
     let internal = Router::new()
         .route("/internal/payment/charge", post(shop::charge))
-        .route("/internal/recommendations/{user}", get(shop::recommendations));
+        .route(
+            "/internal/recommendations/{user}",
+            get(shop::recommendations),
+        );
     let traced = api
         .merge(internal)
-        .route_layer(axum::middleware::from_fn_with_state(ins, instrument::server))
+        .route_layer(axum::middleware::from_fn_with_state(
+            ins,
+            instrument::server,
+        ))
         .with_state(shop.clone());
     let admin = Router::new()
-        .route("/admin/faults", get(shop::get_faults).delete(shop::clear_faults))
+        .route(
+            "/admin/faults",
+            get(shop::get_faults).delete(shop::clear_faults),
+        )
         .route("/admin/faults/{component}", put(shop::put_fault))
         .with_state(shop);
     traced
@@ -114,7 +126,10 @@ pub async fn serve(
         .build();
     if let Some(path) = &opts.ready_file {
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::json!({ "http": addr.to_string() }).to_string())?;
+        std::fs::write(
+            &tmp,
+            serde_json::json!({ "http": addr.to_string() }).to_string(),
+        )?;
         std::fs::rename(&tmp, path)?;
     }
     tracing::info!(%addr, "shop listening");

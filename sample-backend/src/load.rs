@@ -49,7 +49,11 @@ async fn act(http: &reqwest::Client, base: &str, action: Action) {
     // Outcomes show in the shop's telemetry; the driver only keeps going.
     let _ = match action {
         Action::Browse => http.get(format!("{base}/api/catalog")).send().await,
-        Action::ViewProduct => http.get(format!("{base}/api/catalog/{product}")).send().await,
+        Action::ViewProduct => {
+            http.get(format!("{base}/api/catalog/{product}"))
+                .send()
+                .await
+        }
         Action::AddToCart => add(&user).await,
         Action::ViewCart => http.get(format!("{base}/api/cart/{user}")).send().await,
         Action::Checkout => {

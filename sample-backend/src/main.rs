@@ -3,7 +3,11 @@
 use clap::Parser;
 
 #[derive(Debug, Parser)]
-#[command(name = "sample-backend", version, about = "A shop instrumented with OpenTelemetry")]
+#[command(
+    name = "sample-backend",
+    version,
+    about = "A shop instrumented with OpenTelemetry"
+)]
 struct Cli {
     #[command(flatten)]
     opts: sample_backend::Options,

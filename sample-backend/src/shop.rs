@@ -37,7 +37,10 @@ impl Fault {
             .split_once('=')
             .ok_or_else(|| format!("{s:?}: expected COMPONENT=ERROR_RATE[:LATENCYms]"))?;
         if !COMPONENTS.contains(&name) {
-            return Err(format!("{name:?} is not a component ({})", COMPONENTS.join(", ")));
+            return Err(format!(
+                "{name:?} is not a component ({})",
+                COMPONENTS.join(", ")
+            ));
         }
         let (rate, latency) = spec.split_once(':').unwrap_or((spec, "0ms"));
         let error_rate: f64 = rate
@@ -165,12 +168,36 @@ pub struct Product {
 }
 
 pub const CATALOG: [Product; 6] = [
-    Product { id: 1, name: "espresso beans", price_cents: 1490 },
-    Product { id: 2, name: "pour-over kettle", price_cents: 4900 },
-    Product { id: 3, name: "ceramic dripper", price_cents: 2400 },
-    Product { id: 4, name: "paper filters", price_cents: 590 },
-    Product { id: 5, name: "hand grinder", price_cents: 8900 },
-    Product { id: 6, name: "travel mug", price_cents: 1900 },
+    Product {
+        id: 1,
+        name: "espresso beans",
+        price_cents: 1490,
+    },
+    Product {
+        id: 2,
+        name: "pour-over kettle",
+        price_cents: 4900,
+    },
+    Product {
+        id: 3,
+        name: "ceramic dripper",
+        price_cents: 2400,
+    },
+    Product {
+        id: 4,
+        name: "paper filters",
+        price_cents: 590,
+    },
+    Product {
+        id: 5,
+        name: "hand grinder",
+        price_cents: 8900,
+    },
+    Product {
+        id: 6,
+        name: "travel mug",
+        price_cents: 1900,
+    },
 ];
 
 #[derive(Debug)]
@@ -210,7 +237,10 @@ impl Shop {
     /// Applies an injected fault: waits the added latency, then fails with the configured
     /// probability.
     async fn fault(&self, component: &str) -> Result<(), String> {
-        let f = lock(&self.faults).get(component).copied().unwrap_or_default();
+        let f = lock(&self.faults)
+            .get(component)
+            .copied()
+            .unwrap_or_default();
         if f.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(f.latency_ms)).await;
         }
@@ -271,7 +301,11 @@ pub async fn get_product(State(shop): State<AppState>, Path(id): Path<u32>) -> R
     shop.work("catalog.lookup", 2).await;
     match CATALOG.iter().find(|p| p.id == id) {
         Some(p) => Json(p).into_response(),
-        None => fail(StatusCode::NOT_FOUND, "NotFound", format!("no product {id}")),
+        None => fail(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("no product {id}"),
+        ),
     }
 }
 
@@ -343,20 +377,32 @@ pub async fn checkout(
     };
     let items = lock(&shop.carts).remove(&req.user).unwrap_or_default();
     if items.is_empty() {
-        return fail(StatusCode::UNPROCESSABLE_ENTITY, "EmptyCart", "the cart is empty".into());
+        return fail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "EmptyCart",
+            "the cart is empty".into(),
+        );
     }
     let mut total = 0u64;
     for (product, qty) in &items {
         match shop
             .client
-            .get_with_retry(&format!("/api/catalog/{product}"), Duration::from_millis(500), 3)
+            .get_with_retry(
+                &format!("/api/catalog/{product}"),
+                Duration::from_millis(500),
+                3,
+            )
             .await
         {
             Ok(p) => total += p["price_cents"].as_u64().unwrap_or(0) * u64::from(*qty),
             Err(e) => {
                 lock(&shop.carts).insert(req.user.clone(), items.clone());
                 tracing::error!(checkout.outcome = "error", user = %req.user, error = %e, "checkout failed: catalog unavailable");
-                return fail(StatusCode::SERVICE_UNAVAILABLE, "CatalogUnavailable", format!("catalog: {e}"));
+                return fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "CatalogUnavailable",
+                    format!("catalog: {e}"),
+                );
             }
         }
     }
@@ -364,9 +410,10 @@ pub async fn checkout(
     let allowed = lock(&shop.payment_breaker).allow(Instant::now());
     if !allowed {
         lock(&shop.carts).insert(req.user.clone(), items);
-        Context::current()
-            .span()
-            .add_event("circuit_open", vec![KeyValue::new("peer.service", "payment")]);
+        Context::current().span().add_event(
+            "circuit_open",
+            vec![KeyValue::new("peer.service", "payment")],
+        );
         tracing::error!(checkout.outcome = "error", user = %req.user, "checkout failed: payment circuit open");
         return fail(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -374,7 +421,10 @@ pub async fn checkout(
             "payment is unavailable (circuit open)".into(),
         );
     }
-    let order = shop.orders.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let order = shop
+        .orders
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
     let paid = shop
         .client
         .call(
@@ -391,7 +441,11 @@ pub async fn checkout(
     if let Err(e) = paid {
         lock(&shop.carts).insert(req.user.clone(), items);
         tracing::error!(checkout.outcome = "error", order_id = order, user = %req.user, error = %e, "checkout failed: payment declined or unavailable");
-        return fail(StatusCode::BAD_GATEWAY, "PaymentFailed", format!("payment: {e}"));
+        return fail(
+            StatusCode::BAD_GATEWAY,
+            "PaymentFailed",
+            format!("payment: {e}"),
+        );
     }
     // Recommendations are nice to have: a short timeout, and checkout answers without them.
     let recommendations = match shop
@@ -493,7 +547,13 @@ mod tests {
     fn faults_parse_and_are_checked() {
         assert_eq!(
             Fault::parse("payment=0.25:300ms"),
-            Ok(("payment".into(), Fault { error_rate: 0.25, latency_ms: 300 }))
+            Ok((
+                "payment".into(),
+                Fault {
+                    error_rate: 0.25,
+                    latency_ms: 300
+                }
+            ))
         );
         assert!(Fault::parse("payment=2").is_err());
         assert!(Fault::parse("warp-drive=0.1").is_err());

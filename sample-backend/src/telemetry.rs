@@ -175,9 +175,12 @@ pub fn init(service: &str) -> anyhow::Result<Telemetry> {
     let quiet = "h2=off,hyper=off,hyper_util=off,tonic=off,tower=off,reqwest=off,opentelemetry=off,opentelemetry_sdk=off";
     let bridge = OpenTelemetryTracingBridge::new(&logger)
         .with_filter(EnvFilter::new(format!("info,{quiet}")));
-    let console = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("info,{quiet}"))),
-    );
+    let console = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(format!("info,{quiet}"))),
+        );
     tracing_subscriber::registry()
         .with(console)
         .with(bridge)

@@ -253,7 +253,10 @@ pub fn annotations(
         if b > 0.0 {
             format!(" {} of the error budget remains.", percent(b))
         } else {
-            format!(" The error budget is spent ({} of it used).", percent(1.0 - b))
+            format!(
+                " The error budget is spent ({} of it used).",
+                percent(1.0 - b)
+            )
         }
     });
     let (summary, description) = match rule {
@@ -396,10 +399,16 @@ mod tests {
              30d). 71.2% of the error budget remains."
         );
         assert_eq!(a["runbook"], "https://r.example/x");
-        assert_eq!((a["long_window"].as_str(), a["short_window"].as_str()), ("1h", "5m"));
+        assert_eq!(
+            (a["long_window"].as_str(), a["short_window"].as_str()),
+            ("1h", "5m")
+        );
         let spent = BTreeMap::from([("budget_remaining".to_string(), -1.5)]);
         let a = annotations(&slo, &Rule::BudgetExhausted, "eu", &spent);
-        assert_eq!(a["summary"], "checkout (eu) has spent its whole error budget");
+        assert_eq!(
+            a["summary"],
+            "checkout (eu) has spent its whole error budget"
+        );
         assert!(a["description"].ends_with("The error budget is spent (250% of it used)."));
     }
 
