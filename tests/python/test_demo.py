@@ -116,7 +116,7 @@ def test_the_demo_scenario_fires_and_resolves_the_page_alert(tmp_path):
         assert orphans[0]["n"] == 0, orphans
         errors = sql(
             "SELECT count(*) AS n FROM spans WHERE http_route = '/internal/payment/charge' "
-            "AND status_code = 'error' AND array_length(events) > 0"
+            "AND status_code = 'error' AND cardinality(events) > 0"
         )
         assert errors[0]["n"] > 0, "failed charges are error spans with an exception event"
         metrics = sql(
