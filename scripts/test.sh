@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of Sightline on a fresh machine: the Rust unit and integration tests (which
-# start the real server and talk to it with the OpenTelemetry Rust SDK), then the Python suite
-# (the OpenTelemetry Python SDK, pyarrow and DuckDB against the real server). Installs what the
-# tests need into caches outside the checkout, so a second run (or another clone) reuses them.
+# start the real server and talk to it with the OpenTelemetry Rust SDK), the Python suite
+# (the OpenTelemetry Python SDK, pyarrow, DuckDB, a webhook server and aiosmtpd against the real
+# server), then the web UI in headless Chromium (playwright-core). Installs what the tests need
+# (Python packages into a cache outside the checkout, Debian's chromium) by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,3 +37,15 @@ step "Python: end-to-end tests against the real server"
 cargo build --workspace --quiet
 export SIGHTLINE_BIN="$CARGO_TARGET_DIR/debug/sightline"
 "$VENV/bin/python" -m pytest tests/python -q -p no:cacheprovider
+
+step "Web UI: pages in headless Chromium against \`sightline demo\`"
+if [ ! -x /usr/bin/chromium ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+fi
+[ -d ui/web/node_modules ] || (cd ui/web && npm ci --no-audit --no-fund --loglevel=error)
+export SIGHTLINE_ARTIFACTS="${SIGHTLINE_ARTIFACTS:-$CARGO_TARGET_DIR/ui-test-results}"
+(cd ui/web && npm test)
+echo "screenshots: $SIGHTLINE_ARTIFACTS"

@@ -391,7 +391,7 @@ async fn scenario(
         args.outage_error_rate * 100.0
     ));
     story.say(format!(
-        "        watch the budget burn: curl -s {api}/api/v1/slos/{SLO} | jq '{{budget, burn_rates, alert_state}}'"
+        "        watch the budget burn: {api}/slos/{SLO}?refresh=10s (or curl -s {api}/api/v1/slos/{SLO})"
     ));
     let fired = wait_for("the page alert", Duration::from_secs(300), || async {
         page_state(&http, api).await.as_deref() == Some("firing")
@@ -535,8 +535,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     println!("Sightline demo — Ctrl-C stops everything");
+    println!("  UI         {api}/slos/{SLO}   (also {api}/alerts and {api}/sql)");
     println!(
-        "  API        {api}   (SLOs: {api}/api/v1/slos, SQL: POST {api}/api/v1/sql, metrics: {api}/metrics)"
+        "  API        {api}/api/v1   (SLOs: {api}/api/v1/slos, SQL: POST {api}/api/v1/sql, metrics: {api}/metrics)"
     );
     println!(
         "  OTLP       gRPC {}, HTTP {}",

@@ -14,6 +14,7 @@ pub mod format;
 pub mod slos;
 pub mod sql;
 pub mod traces;
+pub mod web;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,7 +57,7 @@ pub struct ApiState {
 /// The API routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/api/v1", get(index))
         .route("/api/v1/sql", post(sql::handle))
         .route("/api/v1/flush", post(flush))
         .route("/api/v1/traces/{trace_id}", get(traces::get))
@@ -66,6 +67,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .fallback(get(web::serve))
         .with_state(state)
 }
 

@@ -1,0 +1,51 @@
+// Time-series charts with uPlot.
+
+import uPlot from "uplot";
+import "uplot/dist/uPlot.min.css";
+
+export interface Series {
+  label: string;
+  values: (number | null)[];
+  color?: string;
+  dash?: number[];
+}
+
+const PALETTE = ["#3b82f6", "#ef4444", "#10b981", "#f59e0b", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16"];
+
+/// A line chart of `series` over `times` (seconds since the epoch) in `el`, resized with it.
+export function lineChart(
+  el: HTMLElement,
+  times: number[],
+  series: Series[],
+  opts: { height?: number; yLabel?: string; yRange?: [number | null, number | null] } = {},
+): uPlot {
+  const width = Math.max(el.clientWidth, 320);
+  const dark = document.documentElement.dataset.theme === "dark";
+  const axis = { stroke: dark ? "#cbd5e1" : "#334155", grid: { stroke: dark ? "#334155" : "#e2e8f0" } };
+  const plot = new uPlot(
+    {
+      width,
+      height: opts.height ?? 220,
+      scales: {
+        x: { time: true },
+        y: opts.yRange ? { range: (_u, min, max) => [opts.yRange![0] ?? min, opts.yRange![1] ?? max] } : {},
+      },
+      axes: [axis, { ...axis, label: opts.yLabel, size: 60 }],
+      series: [
+        {},
+        ...series.map((s, i) => ({
+          label: s.label,
+          stroke: s.color ?? PALETTE[i % PALETTE.length],
+          width: 2,
+          dash: s.dash,
+          spanGaps: false,
+        })),
+      ],
+    },
+    [times, ...series.map((s) => s.values)] as uPlot.AlignedData,
+    el,
+  );
+  const ro = new ResizeObserver(() => plot.setSize({ width: Math.max(el.clientWidth, 320), height: opts.height ?? 220 }));
+  ro.observe(el);
+  return plot;
+}

@@ -1,0 +1,127 @@
+// The app shell: navigation, time range and auto-refresh, theme, and the page router.
+
+import "./style.css";
+import { clear, h, note } from "./dom";
+import { PRESETS, REFRESH, navigate, param, parseDuration, setParams } from "./state";
+import { alertsPage } from "./pages/alerts";
+import { sloPage, slosPage } from "./pages/slos";
+import { sqlPage } from "./pages/sql";
+
+/// A page renders into `root`; it may return a cleanup function.
+export type Page = (root: HTMLElement, signal: AbortSignal) => Promise<void> | void;
+
+interface Route {
+  path: RegExp;
+  title: string;
+  nav?: string;
+  page: (m: RegExpExecArray) => Page;
+}
+
+const routes: Route[] = [
+  { path: /^\/(slos)?\/?$/, title: "SLOs", nav: "/slos", page: () => slosPage },
+  { path: /^\/slos\/([^/]+)$/, title: "SLO", page: (m) => sloPage(decodeURIComponent(m[1])) },
+  { path: /^\/alerts\/?$/, title: "Alerts", nav: "/alerts", page: () => alertsPage },
+  { path: /^\/sql\/?$/, title: "SQL", nav: "/sql", page: () => sqlPage },
+];
+
+function theme(): "light" | "dark" {
+  const saved = localStorage.getItem("sightline-theme");
+  if (saved === "light" || saved === "dark") return saved;
+  return matchMedia("(prefers-color-scheme: dark)").matches ? "dark" : "light";
+}
+
+let current: AbortController | null = null;
+let timer: number | undefined;
+
+function header(): HTMLElement {
+  const from = param("from", "now-1h");
+  const refresh = param("refresh", "off");
+  const rangeSelect = h(
+    "select",
+    { "aria-label": "Time range", onchange: (e: Event) => setParams({ from: (e.target as HTMLSelectElement).value, to: "" }) },
+    PRESETS.map(([v, label]) => h("option", { value: v, selected: v === from }, label)),
+    PRESETS.some(([v]) => v === from) ? null : h("option", { value: from, selected: true }, `From ${from}`),
+  );
+  const refreshSelect = h(
+    "select",
+    { "aria-label": "Auto-refresh", onchange: (e: Event) => setParams({ refresh: (e.target as HTMLSelectElement).value }, true) },
+    REFRESH.map((v) => h("option", { value: v, selected: v === refresh }, v === "off" ? "Refresh: off" : `Every ${v}`)),
+  );
+  const links = routes
+    .filter((r) => r.nav)
+    .map((r) =>
+      h(
+        "a",
+        {
+          href: r.nav,
+          class: location.pathname.startsWith(r.nav!) || (r.nav === "/slos" && location.pathname === "/") ? "active" : "",
+          onclick: (e: MouseEvent) => {
+            if (e.metaKey || e.ctrlKey) return;
+            e.preventDefault();
+            const keep = new URLSearchParams();
+            for (const k of ["from", "to", "refresh"]) if (param(k)) keep.set(k, param(k));
+            navigate(`${r.nav}${keep.toString() ? `?${keep}` : ""}`);
+          },
+        },
+        r.title,
+      ),
+    );
+  const themeButton = h(
+    "button",
+    {
+      title: "Switch theme",
+      "aria-label": "Switch theme",
+      onclick: () => {
+        const next = document.documentElement.dataset.theme === "dark" ? "light" : "dark";
+        localStorage.setItem("sightline-theme", next);
+        document.documentElement.dataset.theme = next;
+        render();
+      },
+    },
+    document.documentElement.dataset.theme === "dark" ? "☀" : "☾",
+  );
+  return h(
+    "header.top",
+    {},
+    h("a.brand", { href: "/" }, "Sightline"),
+    h("nav.pages", {}, links),
+    h("div.controls", {}, rangeSelect, refreshSelect, themeButton),
+  );
+}
+
+function render(): void {
+  current?.abort();
+  current = new AbortController();
+  window.clearInterval(timer);
+  const app = document.getElementById("app")!;
+  const route = routes.find((r) => r.path.test(location.pathname));
+  const main = h("main", {});
+  clear(app, header(), main);
+  if (!route) {
+    document.title = "Not found · Sightline";
+    clear(main, note("empty", `There is no page at ${location.pathname}.`));
+    return;
+  }
+  const page = route.page(route.path.exec(location.pathname)!);
+  document.title = `${route.title} · Sightline`;
+  const run = () => {
+    const signal = current!.signal;
+    Promise.resolve(page(main, signal)).catch((e: unknown) => {
+      if (!signal.aborted) clear(main, note("error", e instanceof Error ? e.message : String(e)));
+    });
+  };
+  run();
+  const every = parseDuration(param("refresh", "off"));
+  if (every) {
+    timer = window.setInterval(() => {
+      current?.abort();
+      current = new AbortController();
+      run();
+    }, every);
+  }
+}
+
+document.documentElement.dataset.theme = theme();
+window.addEventListener("popstate", render);
+window.addEventListener("sightline:navigate", render);
+render();

@@ -1,0 +1,166 @@
+// The web UI in a real headless Chromium (Debian's /usr/bin/chromium, driven by
+// playwright-core) against `sightline demo`: real OpenTelemetry SDK data from the sample shop,
+// SLOs, an outage whose page alert fires and resolves, notifications to a real webhook
+// receiver. Each page must load without console errors and show what the API says.
+// Screenshots go to test-results/ (or $SIGHTLINE_ARTIFACTS).
+//
+//   SIGHTLINE_BIN=$CARGO_TARGET_DIR/debug/sightline npm test
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, existsSync, mkdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+const BIN = process.env.SIGHTLINE_BIN;
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const ARTIFACTS = process.env.SIGHTLINE_ARTIFACTS ?? new URL("../test-results", import.meta.url).pathname;
+
+let demo, browser, base, output = "", work;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what, check, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${output.slice(-3000)}`);
+    await sleep(500);
+  }
+}
+
+async function api(path, init) {
+  const r = await fetch(`${base}${path}`, init);
+  assert.equal(r.status, 200, `${path}: ${r.status}`);
+  return r.json();
+}
+
+before(async () => {
+  assert.ok(BIN, "set SIGHTLINE_BIN to the sightline binary");
+  mkdirSync(ARTIFACTS, { recursive: true });
+  work = mkdtempSync(join(tmpdir(), "sightline-ui-"));
+  const ready = join(work, "ready.json");
+  demo = spawn(BIN, [
+    "demo", "--data-dir", join(work, "data"), "--warmup", "10s",
+    "--http-listen", "127.0.0.1:0", "--otlp-grpc-listen", "127.0.0.1:0", "--otlp-http-listen", "127.0.0.1:0",
+    "--shop-listen", "127.0.0.1:0", "--receiver-listen", "127.0.0.1:0", "--ready-file", ready,
+  ], { stdio: ["ignore", "pipe", "pipe"] });
+  demo.stdout.on("data", (d) => (output += d));
+  demo.stderr.on("data", (d) => (output += d));
+  const addrs = await until("the demo's ready file", () => existsSync(ready) && JSON.parse(readFileSync(ready, "utf8")), 60_000);
+  base = `http://${addrs.http}`;
+  await until("the scenario to finish", () => output.includes("5/5 resolved"), 600_000);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (demo && demo.exitCode === null) {
+    demo.kill("SIGINT");
+    await new Promise((r) => demo.once("exit", r));
+  }
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+/// Opens a page, failing on console errors and page errors.
+async function open(path, { theme = "light" } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1366, height: 860 }, acceptDownloads: true });
+  await context.addInitScript((t) => localStorage.setItem("sightline-theme", t), theme);
+  const page = await context.newPage();
+  const errors = [];
+  page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+  page.on("pageerror", (e) => errors.push(String(e)));
+  await page.goto(`${base}${path}`);
+  return { page, errors, context };
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+}
+
+test("the SLO list shows each SLO with the API's budget", async () => {
+  const { page, errors, context } = await open("/slos");
+  const row = page.locator('tr[data-slo="checkout-availability"]');
+  await row.waitFor();
+  const slo = await api("/api/v1/slos/checkout-availability");
+  const shown = await row.locator('[data-testid="budget-remaining"]').innerText();
+  const expected = `${(slo.budget.remaining * 100).toFixed(2).replace(/\.?0+$/, "")}%`;
+  assert.equal(shown, expected);
+  assert.equal(await page.locator('[data-testid="slo-list"] tbody tr').count(), 3);
+  await shot(page, "slos");
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("an SLO page shows its budget, charts and the alert that fired and resolved", async () => {
+  const { page, errors, context } = await open("/slos/checkout-availability?from=now-1h");
+  await page.locator('[data-testid="alert-history"]').waitFor();
+  const slo = await api("/api/v1/slos/checkout-availability");
+  const budget = await page.locator('[data-testid="stat-Budget remaining"]').innerText();
+  assert.equal(budget, `${(slo.budget.remaining * 100).toFixed(2).replace(/\.?0+$/, "")}%`);
+  const history = await page.locator('[data-testid="alert-history"] tbody').innerText();
+  assert.match(history, /page\s+–\s+firing/);
+  assert.match(history, /page\s+–\s+resolved/);
+  assert.ok(await page.locator('[data-testid="alert-rules"] tbody tr').count() >= 2);
+  // The bad events link opens the SQL console with a query that finds them.
+  await page.getByText("The bad events that spent the budget").click();
+  await page.locator('[data-testid="sql-results"]').waitFor();
+  assert.ok(await page.locator('[data-testid="sql-results"] tbody tr').count() > 0);
+  await shot(page, "slo-bad-events");
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("the alerts page lists notifications, and silences can be made and expired", async () => {
+  const { page, errors, context } = await open("/alerts?from=now-1h", { theme: "dark" });
+  await page.locator('[data-testid="notifications"]').waitFor();
+  const rows = await page.locator('[data-testid="notifications"] tbody').innerText();
+  assert.match(rows, /delivered/);
+  assert.match(rows, /demo-webhook \(webhook\)/);
+  await page.getByLabel("Matchers").fill('slo="checkout-latency", severity="page"');
+  await page.getByLabel("Comment").fill("browser test");
+  await page.getByRole("button", { name: "Silence" }).click();
+  await page.locator('[data-testid="silences"]').waitFor();
+  assert.match(await page.locator('[data-testid="silences"]').innerText(), /active/);
+  const listed = await api("/api/v1/silences");
+  assert.equal(listed.length, 1);
+  assert.equal(listed[0].comment, "browser test");
+  await shot(page, "alerts-dark");
+  await page.getByRole("button", { name: "Expire" }).click();
+  await until("the silence to expire", async () => /expired/.test(await page.locator('[data-testid="silences"]').innerText()), 10_000);
+  assert.equal((await api("/api/v1/silences"))[0].status.state, "expired");
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("the SQL console runs a query, charts a time column and exports CSV", async () => {
+  const { page, errors, context } = await open("/sql");
+  await page.locator("details summary", { hasText: "spans" }).first().waitFor();
+  await page.getByLabel("SQL query").fill(
+    "SELECT date_trunc('minute', start_time) AS minute, count(*) AS spans FROM spans GROUP BY 1 ORDER BY 1",
+  );
+  await page.getByRole("button", { name: "Run (Ctrl+Enter)" }).click();
+  await page.locator('[data-testid="sql-results"]').waitFor();
+  const n = await page.locator('[data-testid="sql-results"] tbody tr').count();
+  assert.ok(n >= 2, `${n} rows`);
+  await page.locator('[data-testid="sql-chart"] canvas').waitFor();
+  assert.match(page.url(), /q=SELECT/);
+  const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Export CSV" }).click()]);
+  const csv = readFileSync(await download.path(), "utf8");
+  assert.match(csv.split("\n")[0], /minute,spans/);
+  await shot(page, "sql");
+  // A bad query gets the server's message, and the page keeps working.
+  await page.getByLabel("SQL query").fill("SELECT nope FROM spans");
+  await page.getByRole("button", { name: "Run (Ctrl+Enter)" }).click();
+  await page.locator(".note.error").waitFor();
+  assert.match(await page.locator(".note.error").innerText(), /nope/);
+  assert.deepEqual(errors.filter((e) => !e.includes("400")), []);
+  await context.close();
+});
