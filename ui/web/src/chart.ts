@@ -17,9 +17,9 @@ export function lineChart(
   el: HTMLElement,
   times: number[],
   series: Series[],
-  opts: { height?: number; yLabel?: string; yRange?: [number | null, number | null] } = {},
+  opts: { height?: number; yLabel?: string; yRange?: [number | null, number | null]; spark?: boolean } = {},
 ): uPlot {
-  const width = Math.max(el.clientWidth, 320);
+  const width = opts.spark ? Math.max(el.clientWidth, 120) : Math.max(el.clientWidth, 320);
   const dark = document.documentElement.dataset.theme === "dark";
   const axis = { stroke: dark ? "#cbd5e1" : "#334155", grid: { stroke: dark ? "#334155" : "#e2e8f0" } };
   const plot = new uPlot(
@@ -30,7 +30,9 @@ export function lineChart(
         x: { time: true },
         y: opts.yRange ? { range: (_u, min, max) => [opts.yRange![0] ?? min, opts.yRange![1] ?? max] } : {},
       },
-      axes: [axis, { ...axis, label: opts.yLabel, size: 60 }],
+      axes: opts.spark ? [{ show: false }, { show: false }] : [axis, { ...axis, label: opts.yLabel, size: 60 }],
+      legend: { show: !opts.spark },
+      cursor: opts.spark ? { show: false } : {},
       series: [
         {},
         ...series.map((s, i) => ({
@@ -45,7 +47,9 @@ export function lineChart(
     [times, ...series.map((s) => s.values)] as uPlot.AlignedData,
     el,
   );
-  const ro = new ResizeObserver(() => plot.setSize({ width: Math.max(el.clientWidth, 320), height: opts.height ?? 220 }));
+  const ro = new ResizeObserver(() =>
+    plot.setSize({ width: Math.max(el.clientWidth, opts.spark ? 120 : 320), height: opts.height ?? 220 }),
+  );
   ro.observe(el);
   return plot;
 }

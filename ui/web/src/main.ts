@@ -4,8 +4,12 @@ import "./style.css";
 import { clear, h, note } from "./dom";
 import { PRESETS, REFRESH, navigate, param, parseDuration, setParams } from "./state";
 import { alertsPage } from "./pages/alerts";
+import { logsPage } from "./pages/logs";
+import { metricsPage } from "./pages/metrics";
+import { servicesPage } from "./pages/services";
 import { sloPage, slosPage } from "./pages/slos";
 import { sqlPage } from "./pages/sql";
+import { tracePage, tracesPage } from "./pages/traces";
 
 /// A page renders into `root`; it may return a cleanup function.
 export type Page = (root: HTMLElement, signal: AbortSignal) => Promise<void> | void;
@@ -18,7 +22,12 @@ interface Route {
 }
 
 const routes: Route[] = [
-  { path: /^\/(slos)?\/?$/, title: "SLOs", nav: "/slos", page: () => slosPage },
+  { path: /^\/(services)?\/?$/, title: "Services", nav: "/services", page: () => servicesPage },
+  { path: /^\/traces\/?$/, title: "Traces", nav: "/traces", page: () => tracesPage },
+  { path: /^\/traces\/([0-9a-fA-F]+)$/, title: "Trace", page: (m) => tracePage(m[1]) },
+  { path: /^\/logs\/?$/, title: "Logs", nav: "/logs", page: () => logsPage },
+  { path: /^\/metrics\/explore\/?$/, title: "Metrics", nav: "/metrics/explore", page: () => metricsPage },
+  { path: /^\/slos\/?$/, title: "SLOs", nav: "/slos", page: () => slosPage },
   { path: /^\/slos\/([^/]+)$/, title: "SLO", page: (m) => sloPage(decodeURIComponent(m[1])) },
   { path: /^\/alerts\/?$/, title: "Alerts", nav: "/alerts", page: () => alertsPage },
   { path: /^\/sql\/?$/, title: "SQL", nav: "/sql", page: () => sqlPage },
@@ -54,7 +63,7 @@ function header(): HTMLElement {
         "a",
         {
           href: r.nav,
-          class: location.pathname.startsWith(r.nav!) || (r.nav === "/slos" && location.pathname === "/") ? "active" : "",
+          class: location.pathname.startsWith(r.nav!) || (r.nav === "/services" && location.pathname === "/") ? "active" : "",
           onclick: (e: MouseEvent) => {
             if (e.metaKey || e.ctrlKey) return;
             e.preventDefault();

@@ -164,3 +164,74 @@ test("the SQL console runs a query, charts a time column and exports CSV", async
   assert.deepEqual(errors.filter((e) => !e.includes("400")), []);
   await context.close();
 });
+
+test("services list the shop with rates and percentiles, linking to its traces", async () => {
+  const { page, errors, context } = await open("/services?from=now-1h");
+  const row = page.locator('tr[data-service="shop"]');
+  await row.waitFor();
+  const cells = await row.locator("td").allInnerTexts();
+  assert.ok(Number(cells[1]) > 1, `requests/s ${cells[1]}`);
+  assert.match(cells[2], /%$/);
+  assert.ok(Number(cells[5]) >= Number(cells[3]), "p99 >= p50");
+  await page.locator('tr[data-service="shop"] canvas').first().waitFor();
+  await shot(page, "services");
+  await row.getByText("traces").click();
+  await page.locator('[data-testid="trace-results"]').waitFor();
+  assert.match(page.url(), /\/traces\?.*service=shop/);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("a checkout trace shows its spans nested across the shop's HTTP hops", async () => {
+  const { page, errors, context } = await open("/traces?from=now-1h&service=shop&operation=POST%20%2Fapi%2Fcheckout");
+  await page.locator('[data-testid="trace-results"] tbody tr').first().waitFor();
+  await page.locator('[data-testid="trace-scatter"] canvas').first().waitFor();
+  await shot(page, "traces");
+  // A successful checkout: catalog lookups, payment and recommendations.
+  const [t] = await (await fetch(`${base}/api/v1/sql`, {
+    method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ sql: "SELECT trace_id FROM spans WHERE http_route = '/internal/recommendations/{user}' AND status_code <> 'error' LIMIT 1", format: "json" }),
+  }).then((r) => r.json())).rows;
+  await page.goto(`${base}/traces/${t[0]}`);
+  await page.locator('[data-testid="waterfall"] .span-row').first().waitFor();
+  const depth = async (text) => Number(await page.locator(".span-row", { hasText: text }).first().getAttribute("data-depth"));
+  assert.equal(await depth("POST /api/checkout"), 0);
+  assert.equal(await depth("POST /internal/payment/charge"), 2);
+  assert.equal(await depth("payment.authorize"), 3);
+  const trace = await api(`/api/v1/traces/${t[0]}`);
+  assert.equal(await page.locator(".span-row").count(), trace.spans.length);
+  await shot(page, "trace");
+  // Collapsing the root hides everything under it; details show attributes.
+  await page.locator(".span-row", { hasText: "POST /api/checkout" }).locator("button.toggle").click();
+  assert.equal(await page.locator(".span-row").count(), 1);
+  await page.locator(".span-row").first().click();
+  assert.match(await page.locator('[data-testid="span-details"]').innerText(), /http\.route/);
+  assert.match(await page.locator('[data-testid="trace-logs"]').innerText(), /checkout completed/);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("logs search by text and severity, and a log line opens its trace", async () => {
+  const { page, errors, context } = await open("/logs?from=now-1h&text=checkout%20failed&severity=error");
+  await page.locator('[data-testid="log-lines"] tbody tr').first().waitFor();
+  const text = await page.locator('[data-testid="log-lines"] tbody').innerText();
+  assert.match(text, /checkout failed/);
+  assert.doesNotMatch(text, /\bINFO\b/);
+  await page.locator('[data-testid="log-volume"] canvas').first().waitFor();
+  await shot(page, "logs");
+  await page.locator('[data-testid="log-lines"] tbody tr').first().getByText("trace →").click();
+  await page.locator('[data-testid="waterfall"] .span-row').first().waitFor();
+  assert.match(page.url(), /\/traces\/[0-9a-f]{32}$/);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("metrics chart a histogram's percentiles, grouped by an attribute", async () => {
+  const { page, errors, context } = await open("/metrics/explore?from=now-1h&metric=http.server.request.duration&group=http.route");
+  await page.locator('[data-testid="metric-chart"] canvas').first().waitFor();
+  const legend = await page.locator('[data-testid="metric-chart"] .u-legend').innerText();
+  assert.match(legend, /\/api\/checkout p95/);
+  await shot(page, "metrics");
+  assert.deepEqual(errors, []);
+  await context.close();
+});
