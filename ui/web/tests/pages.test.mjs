@@ -114,6 +114,9 @@ test("an SLO page shows its budget, charts and the alert that fired and resolved
   await page.locator('[data-testid="sql-results"]').waitFor();
   assert.ok(await page.locator('[data-testid="sql-results"] tbody tr').count() > 0);
   await shot(page, "slo-bad-events");
+  // …and each bad event opens its trace, where the failing hop is red.
+  await page.locator('[data-testid="sql-results"] tbody tr a').first().click();
+  await page.locator('[data-testid="waterfall"] .span-row.error').first().waitFor();
   assert.deepEqual(errors, []);
   await context.close();
 });
