@@ -19,7 +19,14 @@ export function lineChart(
   series: Series[],
   opts: { height?: number; yLabel?: string; yRange?: [number | null, number | null]; spark?: boolean } = {},
 ): uPlot {
-  const width = opts.spark ? Math.max(el.clientWidth, 120) : Math.max(el.clientWidth, 320);
+  const min = opts.spark ? 120 : 320;
+  // The content width (clientWidth includes the padding): a plot as wide as the padding box
+  // would widen a grid cell, which would widen the plot again.
+  const inner = () => {
+    const cs = getComputedStyle(el);
+    return Math.floor(el.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight));
+  };
+  const width = Math.max(inner(), min);
   const dark = document.documentElement.dataset.theme === "dark";
   const axis = { stroke: dark ? "#cbd5e1" : "#334155", grid: { stroke: dark ? "#334155" : "#e2e8f0" } };
   const plot = new uPlot(
@@ -47,9 +54,13 @@ export function lineChart(
     [times, ...series.map((s) => s.values)] as uPlot.AlignedData,
     el,
   );
-  const ro = new ResizeObserver(() =>
-    plot.setSize({ width: Math.max(el.clientWidth, opts.spark ? 120 : 320), height: opts.height ?? 220 }),
-  );
+  let last = width;
+  const ro = new ResizeObserver(() => {
+    const w = Math.max(inner(), min);
+    if (Math.abs(w - last) < 2) return;
+    last = w;
+    plot.setSize({ width: w, height: opts.height ?? 220 });
+  });
   ro.observe(el);
   return plot;
 }

@@ -169,7 +169,7 @@ test("the SQL console runs a query, charts a time column and exports CSV", async
 });
 
 test("services list the shop with rates and percentiles, linking to its traces", async () => {
-  const { page, errors, context } = await open("/services?from=now-1h");
+  const { page, errors, context } = await open("/services?from=now-5m");
   const row = page.locator('tr[data-service="shop"]');
   await row.waitFor();
   const cells = await row.locator("td").allInnerTexts();

@@ -136,7 +136,7 @@ export async function tracesPage(root: HTMLElement): Promise<void> {
   const dots = (): uPlot.Series.Points => ({ show: true, size: 6 });
   new uPlot(
     {
-      width: Math.max(chart.clientWidth, 320),
+      width: Math.max(chart.clientWidth - 24, 320),
       height: 180,
       scales: { x: { time: true } },
       axes: [{}, { label: "ms", size: 60 }],
