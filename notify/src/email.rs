@@ -126,7 +126,9 @@ impl Email {
             ),
             Err(e) => {
                 let code = e.status().map(|c| i64::from(u16::from(c)));
-                let outcome = if e.is_permanent() {
+                // 5xx replies, and client-side failures such as no common authentication
+                // mechanism: trying again would fail the same way.
+                let outcome = if e.is_permanent() || e.is_client() {
                     Outcome::Permanent
                 } else {
                     Outcome::Retryable

@@ -382,3 +382,42 @@ def test_webhooks_over_tls_and_email_with_starttls(tmp_path):
     finally:
         hook.stop()
         smtp.stop()
+
+
+def test_email_over_implicit_tls_with_authentication(tmp_path):
+    from aiosmtpd.smtp import AuthResult
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    ctx = __import__("ssl").SSLContext(__import__("ssl").PROTOCOL_TLS_SERVER)
+    cert.configure_cert(ctx)
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == b"alerts" and auth_data.password == b"s3cret"
+        logins.append((mechanism, auth_data.login, ok))
+        return AuthResult(success=ok)
+
+    # aiosmtpd counts only STARTTLS as TLS for auth_require_tls; this connection is TLS from
+    # its first byte, so that check is off.
+    smtp = Smtp().start(ssl_context=ctx, server_hostname="localhost", authenticator=authenticator,
+                        auth_require_tls=False)  # fmt: skip
+    service = "checkout-smtps"
+    try:
+        receivers = email_receiver(
+            "mail", smtp.port, f'ca_file = "{ca_file}"\nusername = "alerts"\npassword = "s3cret"'
+        ).replace('tls = "none"', 'tls = "tls"').replace("127.0.0.1:", "localhost:")
+        route = '\n[notify.route]\nreceivers = ["mail"]\n'
+        server, _ = start(tmp_path, receivers, service=service, route=route)
+        try:
+            outage(server, service)
+            poll(lambda: smtp.inbox, what="mail over implicit TLS", timeout=30)
+            assert smtp.messages()[0]["subject"] == f"[FIRING:2] {SLO} page"
+            assert logins and all(ok for _, _, ok in logins), logins
+            assert smtp.inbox[0].mail_from == "alerts@example.com"
+        finally:
+            stop(server)
+    finally:
+        smtp.stop()
