@@ -444,21 +444,6 @@ async fn scenario(
     Ok(())
 }
 
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let story = Story {
         started: Instant::now(),
@@ -582,7 +567,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         };
         tokio::select! {
             r = run => r,
-            _ = stop_signal() => {
+            _ = crate::serve::shutdown_signal() => {
                 println!();
                 story.say("stopping");
                 Ok(())

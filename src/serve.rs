@@ -102,7 +102,7 @@ fn write_ready_file(path: &Path, addrs: &serde_json::Value) -> anyhow::Result<()
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

@@ -133,13 +133,7 @@ impl Email {
                 } else {
                     Outcome::Retryable
                 };
-                let mut m = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    m.push_str(": ");
-                    m.push_str(&s.to_string());
-                    src = s.source();
-                }
+                let m = crate::deliver::chain(&e);
                 new_attempt(outcome, code, Some(clip(&m)), None)
             }
         }

@@ -234,15 +234,7 @@ impl Notifier {
             + 1;
         let mut queues: BTreeMap<GroupId, VecDeque<Pending>> = BTreeMap::new();
         for n in opened.pending {
-            queues
-                .entry((n.receiver.clone(), n.group_key.clone()))
-                .or_default()
-                .push_back(Pending {
-                    n,
-                    attempts: 0,
-                    not_before: now,
-                    last_error: None,
-                });
+            enqueue(&mut queues, n, now);
         }
         if !queues.is_empty() {
             tracing::info!(
@@ -354,6 +346,19 @@ impl Shared {
     }
 }
 
+/// Puts a notification at the end of its group's queue, due at once.
+fn enqueue(queues: &mut BTreeMap<GroupId, VecDeque<Pending>>, n: Notification, now: Nanos) {
+    queues
+        .entry((n.receiver.clone(), n.group_key.clone()))
+        .or_default()
+        .push_back(Pending {
+            n,
+            attempts: 0,
+            not_before: now,
+            last_error: None,
+        });
+}
+
 /// The same statuses for the same alerts.
 fn same(a: &Notification, b: &Notification) -> bool {
     let key = |n: &Notification| -> BTreeSet<(String, String)> {
@@ -409,15 +414,7 @@ impl Runner {
             s.metrics.count(&n.receiver, "queued");
             self.history
                 .push(history::Row::new(&n, s.kind(&n.receiver), "queued", now));
-            self.queues
-                .entry((n.receiver.clone(), n.group_key.clone()))
-                .or_default()
-                .push_back(Pending {
-                    n,
-                    attempts: 0,
-                    not_before: now,
-                    last_error: None,
-                });
+            enqueue(&mut self.queues, n, now);
         }
     }
 

@@ -142,14 +142,7 @@ impl Webhook {
                 let msg = if e.is_timeout() {
                     format!("timed out after {:?}", self.timeout)
                 } else {
-                    let mut m = e.to_string();
-                    let mut src = std::error::Error::source(&e);
-                    while let Some(s) = src {
-                        m.push_str(": ");
-                        m.push_str(&s.to_string());
-                        src = s.source();
-                    }
-                    m
+                    crate::deliver::chain(&e)
                 };
                 attempt(Outcome::Retryable, None, Some(clip(&msg)), None)
             }

@@ -2,7 +2,6 @@
 //! (gRPC/tonic and HTTP/protobuf): emit telemetry, flush the SDK, read it
 //! back with SQL and compare field by field.
 
-use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
@@ -19,12 +18,9 @@ use opentelemetry_otlp::{
     SpanExporter as OtlpSpanExporter, WithExportConfig as _,
 };
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::logs::{LogBatch, LogExporter as SdkLogExporter, SdkLoggerProvider};
-use opentelemetry_sdk::metrics::data::ResourceMetrics;
-use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter as SdkSpanExporter};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde_json::{Value, json};
 
 use crate::server::{Row, RowExt as _, TestServer, sql_str};
@@ -50,87 +46,9 @@ impl Transport {
 // Exporter plumbing
 // ---------------------------------------------------------------------------
 
-/// Runs an exporter's futures on the test's Tokio runtime.
-///
-/// The SDK's batch span/log processors and its periodic metric reader export
-/// from their own plain threads with `futures_executor::block_on`. The tonic
-/// client copes with that, but the hyper client that `http-proto` +
-/// `hyper-client` selects needs a Tokio context (timers, connection tasks).
-/// Entering the runtime with `Handle::block_on` on those SDK threads serves
-/// both transports with the stock processors, as an application would use them.
-#[derive(Debug)]
-pub(crate) struct OnRuntime<E> {
-    inner: E,
-    runtime: tokio::runtime::Handle,
-}
-
-impl<E> OnRuntime<E> {
-    pub(crate) fn new(inner: E) -> Self {
-        OnRuntime {
-            inner,
-            runtime: tokio::runtime::Handle::current(),
-        }
-    }
-}
-
-impl<E: SdkSpanExporter> SdkSpanExporter for OnRuntime<E> {
-    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-        std::future::ready(self.runtime.block_on(self.inner.export(batch)))
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        let _entered = self.runtime.enter();
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        let _entered = self.runtime.enter();
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
-}
-
-impl<E: SdkLogExporter> SdkLogExporter for OnRuntime<E> {
-    fn export(&self, batch: LogBatch<'_>) -> impl Future<Output = OTelSdkResult> + Send {
-        std::future::ready(self.runtime.block_on(self.inner.export(batch)))
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        let _entered = self.runtime.enter();
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn event_enabled(&self, level: Severity, target: &str, name: Option<&str>) -> bool {
-        self.inner.event_enabled(level, target, name)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
-}
-
-impl<E: PushMetricExporter> PushMetricExporter for OnRuntime<E> {
-    fn export(&self, metrics: &ResourceMetrics) -> impl Future<Output = OTelSdkResult> + Send {
-        std::future::ready(self.runtime.block_on(self.inner.export(metrics)))
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        let _entered = self.runtime.enter();
-        self.inner.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        let _entered = self.runtime.enter();
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn temporality(&self) -> Temporality {
-        self.inner.temporality()
-    }
-}
+/// The SDK's processors export from their own threads; the sample backend's wrapper runs
+/// the exporters' futures on the test's Tokio runtime (the HTTP exporter needs one).
+pub(crate) use sample_backend::telemetry::OnRuntime;
 
 pub(crate) fn span_exporter(transport: Transport, server: &TestServer) -> OtlpSpanExporter {
     match transport {

@@ -30,6 +30,24 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 SECRET = "hook-secret-for-tests"
 
 
+def tls_for_localhost(directory: Path) -> tuple[Path, Callable[[], ssl.SSLContext]]:
+    """A private CA (its PEM file, for Sightline's ca_file) and a factory of server TLS
+    contexts with a certificate it issued for localhost and 127.0.0.1."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    ca_file = directory / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+
+    def server_context() -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        cert.configure_cert(ctx)
+        return ctx
+
+    return ca_file, server_context
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

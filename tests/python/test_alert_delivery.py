@@ -9,7 +9,6 @@ import re
 import time
 
 import requests
-import trustme
 from alerting import (
     Hook,
     Smtp,
@@ -21,6 +20,7 @@ from alerting import (
     recovery,
     send,
     slo_spec,
+    tls_for_localhost,
     verify_signature,
     webhook_receiver,
 )
@@ -355,16 +355,9 @@ ends_at = "{iso(now + 3600)}"
 
 
 def test_webhooks_over_tls_and_email_with_starttls(tmp_path):
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    server_ctx = __import__("ssl").SSLContext(__import__("ssl").PROTOCOL_TLS_SERVER)
-    cert.configure_cert(server_ctx)
-    hook = Hook(tls=server_ctx).start()
-    smtp_ctx = __import__("ssl").SSLContext(__import__("ssl").PROTOCOL_TLS_SERVER)
-    cert.configure_cert(smtp_ctx)
-    smtp = Smtp().start(tls_context=smtp_ctx, require_starttls=True, server_hostname="localhost")
+    ca_file, server_context = tls_for_localhost(tmp_path)
+    hook = Hook(tls=server_context()).start()
+    smtp = Smtp().start(tls_context=server_context(), require_starttls=True, server_hostname="localhost")
     service = "checkout-tls"
     try:
         receivers = webhook_receiver("hook", hook.url, f'ca_file = "{ca_file}"') + email_receiver(
@@ -387,12 +380,8 @@ def test_webhooks_over_tls_and_email_with_starttls(tmp_path):
 def test_email_over_implicit_tls_with_authentication(tmp_path):
     from aiosmtpd.smtp import AuthResult
 
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    ctx = __import__("ssl").SSLContext(__import__("ssl").PROTOCOL_TLS_SERVER)
-    cert.configure_cert(ctx)
+    ca_file, server_context = tls_for_localhost(tmp_path)
+    ctx = server_context()
     logins = []
 
     def authenticator(server, session, envelope, mechanism, auth_data):
