@@ -424,7 +424,8 @@ async fn scenario(
     let resolved = wait_for(
         "the page alert resolving",
         Duration::from_secs(600),
-        || async { page_state(&http, api).await.as_deref() != Some("firing") },
+        // An unanswered request says nothing: only an answer that is not "firing" counts.
+        || async { page_state(&http, api).await.is_some_and(|s| s != "firing") },
     )
     .await?;
     wait_for(
@@ -448,11 +449,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let story = Story {
         started: Instant::now(),
     };
+    // A temporary directory is removed when `temporary` drops, on every way out.
     let (data_dir, temporary) = match &args.data_dir {
         Some(d) => (d.clone(), None),
         None => {
-            let t = tempfile_dir()?;
-            (t.clone(), Some(t))
+            let t = tempfile::Builder::new()
+                .prefix("sightline-demo-")
+                .tempdir()
+                .context("cannot create a temporary data directory")?;
+            (t.path().to_path_buf(), Some(t))
         }
     };
     std::fs::create_dir_all(&data_dir)
@@ -582,24 +587,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let stopped = sightline.await;
     stop_receiver.cancel();
     let _ = receiver.await;
-    if let Some(t) = temporary {
-        let _ = std::fs::remove_dir_all(&t);
-    }
+    drop(temporary);
     match stopped {
         Ok(Err(e)) => return Err(e.context("Sightline failed")),
         Err(e) => bail!("Sightline panicked: {e}"),
         Ok(Ok(())) => {}
     }
     result
-}
-
-/// A fresh directory under the system's temporary directory.
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!(
-        "sightline-demo-{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }

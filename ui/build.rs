@@ -77,7 +77,9 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=SIGHTLINE_SKIP_WEB_BUILD");
 
-    if std::env::var_os("SIGHTLINE_SKIP_WEB_BUILD").is_some() {
+    let skip = std::env::var("SIGHTLINE_SKIP_WEB_BUILD")
+        .is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+    if skip {
         let _ = std::fs::remove_dir_all(&dist);
         std::fs::create_dir_all(&dist).expect("create the placeholder");
         std::fs::write(

@@ -80,6 +80,15 @@ impl Default for Instruments {
     }
 }
 
+/// Takes a request off `http.server.active_requests` when dropped.
+struct InFlight<'a>(&'a UpDownCounter<i64>, &'a [KeyValue]);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.add(-1, self.1);
+    }
+}
+
 /// Axum middleware (as a `route_layer`, so the route template is known).
 pub async fn server(
     axum::extract::State(ins): axum::extract::State<Instruments>,
@@ -118,10 +127,12 @@ pub async fn server(
         KeyValue::new("url.scheme", "http"),
     ];
     ins.active.add(1, &common);
+    // Decremented also when the request is cancelled (the client went away).
+    let in_flight = InFlight(&ins.active, &common);
     let started = Instant::now();
     let response = next.run(req).with_context(cx.clone()).await;
     let elapsed = started.elapsed().as_secs_f64();
-    ins.active.add(-1, &common);
+    drop(in_flight);
     let status = response.status();
     let span = cx.span();
     span.set_attribute(KeyValue::new(
@@ -176,7 +187,8 @@ impl CallError {
     pub fn retryable(&self) -> bool {
         match self {
             CallError::Timeout(_) | CallError::Transport(_) => true,
-            CallError::Status(s, _) => *s >= 500 || *s == 429,
+            // 429 is not retried at once: the limiter asked for less traffic, not more.
+            CallError::Status(s, _) => *s >= 500,
         }
     }
 }

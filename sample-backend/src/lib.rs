@@ -4,8 +4,9 @@
 //! health checks and graceful degradation, each visible in its traces, metrics and logs.
 //!
 //! Endpoints: `GET /api/catalog`, `GET /api/catalog/{id}`, `POST /api/cart/{user}/items`,
-//! `GET /api/cart/{user}`, `POST /api/checkout`; internal `POST /internal/payment/charge`
-//! and `GET /internal/recommendations/{user}` (called by checkout over HTTP); admin
+//! `GET /api/cart/{user}`, `POST /api/checkout`; internal `GET /internal/catalog/{id}`,
+//! `POST /internal/payment/charge` and `GET /internal/recommendations/{user}` (called by
+//! checkout over HTTP); admin
 //! `GET /admin/faults`, `PUT /admin/faults/{component}`, `DELETE /admin/faults`; `/healthz`,
 //! `/readyz`.
 
@@ -62,7 +63,9 @@ pub fn router(shop: Arc<Shop>, ins: Instruments) -> Router {
             shop.clone(),
             shop::limit,
         ));
+    // Calls between the shop's own components skip the public rate limit.
     let internal = Router::new()
+        .route("/internal/catalog/{id}", get(shop::get_product))
         .route("/internal/payment/charge", post(shop::charge))
         .route(
             "/internal/recommendations/{user}",

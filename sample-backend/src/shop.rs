@@ -70,14 +70,22 @@ impl Fault {
 }
 
 /// A circuit breaker: after `threshold` consecutive failures, calls fail at once for
-/// `cooldown`; then one trial call decides.
+/// `cooldown`; then one trial call decides. A trial that never reports back (its request was
+/// cancelled) expires after another cooldown, so the breaker cannot stay stuck open.
 #[derive(Debug)]
 pub struct Breaker {
     failures: u32,
     open_until: Option<Instant>,
-    trial: bool,
+    trial_since: Option<Instant>,
     threshold: u32,
     cooldown: Duration,
+}
+
+/// What [`Breaker::allow`] granted: a normal call, or the trial of an open breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permit {
+    Normal,
+    Trial,
 }
 
 impl Breaker {
@@ -85,34 +93,39 @@ impl Breaker {
         Self {
             failures: 0,
             open_until: None,
-            trial: false,
+            trial_since: None,
             threshold,
             cooldown,
         }
     }
 
-    /// Whether a call may go out now.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    /// Whether a call may go out now, and as what.
+    pub fn allow(&mut self, now: Instant) -> Option<Permit> {
         match self.open_until {
-            None => true,
-            Some(t) if now < t => false,
-            Some(_) if self.trial => false,
+            None => Some(Permit::Normal),
+            Some(t) if now < t => None,
+            Some(_) if self.trial_since.is_some_and(|s| now < s + self.cooldown) => None,
             Some(_) => {
-                self.trial = true;
-                true
+                self.trial_since = Some(now);
+                Some(Permit::Trial)
             }
         }
     }
 
-    pub fn record(&mut self, ok: bool, now: Instant) -> &'static str {
+    /// A call's result. While the breaker is open only the trial's result counts (a late
+    /// answer to a call made before it opened does not close it).
+    pub fn record(&mut self, permit: Permit, ok: bool, now: Instant) -> &'static str {
+        let open = self.open_until.is_some();
+        if open && permit != Permit::Trial {
+            return "";
+        }
         if ok {
-            let was_open = self.open_until.is_some();
             *self = Self::new(self.threshold, self.cooldown);
-            return if was_open { "closed" } else { "" };
+            return if open { "closed" } else { "" };
         }
         self.failures += 1;
-        if self.trial || (self.open_until.is_none() && self.failures >= self.threshold) {
-            self.trial = false;
+        if open || self.failures >= self.threshold {
+            self.trial_since = None;
             self.open_until = Some(now + self.cooldown);
             return "opened";
         }
@@ -388,7 +401,7 @@ pub async fn checkout(
         match shop
             .client
             .get_with_retry(
-                &format!("/api/catalog/{product}"),
+                &format!("/internal/catalog/{product}"),
                 Duration::from_millis(500),
                 3,
             )
@@ -407,8 +420,8 @@ pub async fn checkout(
         }
     }
     // Payment: not idempotent without a key, so not retried; guarded by the breaker.
-    let allowed = lock(&shop.payment_breaker).allow(Instant::now());
-    if !allowed {
+    let permit = lock(&shop.payment_breaker).allow(Instant::now());
+    let Some(permit) = permit else {
         lock(&shop.carts).insert(req.user.clone(), items);
         Context::current().span().add_event(
             "circuit_open",
@@ -420,7 +433,7 @@ pub async fn checkout(
             "CircuitOpen",
             "payment is unavailable (circuit open)".into(),
         );
-    }
+    };
     let order = shop
         .orders
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -434,7 +447,7 @@ pub async fn checkout(
             Duration::from_secs(2),
         )
         .await;
-    let transition = lock(&shop.payment_breaker).record(paid.is_ok(), Instant::now());
+    let transition = lock(&shop.payment_breaker).record(permit, paid.is_ok(), Instant::now());
     if !transition.is_empty() {
         tracing::warn!(breaker = transition, "payment circuit breaker {transition}");
     }
@@ -563,16 +576,21 @@ mod tests {
     fn the_breaker_opens_after_failures_and_closes_after_a_good_trial() {
         let t0 = Instant::now();
         let mut b = Breaker::new(3, Duration::from_secs(10));
+        let s = Duration::from_secs;
         for _ in 0..2 {
-            assert!(b.allow(t0));
-            assert_eq!(b.record(false, t0), "");
+            assert_eq!(b.allow(t0), Some(Permit::Normal));
+            assert_eq!(b.record(Permit::Normal, false, t0), "");
         }
-        assert_eq!(b.record(false, t0), "opened");
-        assert!(!b.allow(t0 + Duration::from_secs(5)));
-        assert!(b.allow(t0 + Duration::from_secs(11)), "a trial");
-        assert!(!b.allow(t0 + Duration::from_secs(11)), "only one");
-        assert_eq!(b.record(true, t0 + Duration::from_secs(11)), "closed");
-        assert_eq!(b.state(t0 + Duration::from_secs(11)), "closed");
+        assert_eq!(b.record(Permit::Normal, false, t0), "opened");
+        assert_eq!(b.allow(t0 + s(5)), None);
+        // A late success of a call made before it opened does not close it.
+        assert_eq!(b.record(Permit::Normal, true, t0 + s(6)), "");
+        assert_eq!(b.allow(t0 + s(11)), Some(Permit::Trial), "a trial");
+        assert_eq!(b.allow(t0 + s(11)), None, "only one");
+        // A trial that never reports back expires after a cooldown.
+        assert_eq!(b.allow(t0 + s(22)), Some(Permit::Trial));
+        assert_eq!(b.record(Permit::Trial, true, t0 + s(22)), "closed");
+        assert_eq!(b.state(t0 + s(22)), "closed");
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub async fn serve(uri: Uri) -> Response {
     if path.starts_with("/api/") {
         return crate::sql::error(StatusCode::NOT_FOUND, format!("no API endpoint {path}"));
     }
-    if let Some((mime, bytes)) = asset(path).filter(|_| path != "/index.html") {
+    if let Some((mime, bytes)) = asset(path) {
         let mut r = (StatusCode::OK, bytes).into_response();
         r.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
@@ -31,9 +31,8 @@ pub async fn serve(uri: Uri) -> Response {
         }
         return r;
     }
-    // A file that is not there (an extension in the last segment) is a 404, not the app.
-    let last = path.rsplit('/').next().unwrap_or("");
-    if last.contains('.') {
+    // A missing build file is a 404, not the app (app paths may hold dots: SLO names).
+    if path.starts_with("/assets/") {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     }
     match asset("/index.html") {

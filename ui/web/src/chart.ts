@@ -10,6 +10,22 @@ export interface Series {
   dash?: number[];
 }
 
+/// Charts of the current render; destroyed (with their observers) before the next one.
+const live = new Set<() => void>();
+
+export function destroyCharts(): void {
+  for (const d of live) d();
+  live.clear();
+}
+
+/// Registers a plot for [`destroyCharts`].
+export function track(plot: uPlot, ro?: ResizeObserver): void {
+  live.add(() => {
+    ro?.disconnect();
+    plot.destroy();
+  });
+}
+
 const PALETTE = ["#3b82f6", "#ef4444", "#10b981", "#f59e0b", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16"];
 
 /// A line chart of `series` over `times` (seconds since the epoch) in `el`, resized with it.
@@ -62,5 +78,6 @@ export function lineChart(
     plot.setSize({ width: w, height: opts.height ?? 220 });
   });
   ro.observe(el);
+  track(plot, ro);
   return plot;
 }

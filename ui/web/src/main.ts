@@ -1,6 +1,7 @@
 // The app shell: navigation, time range and auto-refresh, theme, and the page router.
 
 import "./style.css";
+import { destroyCharts } from "./chart";
 import { clear, h, note } from "./dom";
 import { PRESETS, REFRESH, navigate, param, parseDuration, setParams } from "./state";
 import { alertsPage } from "./pages/alerts";
@@ -100,8 +101,8 @@ function header(): HTMLElement {
 
 function render(): void {
   current?.abort();
-  current = new AbortController();
-  window.clearInterval(timer);
+  window.clearTimeout(timer);
+  destroyCharts();
   const app = document.getElementById("app")!;
   const route = routes.find((r) => r.path.test(location.pathname));
   const main = h("main", {});
@@ -111,23 +112,43 @@ function render(): void {
     clear(main, note("empty", `There is no page at ${location.pathname}.`));
     return;
   }
-  const page = route.page(route.path.exec(location.pathname)!);
+  let page: Page;
+  try {
+    page = route.page(route.path.exec(location.pathname)!);
+  } catch (e) {
+    clear(main, note("error", `Cannot open ${location.pathname}: ${(e as Error).message}`));
+    return;
+  }
   document.title = `${route.title} · Sightline`;
-  const run = () => {
-    const signal = current!.signal;
-    Promise.resolve(page(main, signal)).catch((e: unknown) => {
-      if (!signal.aborted) clear(main, note("error", e instanceof Error ? e.message : String(e)));
-    });
+  const every = parseDuration(param("refresh", "off"));
+  // Each run renders into its own box: a run that finishes after the next one started writes
+  // into a box no longer on the page. The next refresh is planned when a run ends, so slow
+  // answers never pile up.
+  const run = (): void => {
+    current = new AbortController();
+    const signal = current.signal;
+    destroyCharts();
+    const box = h("div", {});
+    clear(main, box);
+    Promise.resolve(page(box, signal))
+      .catch((e: unknown) => {
+        if (!signal.aborted) clear(box, note("error", e instanceof Error ? e.message : String(e)));
+      })
+      .finally(() => {
+        if (signal.aborted || !every) return;
+        timer = window.setTimeout(function tick() {
+          // Not while someone types into the page (a silence, a query, a filter).
+          const focused = document.activeElement;
+          if (focused && main.contains(focused) && /^(INPUT|TEXTAREA|SELECT)$/.test(focused.tagName)) {
+            timer = window.setTimeout(tick, every);
+            return;
+          }
+          current?.abort();
+          run();
+        }, every);
+      });
   };
   run();
-  const every = parseDuration(param("refresh", "off"));
-  if (every) {
-    timer = window.setInterval(() => {
-      current?.abort();
-      current = new AbortController();
-      run();
-    }, every);
-  }
 }
 
 document.documentElement.dataset.theme = theme();

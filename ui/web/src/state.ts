@@ -16,7 +16,7 @@ export function param(name: string, fallback = ""): string {
 }
 
 /// Changes query parameters (empty string removes one) and tells the app.
-export function setParams(changes: Record<string, string>, replace = false): void {
+export function setParams(changes: Record<string, string>, replace = false, rerender = true): void {
   const q = new URLSearchParams(location.search);
   for (const [k, v] of Object.entries(changes)) {
     if (v === "") q.delete(k);
@@ -25,7 +25,7 @@ export function setParams(changes: Record<string, string>, replace = false): voi
   const url = `${location.pathname}${q.toString() ? `?${q}` : ""}`;
   if (replace) history.replaceState(null, "", url);
   else history.pushState(null, "", url);
-  window.dispatchEvent(new Event("sightline:navigate"));
+  if (rerender) window.dispatchEvent(new Event("sightline:navigate"));
 }
 
 export function navigate(path: string): void {

@@ -29,7 +29,12 @@ function silenceForm(onDone: () => void): HTMLElement {
       clear(status, h("span.bad", {}, 'Matchers look like name="value", name!="value", name=~"regex".'));
       return;
     }
-    const endsAt = new Date(Date.now() + Number(hours.value) * 3600e3).toISOString();
+    const h_ = Number(hours.value);
+    if (!Number.isFinite(h_) || h_ <= 0) {
+      clear(status, h("span.bad", {}, "The silence must last a positive number of hours."));
+      return;
+    }
+    const endsAt = new Date(Date.now() + h_ * 3600e3).toISOString();
     try {
       await api.createSilence({ matchers: parsed as api.Matcher[], endsAt, createdBy: who.value, comment: comment.value });
       onDone();
@@ -124,7 +129,14 @@ export async function alertsPage(root: HTMLElement): Promise<void> {
                     s.fromConfig
                       ? h("span.muted", {}, "from the config")
                       : s.status.state !== "expired"
-                        ? h("button.danger", { onclick: async () => { await api.expireSilence(s.id); reload(); } }, "Expire")
+                        ? h("button.danger", { onclick: async (e: Event) => {
+                          try {
+                            await api.expireSilence(s.id);
+                            reload();
+                          } catch (err) {
+                            (e.target as HTMLElement).replaceWith(h("span.bad", {}, (err as Error).message));
+                          }
+                        } }, "Expire")
                         : null,
                   ),
                 ),

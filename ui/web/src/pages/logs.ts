@@ -41,7 +41,10 @@ export async function logsPage(root: HTMLElement): Promise<void> {
     out,
   );
   const where = [timeFilter("time")];
-  if (param("text")) where.push(`body ILIKE ${api.quote(`%${param("text")}%`)}`);
+  if (param("text")) {
+    const literal = param("text").replace(/[\\%_]/g, (c) => `\\${c}`);
+    where.push(`body ILIKE ${api.quote(`%${literal}%`)} ESCAPE '\\'`);
+  }
   const level = LEVELS.find(([v]) => v === param("severity"));
   if (level && level[2] > 0) where.push(`severity_number >= ${level[2]}`);
   if (param("service")) where.push(`service_name = ${api.quote(param("service"))}`);

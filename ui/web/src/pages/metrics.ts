@@ -19,6 +19,8 @@ interface Point {
   bucket_counts: number[] | null;
   explicit_bounds: number[] | null;
   attributes: Record<string, string> | null;
+  resource_attributes: Record<string, string> | null;
+  scope_name: string | null;
   start_time: string | null;
 }
 
@@ -49,7 +51,11 @@ export async function metricsPage(root: HTMLElement): Promise<void> {
     return;
   }
   const metric = param("metric", String(names[0].metric_name));
-  const info = names.find((n) => n.metric_name === metric) ?? names[0];
+  const info = names.find((n) => n.metric_name === metric);
+  if (!info) {
+    clear(root, h("h1", {}, "Metrics"), note("empty", `No points of ${metric} in this time range: pick another metric or a longer range.`));
+    return;
+  }
   const keys = await api
     .rows(`SELECT DISTINCT unnest(map_keys(attributes)) AS k FROM metrics WHERE metric_name = ${api.quote(metric)} AND ${timeFilter("time")} ORDER BY 1`)
     .then((r) => r.map((x) => String(x.k)));
@@ -80,7 +86,8 @@ export async function metricsPage(root: HTMLElement): Promise<void> {
     return;
   }
   const result = await api.sql(
-    `SELECT time, service_name, temporality, value, count, bucket_counts, explicit_bounds, attributes, start_time ` +
+    `SELECT time, service_name, temporality, value, count, bucket_counts, explicit_bounds, attributes, ` +
+      `resource_attributes, scope_name, start_time ` +
       `FROM metrics WHERE ${where.join(" AND ")} ORDER BY time`,
   );
   const names2 = result.columns.map((c) => c.name);
@@ -107,7 +114,8 @@ export async function metricsPage(root: HTMLElement): Promise<void> {
       acc.n[i] += 1;
       continue;
     }
-    const key = `${p.service_name}|${JSON.stringify(p.attributes ?? {})}`;
+    // A series: the resource (every instance apart), the scope and the attributes.
+    const key = JSON.stringify([p.resource_attributes ?? {}, p.scope_name, p.attributes ?? {}]);
     const before = prev.get(key);
     prev.set(key, p);
     const delta = p.temporality === "delta";
@@ -142,6 +150,10 @@ export async function metricsPage(root: HTMLElement): Promise<void> {
         series.push({ label: group === "" ? name : `${g} ${name}`, values: acc.hist.map((hc) => (hc.length ? quantile(hc, bounds, q) : null)) });
       }
     }
+  }
+  if (points.length === 0) {
+    clear(chart, note("empty", "No points match this filter."));
+    return;
   }
   if (!series.length) {
     clear(chart, note("empty", `${info.metric_type} metrics are not charted yet; query them in the SQL console.`));

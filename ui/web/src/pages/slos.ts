@@ -9,7 +9,8 @@ import { ago, num, pct, time } from "../format";
 import { navigate } from "../state";
 
 function budgetBar(remaining: number | null | undefined): HTMLElement {
-  const r = remaining ?? 1;
+  if (remaining === null || remaining === undefined) return h("span.muted", {}, "no events");
+  const r = remaining;
   const width = Math.max(0, Math.min(1, r)) * 100;
   return h("div.bar", { title: pct(remaining) }, h("span", { class: r <= 0 ? "out" : r < 0.25 ? "low" : "", style: `width:${width}%` }));
 }
@@ -82,7 +83,7 @@ function badEventsSql(s: api.SloView): string | null {
   const table = ind.kind;
   const t = table === "spans" ? "start_time" : "time";
   const cols = table === "spans" ? "trace_id, span_id, name, status_code, duration_ns, http_route" : "trace_id, severity_text, body";
-  const where = [ind.filter ? `(${ind.filter})` : "true", `NOT (${ind.good ?? "true"})`, `${t} >= '${s.window_start}'`];
+  const where = [ind.filter ? `(${ind.filter})` : "true", `(${ind.good ?? "true"}) IS NOT TRUE`, `${t} >= '${s.window_start}'`];
   return `SELECT ${t}, ${cols} FROM ${table}\nWHERE ${where.join("\n  AND ")}\nORDER BY ${t} DESC LIMIT 100`;
 }
 

@@ -122,7 +122,7 @@ export async function sqlPage(root: HTMLElement): Promise<void> {
   const run = async () => {
     const q = editor.value.trim();
     if (!q) return;
-    if (q !== param("q")) setParams({ q }, true);
+    if (q !== param("q")) setParams({ q }, true, false);
     clear(out, note("loading", "Running…"));
     const started = performance.now();
     try {

@@ -4,6 +4,7 @@
 
 import uPlot from "uplot";
 import * as api from "../api";
+import { track } from "../chart";
 import { clear, h, note } from "../dom";
 import { cell, time } from "../format";
 import { navigate, param, setParams, timeFilter } from "../state";
@@ -134,7 +135,7 @@ export async function tracesPage(root: HTMLElement): Promise<void> {
   );
   const pts = traces.map((t) => ({ x: Date.parse(String(t.start_time)) / 1000, y: Number(t.duration_ns) / 1e6, err: Number(t.errors) > 0 })).sort((a, b) => a.x - b.x);
   const dots = (): uPlot.Series.Points => ({ show: true, size: 6 });
-  new uPlot(
+  const scatter = new uPlot(
     {
       width: Math.max(chart.clientWidth - 24, 320),
       height: 180,
@@ -149,6 +150,7 @@ export async function tracesPage(root: HTMLElement): Promise<void> {
     [pts.map((p) => p.x), pts.map((p) => (p.err ? null : p.y)), pts.map((p) => (p.err ? p.y : null))] as uPlot.AlignedData,
     chart,
   );
+  track(scatter);
 }
 
 interface SpanRow {
@@ -202,18 +204,20 @@ export function tracePage(id: string) {
       clear(root, h("h1", {}, "Trace"), note("error", (e as Error).message));
       return;
     }
-    const spans = t.spans;
-    const ids = new Set(spans.map((s) => s.span_id));
+    // A span sent twice (at-least-once delivery) is shown once.
+    const seen = new Set<string>();
+    const spans = t.spans.filter((s) => !seen.has(s.span_id) && seen.add(s.span_id) !== undefined);
+    const ids = seen;
     const children = new Map<string, SpanRow[]>();
     const roots: SpanRow[] = [];
     for (const s of spans) {
-      if (s.parent_span_id && ids.has(s.parent_span_id)) {
+      if (s.parent_span_id && s.parent_span_id !== s.span_id && ids.has(s.parent_span_id)) {
         if (!children.has(s.parent_span_id)) children.set(s.parent_span_id, []);
         children.get(s.parent_span_id)!.push(s);
       } else roots.push(s);
     }
-    const start = Math.min(...spans.map((s) => nanos(s.start_time)));
-    const end = Math.max(...spans.map((s) => nanos(s.end_time)));
+    const start = spans.reduce((m, s) => Math.min(m, nanos(s.start_time)), Infinity);
+    const end = spans.reduce((m, s) => Math.max(m, nanos(s.end_time)), -Infinity);
     const total = Math.max(end - start, 1);
     const collapsed = new Set<string>();
     const details = h("div.card", { "data-testid": "span-details" }, h("p.muted", {}, "Click a span to see its attributes, resource, events and links."));
