@@ -141,6 +141,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
+    // Parquet files are read through an object store that takes absolute paths: a relative
+    // data directory (the default, ./data) would make every query of flushed data fail.
+    let mut config = config;
+    config.data_dir = std::path::absolute(&config.data_dir)
+        .with_context(|| format!("cannot resolve {}", config.data_dir.display()))?;
 
     let mut registry = Registry::default();
     let store = Store::open(
