@@ -3,6 +3,7 @@
 // and auto-refresh (`refresh`: off, 10s, 30s, 1m).
 
 export const PRESETS: [string, string][] = [
+  ["now-5m", "Last 5 minutes"],
   ["now-15m", "Last 15 minutes"],
   ["now-1h", "Last hour"],
   ["now-6h", "Last 6 hours"],

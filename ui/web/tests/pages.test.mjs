@@ -109,6 +109,7 @@ test("an SLO page shows its budget, charts and the alert that fired and resolved
   assert.match(history, /page\s+–\s+firing/);
   assert.match(history, /page\s+–\s+resolved/);
   assert.ok(await page.locator('[data-testid="alert-rules"] tbody tr').count() >= 2);
+  await shot(page, "slo");
   // The bad events link opens the SQL console with a query that finds them.
   await page.getByText("The bad events that spent the budget").click();
   await page.locator('[data-testid="sql-results"]').waitFor();
