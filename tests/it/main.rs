@@ -4,3 +4,4 @@ mod restart;
 mod sdk_roundtrip;
 mod server;
 mod slo;
+mod web;

@@ -67,7 +67,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .fallback(get(web::serve))
+        .fallback(web::serve)
         .with_state(state)
 }
 

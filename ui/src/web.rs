@@ -2,7 +2,7 @@
 //! (cached for a year); every other path that is not the API gets `index.html`, and the app
 //! routes itself (`/slos/checkout-availability?from=now-6h` can be shared).
 
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));
@@ -14,10 +14,20 @@ fn asset(path: &str) -> Option<(&'static str, &'static [u8])> {
         .map(|(_, mime, bytes)| (*mime, *bytes))
 }
 
-pub async fn serve(uri: Uri) -> Response {
+pub async fn serve(method: Method, uri: Uri) -> Response {
     let path = uri.path();
     if path.starts_with("/api/") {
-        return crate::sql::error(StatusCode::NOT_FOUND, format!("no API endpoint {path}"));
+        return crate::sql::error(
+            StatusCode::NOT_FOUND,
+            format!("no API endpoint {method} {path}"),
+        );
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the web app answers GET only",
+        )
+            .into_response();
     }
     if let Some((mime, bytes)) = asset(path) {
         let mut r = (StatusCode::OK, bytes).into_response();
