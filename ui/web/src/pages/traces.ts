@@ -36,15 +36,21 @@ export function attributeConditions(text: string, column = "attributes"): string
 }
 
 export async function tracesPage(root: HTMLElement): Promise<void> {
-  const services = await api
-    .rows(`SELECT DISTINCT service_name FROM spans WHERE ${timeFilter("start_time")} ORDER BY 1`)
-    .then((r) => r.map((x) => String(x.service_name)));
   const service = param("service");
-  const operations = service
-    ? await api
-        .rows(`SELECT DISTINCT name FROM spans WHERE service_name = ${api.quote(service)} AND ${timeFilter("start_time")} ORDER BY 1 LIMIT 500`)
-        .then((r) => r.map((x) => String(x.name)))
-    : [];
+  // The filter lists and the search itself are asked for at once.
+  const lists = Promise.all([
+    api
+      .rows(`SELECT DISTINCT service_name FROM spans WHERE ${timeFilter("start_time")} ORDER BY 1`)
+      .then((r) => r.map((x) => String(x.service_name))),
+    service
+      ? api
+          .rows(`SELECT DISTINCT name FROM spans WHERE service_name = ${api.quote(service)} AND ${timeFilter("start_time")} ORDER BY 1 LIMIT 500`)
+          .then((r) => r.map((x) => String(x.name)))
+      : Promise.resolve([] as string[]),
+  ]);
+  const search = searchTraces(service);
+  search.catch(() => {}); // reported below, after the form is up
+  const [services, operations] = await lists;
   const field = (name: string, el: HTMLInputElement | HTMLSelectElement) => {
     el.value = param(name);
     el.addEventListener("change", () => setParams({ [name]: el.value }));
@@ -76,17 +82,23 @@ export async function tracesPage(root: HTMLElement): Promise<void> {
   );
   const out = h("div", {}, note("loading", "Searching…"));
   clear(root, h("h1", {}, "Traces"), form, out);
-
-  const conditions = [timeFilter("start_time")];
-  if (service) conditions.push(`service_name = ${api.quote(service)}`);
-  if (param("operation")) conditions.push(`name = ${api.quote(param("operation"))}`);
-  if (param("status") === "error") conditions.push(`status_code = 'error'`);
+  let traces: Record<string, unknown>[];
   try {
-    conditions.push(...attributeConditions(param("attrs")));
+    traces = await search;
   } catch (e) {
     clear(out, note("error", (e as Error).message));
     return;
   }
+  renderTraces(out, traces);
+}
+
+/// The traces matching the URL's filters, newest first.
+async function searchTraces(service: string): Promise<Record<string, unknown>[]> {
+  const conditions = [timeFilter("start_time")];
+  if (service) conditions.push(`service_name = ${api.quote(service)}`);
+  if (param("operation")) conditions.push(`name = ${api.quote(param("operation"))}`);
+  if (param("status") === "error") conditions.push(`status_code = 'error'`);
+  conditions.push(...attributeConditions(param("attrs")));
   const having: string[] = [];
   const min = Number(param("min")), max = Number(param("max"));
   if (param("min") && Number.isFinite(min)) having.push(`duration_ns >= ${Math.round(min * 1e6)}`);
@@ -98,7 +110,10 @@ export async function tracesPage(root: HTMLElement): Promise<void> {
     `sum(f.span_count) AS spans, sum(f.error_count) AS errors FROM trace_fragments f ` +
     `WHERE ${timeFilter("f.start_time")} AND f.trace_id IN (SELECT DISTINCT trace_id FROM spans WHERE ${conditions.join(" AND ")}) ` +
     `GROUP BY 1) ${having.length ? `WHERE ${having.join(" AND ")}` : ""} ORDER BY start_time DESC LIMIT 300`;
-  const traces = await api.rows(query);
+  return api.rows(query);
+}
+
+function renderTraces(out: HTMLElement, traces: Record<string, unknown>[]): void {
   if (traces.length === 0) {
     clear(out, note("empty", "No traces match. Widen the time range or remove a filter."));
     return;
