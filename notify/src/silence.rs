@@ -85,9 +85,7 @@ pub struct ApiSilence {
 }
 
 fn parse_time(s: &str, what: &str) -> Result<Nanos, String> {
-    chrono::DateTime::parse_from_rfc3339(s.trim())
-        .ok()
-        .and_then(|t| t.timestamp_nanos_opt())
+    sightline_slo::clock::parse_rfc3339(s)
         .ok_or_else(|| format!("{what} {s:?} is not an RFC 3339 time between 1677 and 2262"))
 }
 

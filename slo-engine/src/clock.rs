@@ -64,6 +64,13 @@ pub fn rfc3339(t: Nanos) -> String {
     chrono::DateTime::from_timestamp_nanos(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// An RFC 3339 time in Unix nanoseconds (`None` if it is not one, or outside 1677–2262).
+pub fn parse_rfc3339(s: &str) -> Option<Nanos> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+}
+
 /// Parses `500ms`, `30s`, `5m`, `2h`, `7d`, or a bare number of seconds.
 pub fn parse_std_duration(s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();

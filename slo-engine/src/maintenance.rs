@@ -60,9 +60,7 @@ pub struct MaintenanceWindow {
 }
 
 fn parse_time(s: &str, field: &str) -> Result<Nanos, String> {
-    chrono::DateTime::parse_from_rfc3339(s.trim())
-        .ok()
-        .and_then(|t| t.timestamp_nanos_opt())
+    crate::clock::parse_rfc3339(s)
         .ok_or_else(|| format!("{field} {s:?} is not an RFC 3339 time (2026-12-01T02:00:00Z)"))
 }
 

@@ -34,6 +34,15 @@ export function navigate(path: string): void {
   window.dispatchEvent(new Event("sightline:navigate"));
 }
 
+/// A link's click handler that moves within the app (a modified click opens a new tab).
+export function onNavigate(path: string): (e: MouseEvent) => void {
+  return (e: MouseEvent) => {
+    if (e.metaKey || e.ctrlKey) return;
+    e.preventDefault();
+    navigate(path);
+  };
+}
+
 const UNITS: Record<string, number> = { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 };
 
 export function parseDuration(s: string): number | null {

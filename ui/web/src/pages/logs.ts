@@ -5,7 +5,7 @@ import * as api from "../api";
 import { lineChart } from "../chart";
 import { clear, h, note } from "../dom";
 import { time } from "../format";
-import { navigate, param, setParams, timeFilter, timeRange } from "../state";
+import { onNavigate, param, setParams, timeFilter, timeRange } from "../state";
 import { bucket } from "./services";
 import { attributeConditions } from "./traces";
 
@@ -99,14 +99,7 @@ export async function logsPage(root: HTMLElement): Promise<void> {
                 "td",
                 {},
                 l.trace_id
-                  ? h("a", {
-                      href: `/traces/${l.trace_id}`,
-                      onclick: (e: MouseEvent) => {
-                        if (e.metaKey || e.ctrlKey) return;
-                        e.preventDefault();
-                        navigate(`/traces/${l.trace_id}`);
-                      },
-                    }, "trace →")
+                  ? h("a", { href: `/traces/${l.trace_id}`, onclick: onNavigate(`/traces/${l.trace_id}`) }, "trace →")
                   : h("span.muted", {}, "–"),
               ),
             ),

@@ -6,21 +6,13 @@ import * as api from "../api";
 import { lineChart } from "../chart";
 import { clear, h, note } from "../dom";
 import { num, pct } from "../format";
-import { navigate, timeFilter, timeRange } from "../state";
+import { onNavigate, timeFilter, timeRange } from "../state";
 
 /// A `date_bin` width giving about 60 points over the range.
 export function bucket(): { sql: string; seconds: number } {
   const { from, to } = timeRange();
   const seconds = Math.max(10, Math.ceil((to.getTime() - from.getTime()) / 1000 / 60));
   return { sql: `INTERVAL '${seconds} seconds'`, seconds };
-}
-
-function go(path: string) {
-  return (e: MouseEvent) => {
-    if (e.metaKey || e.ctrlKey) return;
-    e.preventDefault();
-    navigate(path);
-  };
 }
 
 export async function servicesPage(root: HTMLElement): Promise<void> {
@@ -91,9 +83,9 @@ export async function servicesPage(root: HTMLElement): Promise<void> {
               h(
                 "td",
                 {},
-                h("a", { href: `/traces?${q}`, onclick: go(`/traces?${q}`) }, "traces"),
+                h("a", { href: `/traces?${q}`, onclick: onNavigate(`/traces?${q}`) }, "traces"),
                 " · ",
-                h("a", { href: `/logs?${q}`, onclick: go(`/logs?${q}`) }, "logs"),
+                h("a", { href: `/logs?${q}`, onclick: onNavigate(`/logs?${q}`) }, "logs"),
               ),
             );
           }),

@@ -6,7 +6,7 @@ import * as api from "../api";
 import { lineChart } from "../chart";
 import { clear, h, note } from "../dom";
 import { ago, num, pct, time } from "../format";
-import { navigate } from "../state";
+import { onNavigate } from "../state";
 
 function budgetBar(remaining: number | null | undefined): HTMLElement {
   if (remaining === null || remaining === undefined) return h("span.muted", {}, "no events");
@@ -20,14 +20,7 @@ function stateBadge(state: string): HTMLElement {
 }
 
 function link(path: string, text: string): HTMLElement {
-  return h("a", {
-    href: path,
-    onclick: (e: MouseEvent) => {
-      if (e.metaKey || e.ctrlKey) return;
-      e.preventDefault();
-      navigate(path);
-    },
-  }, text);
+  return h("a", { href: path, onclick: onNavigate(path) }, text);
 }
 
 export async function slosPage(root: HTMLElement): Promise<void> {

@@ -5,7 +5,7 @@ import * as api from "../api";
 import { lineChart } from "../chart";
 import { clear, h, note } from "../dom";
 import { cell } from "../format";
-import { navigate, param, setParams } from "../state";
+import { onNavigate, param, setParams } from "../state";
 
 const EXAMPLE =
   "SELECT date_trunc('minute', start_time) AS minute, count(*) AS spans,\n" +
@@ -97,7 +97,7 @@ function results(out: HTMLElement, r: api.SqlResult, elapsed: number): void {
               "td",
               { class: /int|float|decimal|double/i.test(r.columns[i].type) ? "num" : "" },
               r.columns[i].name === "trace_id" && typeof v === "string" && /^[0-9a-f]{32}$/.test(v)
-                ? h("a", { href: `/traces/${v}`, onclick: (e: MouseEvent) => { if (e.metaKey || e.ctrlKey) return; e.preventDefault(); navigate(`/traces/${v}`); } }, v)
+                ? h("a", { href: `/traces/${v}`, onclick: onNavigate(`/traces/${v}`) }, v)
                 : cell(v),
             ),
           ),

@@ -7,15 +7,7 @@ import * as api from "../api";
 import { track } from "../chart";
 import { clear, h, note } from "../dom";
 import { cell, time } from "../format";
-import { navigate, param, setParams, timeFilter } from "../state";
-
-function go(path: string) {
-  return (e: MouseEvent) => {
-    if (e.metaKey || e.ctrlKey) return;
-    e.preventDefault();
-    navigate(path);
-  };
-}
+import { navigate, onNavigate, param, setParams, timeFilter } from "../state";
 
 export function ms(ns: number): string {
   const v = ns / 1e6;
@@ -141,7 +133,7 @@ function renderTraces(out: HTMLElement, traces: Record<string, unknown>[]): void
               h("td.num", {}, ms(Number(t.duration_ns))),
               h("td.num", {}, String(t.spans)),
               h("td.num", { class: Number(t.errors) > 0 ? "bad" : "" }, String(t.errors)),
-              h("td", {}, h("a", { href: `/traces/${t.trace_id}`, onclick: go(`/traces/${t.trace_id}`) }, String(t.trace_id))),
+              h("td", {}, h("a", { href: `/traces/${t.trace_id}`, onclick: onNavigate(`/traces/${t.trace_id}`) }, String(t.trace_id))),
             ),
           ),
         ),
@@ -250,7 +242,7 @@ export function tracePage(id: string) {
           ? h("table.data", {}, h("tbody", {}, (s.events ?? []).map((e) => h("tr", {}, h("td", {}, time(e.time)), h("td", { class: e.name === "exception" ? "bad" : "" }, e.name), h("td", {}, kv(e.attributes))))))
           : h("span.muted", {}, "none"),
         h("h2", {}, `Links (${s.links?.length ?? 0})`),
-        (s.links ?? []).map((l) => h("div", {}, h("a", { href: `/traces/${l.trace_id}`, onclick: go(`/traces/${l.trace_id}`) }, `${l.trace_id} / ${l.span_id}`))),
+        (s.links ?? []).map((l) => h("div", {}, h("a", { href: `/traces/${l.trace_id}`, onclick: onNavigate(`/traces/${l.trace_id}`) }, `${l.trace_id} / ${l.span_id}`))),
       );
 
     const draw = () => {
