@@ -334,6 +334,12 @@ pub struct QueryConfig {
     pub memory_limit: usize,
     /// Worker threads of the query runtime (separate from ingestion).
     pub threads: usize,
+    /// Longest SQL text accepted, checked before parsing.
+    #[serde(deserialize_with = "de_size")]
+    pub max_sql_bytes: usize,
+    /// Deepest nesting of expressions, subqueries and set operations (and most tables joined)
+    /// in one statement, checked before planning.
+    pub max_sql_depth: usize,
 }
 
 impl Default for QueryConfig {
@@ -344,6 +350,8 @@ impl Default for QueryConfig {
             max_rows: l.max_rows,
             memory_limit: l.memory_bytes,
             threads: l.threads,
+            max_sql_bytes: l.sql.max_sql_bytes,
+            max_sql_depth: l.sql.max_depth,
         }
     }
 }
@@ -444,6 +452,12 @@ impl Config {
         }
         if self.query.max_rows == 0 {
             bail!("query.max_rows must be positive");
+        }
+        if !(1024..=16 << 20).contains(&self.query.max_sql_bytes) {
+            bail!("query.max_sql_bytes must be between 1KiB and 16MiB");
+        }
+        if !(16..=1024).contains(&self.query.max_sql_depth) {
+            bail!("query.max_sql_depth must be between 16 and 1024");
         }
         if !(1..=256).contains(&self.query.threads) {
             bail!("query.threads must be between 1 and 256");

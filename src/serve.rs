@@ -179,6 +179,10 @@ pub async fn serve(
             max_rows: config.query.max_rows,
             memory_bytes: config.query.memory_limit,
             threads: config.query.threads,
+            sql: sightline_store::query::SqlBounds {
+                max_sql_bytes: config.query.max_sql_bytes,
+                max_depth: config.query.max_sql_depth,
+            },
         })
         .await
         .context("cannot start the query engine")?;

@@ -522,6 +522,7 @@ impl Engine {
                 max_rows: usize::MAX,
                 memory_bytes: 512 << 20,
                 threads: 1,
+                sql: Default::default(),
             })
             .await
             .map_err(|e| EngineError::Query(e.to_string()))?;

@@ -35,6 +35,7 @@ pub mod paths;
 pub mod provider;
 pub mod query;
 pub mod schema;
+pub mod sql_bounds;
 #[cfg(test)]
 mod testing;
 pub mod wal;

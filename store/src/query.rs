@@ -15,6 +15,8 @@ use futures::StreamExt;
 use crate::catalog::TableCatalog;
 use crate::provider::StoreTable;
 use crate::schema::{TRACES_VIEW_SQL, Table};
+use crate::sql_bounds::QUERY_THREAD_STACK_BYTES;
+pub use crate::sql_bounds::SqlBounds;
 
 /// Limits applied to every query.
 #[derive(Debug, Clone)]
@@ -26,6 +28,8 @@ pub struct QueryLimits {
     pub memory_bytes: usize,
     /// Worker threads of the query runtime.
     pub threads: usize,
+    /// Length and nesting depth of the SQL text, checked before planning.
+    pub sql: SqlBounds,
 }
 
 impl Default for QueryLimits {
@@ -35,6 +39,7 @@ impl Default for QueryLimits {
             max_rows: 10_000,
             memory_bytes: 512 * 1024 * 1024,
             threads: 2,
+            sql: SqlBounds::default(),
         }
     }
 }
@@ -124,6 +129,7 @@ impl QueryEngine {
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(limits.threads.max(1))
+            .thread_stack_size(QUERY_THREAD_STACK_BYTES)
             .thread_name("sightline-query")
             .enable_all()
             .build()
@@ -159,11 +165,20 @@ impl QueryEngine {
             .runtime
             .as_ref()
             .ok_or_else(|| QueryError::Internal("query runtime stopped".into()))?;
+        let bounds = self.limits.sql;
+        bounds.check_len(sql).map_err(QueryError::Invalid)?;
         let ctx = self.ctx.clone();
         let sql = sql.to_string();
         let max_rows = self.limits.max_rows;
         let handle = rt.spawn(async move {
-            let plan = ctx.state().create_logical_plan(&sql).await?;
+            let state = ctx.state();
+            let dialect = state.config().options().sql_parser.dialect;
+            let recursion_limit = state.config().options().sql_parser.recursion_limit.get();
+            let statement = state
+                .sql_to_statement(&sql, &dialect)
+                .map_err(|e| parser_limit(e, recursion_limit))?;
+            bounds.check(&statement).map_err(QueryError::Invalid)?;
+            let plan = state.statement_to_plan(statement).await?;
             refuse_writes(&plan)?;
             SQLOptions::new()
                 .with_allow_ddl(false)
@@ -202,6 +217,20 @@ impl QueryEngine {
             Ok(Err(join)) => Err(QueryError::Internal(format!("query task failed: {join}"))),
             Ok(Ok(result)) => result,
         }
+    }
+}
+
+/// The parser's own nesting bound, said in the words of [`SqlBounds::check`].
+fn parser_limit(e: DataFusionError, limit: usize) -> QueryError {
+    use datafusion::sql::sqlparser::parser::ParserError;
+    match e.find_root() {
+        DataFusionError::SQL(err, _) if matches!(**err, ParserError::RecursionLimitExceeded) => {
+            QueryError::Invalid(format!(
+                "the statement is too complex: parentheses, subqueries, CASE or function calls \
+                 nested more than {limit} deep"
+            ))
+        }
+        _ => e.into(),
     }
 }
 

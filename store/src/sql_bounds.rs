@@ -1,0 +1,207 @@
+//! What a SQL text may be before it is planned: its length and how deeply it nests.
+//!
+//! DataFusion's planner, optimizer and the drop of its expression trees recurse once per level
+//! of nesting. The parser bounds nested parentheses, subqueries and `CASE`s (its recursion
+//! limit), but a flat chain like `1+1+…+1` or `a OR b OR …` parses in a loop into a tree as deep
+//! as the chain is long, and so do chains of casts (`x::int::int…`), subscripts and set
+//! operations. Such a tree of a few thousand levels overflows a thread's stack, which aborts
+//! the whole process. [`check`] refuses those statements after parsing, before anything
+//! recursive runs on them, and the query threads have stacks with room to spare for every
+//! statement it lets through (see [`QUERY_THREAD_STACK_BYTES`]).
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::parser::{CopyToSource, Statement};
+use datafusion::sql::sqlparser::ast::{self, SetExpr, Visit, Visitor};
+
+/// Stack of every thread that parses, plans or runs a query. Only the pages a query touches
+/// become resident; the rest is address space. Chosen so that a statement at the nesting limit
+/// uses a small part of it in a debug build (see the tests, which run one at the limit of each
+/// kind on a thread of this size).
+pub const QUERY_THREAD_STACK_BYTES: usize = 64 << 20;
+
+/// How large and how deep a statement may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlBounds {
+    /// Bytes of SQL text, checked before parsing.
+    pub max_sql_bytes: usize,
+    /// Levels of nesting: operators, function calls, casts, subqueries and set operations
+    /// inside each other, and tables joined in one statement.
+    pub max_depth: usize,
+}
+
+impl Default for SqlBounds {
+    fn default() -> Self {
+        Self {
+            max_sql_bytes: 64 * 1024,
+            max_depth: 256,
+        }
+    }
+}
+
+impl SqlBounds {
+    /// Refuses SQL text longer than the limit, before it is parsed.
+    pub fn check_len(&self, sql: &str) -> Result<(), String> {
+        if sql.len() > self.max_sql_bytes {
+            return Err(format!(
+                "the SQL text is {} bytes long; the limit is {} bytes (query.max_sql_bytes)",
+                sql.len(),
+                self.max_sql_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a parsed statement that nests deeper than the limit.
+    pub fn check(&self, statement: &Statement) -> Result<(), String> {
+        let mut depth = Depth {
+            limit: self.max_depth,
+            level: 0,
+            tables: 0,
+            pushed: Vec::new(),
+        };
+        match depth.statement(statement) {
+            ControlFlow::Continue(()) => Ok(()),
+            ControlFlow::Break(what) => Err(format!(
+                "the statement is too complex: {what} (the limit is {}, query.max_sql_depth); \
+                 write long lists of conditions as `IN (…)` and split the query",
+                self.max_depth
+            )),
+        }
+    }
+}
+
+/// Walks a statement, keeping the current nesting level; stops as soon as it passes the limit,
+/// so the walk itself never goes deeper than the limit.
+struct Depth {
+    limit: usize,
+    level: usize,
+    tables: usize,
+    /// What each open query added to `level` (1 plus its set operations).
+    pushed: Vec<usize>,
+}
+
+impl Depth {
+    fn statement(&mut self, statement: &Statement) -> ControlFlow<String> {
+        match statement {
+            Statement::Statement(s) => s.visit(self),
+            Statement::Explain(e) => self.statement(&e.statement),
+            Statement::CopyTo(c) => match &c.source {
+                CopyToSource::Query(q) => q.visit(self),
+                CopyToSource::Relation(_) => ControlFlow::Continue(()),
+            },
+            Statement::CreateExternalTable(_) | Statement::Reset(_) => ControlFlow::Continue(()),
+        }
+    }
+
+    fn enter(&mut self, by: usize, what: &str) -> ControlFlow<String> {
+        self.level += by;
+        if self.level > self.limit {
+            return ControlFlow::Break(format!("{what} nested more than {} deep", self.limit));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Set operations (`UNION`, `EXCEPT`, `INTERSECT`) in a query body, outside nested queries: a
+/// chain of them parses into a tree as deep as it is long. Counted without recursion.
+fn set_operations(body: &SetExpr) -> usize {
+    let mut count = 0;
+    let mut open = vec![body];
+    while let Some(e) = open.pop() {
+        if let SetExpr::SetOperation { left, right, .. } = e {
+            count += 1;
+            open.push(left);
+            open.push(right);
+        }
+    }
+    count
+}
+
+impl Visitor for Depth {
+    type Break = String;
+
+    fn pre_visit_query(&mut self, query: &ast::Query) -> ControlFlow<String> {
+        let by = 1 + set_operations(&query.body);
+        self.pushed.push(by);
+        self.enter(by, "queries and set operations (UNION, EXCEPT, INTERSECT)")
+    }
+
+    fn post_visit_query(&mut self, _query: &ast::Query) -> ControlFlow<String> {
+        self.level -= self.pushed.pop().unwrap_or(0);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, _factor: &ast::TableFactor) -> ControlFlow<String> {
+        // Joins plan into a tree as deep as the number of tables.
+        self.tables += 1;
+        if self.tables > self.limit {
+            return ControlFlow::Break(format!("more than {} tables joined", self.limit));
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, _expr: &ast::Expr) -> ControlFlow<String> {
+        self.enter(1, "expressions (operators, function calls, casts, CASE)")
+    }
+
+    fn post_visit_expr(&mut self, _expr: &ast::Expr) -> ControlFlow<String> {
+        self.level -= 1;
+        ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+
+    fn parse(sql: &str) -> Statement {
+        let state = SessionContext::new().state();
+        let dialect = state.config().options().sql_parser.dialect;
+        state.sql_to_statement(sql, &dialect).expect("parses")
+    }
+
+    fn chain(op: &str, n: usize) -> String {
+        format!("SELECT {}", vec!["1"; n].join(op))
+    }
+
+    #[test]
+    fn shallow_statements_pass_and_deep_chains_are_refused() {
+        let b = SqlBounds::default();
+        assert!(
+            b.check(&parse("SELECT 1 + 2 * 3 FROM t WHERE a IN (1, 2, 3)"))
+                .is_ok()
+        );
+        assert!(b.check(&parse(&chain("+", 200))).is_ok());
+        let e = b.check(&parse(&chain("+", 300))).expect_err("too deep");
+        assert!(e.contains("nested more than 256 deep"), "{e}");
+        let e = b
+            .check(&parse(&format!("EXPLAIN {}", chain(" OR ", 300))))
+            .expect_err("explain is walked too");
+        assert!(e.contains("expressions"), "{e}");
+        let unions = vec!["SELECT 1"; 300].join(" UNION ALL ");
+        let e = b.check(&parse(&unions)).expect_err("set operations");
+        assert!(e.contains("set operations"), "{e}");
+        let joins = format!(
+            "SELECT 1 FROM t0 {}",
+            (1..300)
+                .map(|i| format!("JOIN t{i} ON true"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let e = b.check(&parse(&joins)).expect_err("joins");
+        assert!(e.contains("tables joined"), "{e}");
+    }
+
+    #[test]
+    fn the_length_is_checked_before_parsing() {
+        let b = SqlBounds {
+            max_sql_bytes: 10,
+            max_depth: 4,
+        };
+        assert!(b.check_len("SELECT 1").is_ok());
+        let e = b.check_len("SELECT 1 + 1").expect_err("long");
+        assert!(e.contains("12 bytes") && e.contains("limit is 10"), "{e}");
+    }
+}
