@@ -16,6 +16,8 @@ pub mod config;
 pub mod deliver;
 pub mod dispatch;
 pub mod email;
+#[cfg(test)]
+mod fixtures;
 pub mod history;
 pub mod message;
 pub mod metrics;

@@ -28,6 +28,8 @@
 pub mod catalog;
 pub mod compaction;
 pub mod error;
+#[cfg(test)]
+mod fixtures;
 pub mod memory;
 pub mod memtable;
 pub mod metrics;
