@@ -7,57 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
-pub use sightline_slo::clock::parse_std_duration as parse_duration;
-
-/// Parses `1048576`, `512KiB`, `64MiB`, `2GiB` (also `KB`/`MB`/`GB` as powers of 1000).
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let units: [(&str, u64); 7] = [
-        ("KiB", 1 << 10),
-        ("MiB", 1 << 20),
-        ("GiB", 1 << 30),
-        ("KB", 1_000),
-        ("MB", 1_000_000),
-        ("GB", 1_000_000_000),
-        ("B", 1),
-    ];
-    let (num, mult) = units
-        .iter()
-        .find_map(|(suffix, m)| t.strip_suffix(suffix).map(|n| (n, *m)))
-        .unwrap_or((t, 1));
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected e.g. 1048576, 512KiB, 64MiB or 2GiB"))?;
-    n.checked_mul(mult)
-        .and_then(|b| usize::try_from(b).ok())
-        .ok_or_else(|| format!("size {s:?} is too large"))
-}
-
-fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    de_duration(d).map(Some)
-}
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse_duration(&s).map_err(serde::de::Error::custom)
-}
-
-/// Sizes are written as a number of bytes or a string with a unit.
-fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Size {
-        Bytes(u64),
-        Text(String),
-    }
-    match Size::deserialize(d)? {
-        Size::Bytes(b) => usize::try_from(b).map_err(serde::de::Error::custom),
-        Size::Text(s) => parse_size(&s).map_err(serde::de::Error::custom),
-    }
-}
+pub use sightline_common::config::parse_duration;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -85,7 +37,7 @@ pub struct SloConfig {
     /// Directory of SLO spec files (`*.yaml`); reloaded when a file changes.
     pub dir: Option<PathBuf>,
     /// How often SLOs and their alert rules are evaluated.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "sightline_common::config::duration")]
     pub tick: Duration,
 }
 
@@ -103,15 +55,15 @@ impl Default for SloConfig {
 pub struct CompactionConfig {
     pub enabled: bool,
     /// How often compaction and retention look for work.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "sightline_common::config::duration")]
     pub interval: Duration,
     /// Files at or above this size are not merged further.
-    #[serde(deserialize_with = "de_size")]
+    #[serde(deserialize_with = "sightline_common::config::size")]
     pub target_file_bytes: usize,
     /// In an hour still receiving data, this many files of one size tier are merged.
     pub min_files: usize,
     /// An hour's partition is closed (all its small files merged) this long after it ended.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "sightline_common::config::duration")]
     pub close_after: Duration,
 }
 
@@ -132,11 +84,11 @@ impl Default for CompactionConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
-    #[serde(deserialize_with = "de_opt_duration")]
+    #[serde(deserialize_with = "sightline_common::config::opt_duration")]
     pub spans: Option<Duration>,
-    #[serde(deserialize_with = "de_opt_duration")]
+    #[serde(deserialize_with = "sightline_common::config::opt_duration")]
     pub logs: Option<Duration>,
-    #[serde(deserialize_with = "de_opt_duration")]
+    #[serde(deserialize_with = "sightline_common::config::opt_duration")]
     pub metrics: Option<Duration>,
 }
 
@@ -195,19 +147,19 @@ impl Default for ListenConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Buffered rows are written to Parquet at the latest after this long.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "sightline_common::config::duration")]
     pub flush_interval: Duration,
     /// A table's buffer is written to Parquet once it holds this much memory.
-    #[serde(deserialize_with = "de_size")]
+    #[serde(deserialize_with = "sightline_common::config::size")]
     pub flush_max_bytes: usize,
     /// `fsync` (default): a write is acknowledged after the write-ahead log is fsync'd.
     /// `batched`: acknowledged once written to the OS, fsync'd every `sync_interval`.
     pub durability: DurabilityMode,
     /// With `durability = "batched"`: the longest time between two fsyncs.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "sightline_common::config::duration")]
     pub sync_interval: Duration,
     /// Size at which a write-ahead log segment is closed and a new one begun.
-    #[serde(deserialize_with = "de_size")]
+    #[serde(deserialize_with = "sightline_common::config::size")]
     pub wal_segment_bytes: usize,
 }
 
@@ -246,37 +198,37 @@ impl StorageConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Largest OTLP/HTTP body on the wire.
-    #[serde(deserialize_with = "de_size")]
+    #[serde(deserialize_with = "sightline_common::config::size")]
     pub max_body_bytes: usize,
     /// Largest request after decompression, and largest gRPC message.
-    #[serde(deserialize_with = "de_size")]
+    #[serde(deserialize_with = "sightline_common::config::size")]
     pub max_decoded_bytes: usize,
     /// Memory ceiling for acknowledged rows not yet in Parquet, flush working
     /// memory, and requests in flight (counted exactly).
-    #[serde(deserialize_with = "de_size")]
+    #[serde(deserialize_with = "sightline_common::config::size")]
     pub max_memory_bytes: usize,
     /// Ceiling on the process's resident memory (sampled); 0 turns it off.
-    #[serde(deserialize_with = "de_size")]
+    #[serde(deserialize_with = "sightline_common::config::size")]
     pub max_resident_bytes: usize,
     /// Disk ceiling for the write-ahead log.
-    #[serde(deserialize_with = "de_size")]
+    #[serde(deserialize_with = "sightline_common::config::size")]
     pub max_wal_bytes: usize,
     /// Attributes kept per attribute list; the rest are dropped and counted.
     pub max_attributes: usize,
-    #[serde(deserialize_with = "de_size")]
+    #[serde(deserialize_with = "sightline_common::config::size")]
     pub max_attribute_key_bytes: usize,
     /// Longer string values are truncated; longer bytes, arrays and maps are dropped.
-    #[serde(deserialize_with = "de_size")]
+    #[serde(deserialize_with = "sightline_common::config::size")]
     pub max_attribute_value_bytes: usize,
     /// Arrays and maps nested deeper are dropped.
     pub max_attribute_depth: usize,
     pub max_events_per_span: usize,
     pub max_links_per_span: usize,
     /// Items older than this when they arrive are rejected (partial success).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "sightline_common::config::duration")]
     pub max_past: Duration,
     /// Items more than this ahead of the server's clock are rejected.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "sightline_common::config::duration")]
     pub max_future: Duration,
 }
 
@@ -327,15 +279,15 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "sightline_common::config::duration")]
     pub timeout: Duration,
     pub max_rows: usize,
-    #[serde(deserialize_with = "de_size")]
+    #[serde(deserialize_with = "sightline_common::config::size")]
     pub memory_limit: usize,
     /// Worker threads of the query runtime (separate from ingestion).
     pub threads: usize,
     /// Longest SQL text accepted, checked before parsing.
-    #[serde(deserialize_with = "de_size")]
+    #[serde(deserialize_with = "sightline_common::config::size")]
     pub max_sql_bytes: usize,
     /// Deepest nesting of expressions, subqueries and set operations (and most tables joined)
     /// in one statement, checked before planning.
@@ -605,18 +557,5 @@ mod tests {
                 .to_string()
                 .contains("retention.metrics")
         );
-    }
-
-    #[test]
-    fn durations_and_sizes() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("1.5s").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
-        assert_eq!(parse_size("2GB"), Ok(2_000_000_000));
-        assert_eq!(parse_size("10"), Ok(10));
-        assert!(parse_size("lots").is_err());
     }
 }

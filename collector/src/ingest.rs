@@ -198,12 +198,7 @@ impl Drop for Admitted {
 /// How long a refused sender should wait before retrying.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
-}
+use sightline_common::clock::now as now_ns;
 
 impl Ingest {
     pub fn new(store: Arc<Store>, metrics: CollectorMetrics, limits: Limits) -> Self {

@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sightline_common::clock::{Nanos, SECOND};
 use sightline_notify::dispatch::Dispatcher;
 use sightline_notify::message::Notification;
 use sightline_notify::outbox::Outbox;
 use sightline_notify::route::Route;
-use sightline_slo::clock::{Nanos, SECOND};
 use sightline_slo::engine::FiringAlert;
 
 const NOW: Nanos = 1_793_577_600 * SECOND;

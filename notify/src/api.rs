@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use sightline_slo::clock::rfc3339;
+use sightline_common::clock::rfc3339;
 
 use crate::Notifier;
 use crate::silence::{ApiSilence, SilenceError};

@@ -5,17 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use sightline_slo::matcher::Matcher;
-
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    sightline_slo::clock::parse_std_duration(&s).map_err(serde::de::Error::custom)
-}
-
-fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    de_duration(d).map(Some)
-}
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -61,7 +52,7 @@ pub struct WebhookConfig {
     pub secret_file: Option<PathBuf>,
     /// Extra request headers (e.g. `Authorization`).
     pub headers: BTreeMap<String, String>,
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "sightline_common::config::duration")]
     pub timeout: Duration,
     /// At most this many alerts per request (0: all); the rest are counted in
     /// `truncatedAlerts`.
@@ -109,7 +100,7 @@ pub struct EmailConfig {
     pub password_file: Option<PathBuf>,
     /// Name sent in EHLO (default: this host's name).
     pub hello: Option<String>,
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "sightline_common::config::duration")]
     pub timeout: Duration,
     /// PEM file of CA certificates to trust besides the built-in roots.
     pub ca_file: Option<PathBuf>,
@@ -142,11 +133,11 @@ pub struct RouteConfig {
     pub matchers: Vec<Matcher>,
     /// Labels that split alerts into groups; `["..."]` groups by every label. Inherited.
     pub group_by: Option<Vec<String>>,
-    #[serde(deserialize_with = "de_opt_duration")]
+    #[serde(deserialize_with = "sightline_common::config::opt_duration")]
     pub group_wait: Option<Duration>,
-    #[serde(deserialize_with = "de_opt_duration")]
+    #[serde(deserialize_with = "sightline_common::config::opt_duration")]
     pub group_interval: Option<Duration>,
-    #[serde(deserialize_with = "de_opt_duration")]
+    #[serde(deserialize_with = "sightline_common::config::opt_duration")]
     pub repeat_interval: Option<Duration>,
     /// Go on to the next sibling route after this one matched.
     #[serde(rename = "continue")]
@@ -169,17 +160,17 @@ pub struct SilenceConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
     /// First retry delay; doubles with every failure (with jitter) up to `max_backoff`.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "sightline_common::config::duration")]
     pub initial_backoff: Duration,
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "sightline_common::config::duration")]
     pub max_backoff: Duration,
     /// A notification not delivered this long after it was queued is given up (recorded).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "sightline_common::config::duration")]
     pub max_age: Duration,
     /// Consecutive failures that open a receiver's circuit breaker.
     pub breaker_failures: u32,
     /// How long an open breaker waits before one trial request (doubles while it fails).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(deserialize_with = "sightline_common::config::duration")]
     pub breaker_cooldown: Duration,
     /// Requests in flight per receiver (each alert group sends one at a time, in order).
     pub concurrency: usize,

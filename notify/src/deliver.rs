@@ -78,14 +78,4 @@ pub fn attempt(
     }
 }
 
-/// An error and its sources, `outer: inner: …`.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut m = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        m.push_str(": ");
-        m.push_str(&s.to_string());
-        src = s.source();
-    }
-    m
-}
+pub use sightline_common::error::chain;

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sightline_slo::clock::Nanos;
+use sightline_common::clock::Nanos;
 use sightline_slo::engine::FiringAlert;
 
 use crate::message::{AlertOut, Notification};
@@ -317,7 +317,7 @@ impl Dispatcher {
         let before = self.log.len();
         self.log.retain(|id, e| {
             self.send_resolved.contains_key(&id.0)
-                && (self.groups.contains_key(id) || now - e.at < sightline_slo::clock::DAY)
+                && (self.groups.contains_key(id) || now - e.at < sightline_common::clock::DAY)
         });
         log_changed |= self.log.len() != before;
         (out, log_changed)
@@ -344,7 +344,7 @@ impl Dispatcher {
             members: BTreeSet::new(),
             next_flush: now,
         });
-        g.next_flush = g.next_flush.min(now + sightline_slo::clock::SECOND);
+        g.next_flush = g.next_flush.min(now + sightline_common::clock::SECOND);
         for a in n.alerts {
             g.members.insert(a.fingerprint.clone());
             self.alerts.entry(a.fingerprint.clone()).or_insert(a);
@@ -355,7 +355,7 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sightline_slo::clock::SECOND;
+    use sightline_common::clock::SECOND;
 
     fn root() -> Route {
         let c: crate::config::RouteConfig = toml::from_str(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray,
 };
-use sightline_slo::clock::Nanos;
+use sightline_common::clock::Nanos;
 use sightline_store::schema::Table;
 
 use crate::message::Notification;

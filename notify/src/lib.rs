@@ -32,8 +32,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use sightline_common::clock::{Nanos, rfc3339};
 use sightline_slo::Engine;
-use sightline_slo::clock::{Nanos, rfc3339};
 use sightline_slo::maintenance::MaintenanceWindow;
 use sightline_store::Store;
 use sightline_store::schema::Table;
@@ -51,9 +51,7 @@ use crate::silence::Silences;
 
 /// Wall-clock time in Unix nanoseconds.
 pub fn now() -> Nanos {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    sightline_common::clock::now()
 }
 
 /// A random 128-bit id in hex.
@@ -61,11 +59,7 @@ pub fn new_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-/// A duration in nanoseconds, at most 100 years (so that `now + nanos(d)` cannot overflow).
-pub(crate) fn nanos(d: Duration) -> Nanos {
-    const CAP: Nanos = 100 * 365 * sightline_slo::clock::DAY;
-    i64::try_from(d.as_nanos()).map_or(CAP, |n| n.min(CAP))
-}
+pub(crate) use sightline_common::clock::nanos;
 
 /// How often the runner looks at the engine's alerts and at due retries.
 const POLL: Duration = Duration::from_millis(250);

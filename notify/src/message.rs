@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
-use sightline_slo::clock::{Nanos, rfc3339};
+use sightline_common::clock::{Nanos, rfc3339};
 
 /// One alert in a notification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,31 +11,14 @@
 //!   (a crash between the two writes) is applied to the log when the outbox is opened.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sightline_slo::clock::Nanos;
+use sightline_common::clock::Nanos;
 
 use crate::message::{AlertOut, Notification};
 
-/// Writes `bytes` to `path` so that a crash leaves the old or the new content, never a mix.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
+use sightline_common::durable::{sync_dir, write_atomically};
 
 /// What was last queued for one receiver and group.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
-use sightline_slo::clock::{DAY, Nanos, rfc3339};
+use sightline_common::clock::{DAY, Nanos, rfc3339};
 use sightline_slo::matcher::{MatchOp, Matcher, matches_all};
 
 use crate::config::SilenceConfig;
-use crate::outbox::write_atomically;
+use sightline_common::durable::write_atomically;
 
 /// A matcher in the API's JSON shape (Alertmanager's).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,7 +85,7 @@ pub struct ApiSilence {
 }
 
 fn parse_time(s: &str, what: &str) -> Result<Nanos, String> {
-    sightline_slo::clock::parse_rfc3339(s)
+    sightline_common::clock::parse_rfc3339(s)
         .ok_or_else(|| format!("{what} {s:?} is not an RFC 3339 time between 1677 and 2262"))
 }
 

@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use sightline_collector::convert::ConvertContext;
 use sightline_collector::limits::ItemLimits;
-use sightline_slo::clock::{DAY, HOUR, Nanos, SECOND};
+use sightline_common::clock::{DAY, HOUR, Nanos, SECOND};
 use sightline_slo::{Engine, ManualClock, spec};
 use sightline_store::{Durability, Store, StoreConfig};
 

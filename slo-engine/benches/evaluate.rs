@@ -5,8 +5,8 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sightline_collector::convert::ConvertContext;
 use sightline_collector::limits::ItemLimits;
+use sightline_common::clock::{DAY, MINUTE, Nanos, SECOND};
 use sightline_slo::alert;
-use sightline_slo::clock::{DAY, MINUTE, Nanos, SECOND};
 use sightline_slo::counter::{CompiledSlo, SliceCounts};
 use sightline_slo::rollup::{Counts, Series};
 use sightline_slo::spec::{self, Slo};

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::clock::Nanos;
 use crate::rollup::Series;
 use crate::spec::{Slo, Tier};
 use crate::status::{Status, burn_rate};
 use crate::window::trailing;
+use sightline_common::clock::Nanos;
 
 pub const BURN_RATE_ALERT: &str = "SLOBurnRate";
 pub const BUDGET_EXHAUSTED_ALERT: &str = "SLOBudgetExhausted";
@@ -220,7 +220,7 @@ fn percent(x: f64) -> String {
 }
 
 fn window_name(d: Nanos) -> String {
-    use crate::clock::{DAY, HOUR, MINUTE};
+    use sightline_common::clock::{DAY, HOUR, MINUTE};
     match d {
         d if d % DAY == 0 => format!("{}d", d / DAY),
         d if d % HOUR == 0 => format!("{}h", d / HOUR),

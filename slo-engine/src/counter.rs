@@ -20,9 +20,9 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use sightline_store::schema::Table;
 
-use crate::clock::{MINUTE, Nanos, floor};
 use crate::rollup::Counts;
 use crate::spec::{Expr, Indicator, MetricSelector, OTHER_GROUP, Slo, SpecError};
+use sightline_common::clock::{MINUTE, Nanos, floor};
 
 /// Where a count row came from.
 pub const ORIGIN_LIVE: &str = "live";

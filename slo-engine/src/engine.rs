@@ -17,7 +17,6 @@ use sightline_store::schema::Table;
 use sightline_store::{Store, WriteHook};
 
 use crate::alert::{self, Alert, Rule, State, Transition};
-use crate::clock::{Clock, DAY, MINUTE, Nanos, floor, rfc3339};
 use crate::counter::{self, CompiledSlo, ORIGIN_BACKFILL, ORIGIN_LIVE, SliceCounts};
 use crate::maintenance::MaintenanceWindow;
 use crate::metrics::{BurnLabel, SloLabel, SloMetrics, StateLabel};
@@ -25,6 +24,7 @@ use crate::rollup::{Counts, Series};
 use crate::spec::{Indicator, OTHER_GROUP, Slo, SpecError};
 use crate::status::{self, BURN_WINDOWS, Budget, BurnRate, Status};
 use crate::window::{COARSE, FINE_HORIZON, Window, trailing};
+use sightline_common::clock::{Clock, DAY, MINUTE, Nanos, floor, rfc3339};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -63,7 +63,7 @@ struct Entry {
 /// A slice's verdict is final this long after it ends (room for export delays).
 const SETTLE: Nanos = MINUTE;
 /// Slices older than this are judged once more and frozen, while their minutes are still kept.
-const FREEZE_AGE: Nanos = FINE_HORIZON - crate::clock::HOUR;
+const FREEZE_AGE: Nanos = FINE_HORIZON - sightline_common::clock::HOUR;
 
 impl Entry {
     /// The counts budgets and alerts are computed on: events, or slices for timeslice SLOs.
@@ -696,7 +696,7 @@ impl Engine {
             }
             if !slo.indicator.metrics().is_empty() {
                 // Live counting of counters goes on from each series' last stored point.
-                self.count_metric_points(slo, c, now - 6 * crate::clock::HOUR)
+                self.count_metric_points(slo, c, now - 6 * sightline_common::clock::HOUR)
                     .await?;
             }
             report.loaded.push(slo.name.clone());
@@ -1159,7 +1159,7 @@ impl Engine {
                 Window::Calendar { .. } => e.slo.window.period(t - 1),
             };
             let total = sum_all(e.evaluated(), ws, t);
-            let hour = sum_all(e.evaluated(), t - crate::clock::HOUR, t);
+            let hour = sum_all(e.evaluated(), t - sightline_common::clock::HOUR, t);
             points.push(HistoryPoint {
                 at: rfc3339(t),
                 good: total.good,

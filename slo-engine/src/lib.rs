@@ -5,10 +5,9 @@
 //! - [`counter`]: live counting of good and valid events per minute, stored with the events;
 //! - [`rollup`], [`window`], [`status`]: counts in memory, windows, SLI, budget, burn rates;
 //! - [`alert`]: multiwindow, multi-burn-rate rules and alert states;
-//! - [`engine`]: all of it over a store, on a tick, with an injected [`clock::Clock`].
+//! - [`engine`]: all of it over a store, on a tick, with an injected [`Clock`].
 
 pub mod alert;
-pub mod clock;
 pub mod counter;
 pub mod engine;
 pub mod maintenance;
@@ -20,6 +19,6 @@ pub mod spec;
 pub mod status;
 pub mod window;
 
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{Engine, EngineError, SloView};
+pub use sightline_common::clock::{Clock, ManualClock, SystemClock};
 pub use spec::{Slo, SpecError};

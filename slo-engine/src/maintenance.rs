@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use chrono::{Datelike, NaiveTime, TimeZone, Weekday};
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{DAY, Nanos};
 use crate::matcher::{Matcher, matches_all};
+use sightline_common::clock::{DAY, Nanos};
 
 /// A maintenance window as written in the config file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -60,7 +60,7 @@ pub struct MaintenanceWindow {
 }
 
 fn parse_time(s: &str, field: &str) -> Result<Nanos, String> {
-    crate::clock::parse_rfc3339(s)
+    sightline_common::clock::parse_rfc3339(s)
         .ok_or_else(|| format!("{field} {s:?} is not an RFC 3339 time (2026-12-01T02:00:00Z)"))
 }
 
@@ -248,7 +248,7 @@ impl MaintenanceWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::{HOUR, MINUTE};
+    use sightline_common::clock::{HOUR, MINUTE};
 
     fn at(s: &str) -> Nanos {
         parse_time(s, "t").expect("valid in this test")

@@ -415,7 +415,7 @@ spec:
         assert!((s.objective - 0.999).abs() < 1e-12);
         assert_eq!(
             s.window,
-            crate::window::Window::Rolling(28 * crate::clock::DAY)
+            crate::window::Window::Rolling(28 * sightline_common::clock::DAY)
         );
         assert_eq!(s.labels["team"], "payments");
         let crate::spec::Indicator::Events { filter, good, .. } = &s.indicator else {

@@ -5,8 +5,8 @@
 
 use std::collections::VecDeque;
 
-use crate::clock::{MINUTE, Nanos, floor};
 use crate::window::{COARSE, FINE_HORIZON};
+use sightline_common::clock::{MINUTE, Nanos, floor};
 
 /// Good and valid (total) events.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -192,9 +192,9 @@ impl Series {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::DAY;
     use crate::window::trailing;
     use proptest::prelude::*;
+    use sightline_common::clock::DAY;
 
     const KEEP: Nanos = 40 * DAY;
 
@@ -216,7 +216,7 @@ mod tests {
             raw in prop::collection::vec((0i64..(35 * DAY), 0u64..5, 0u64..5), 0..400),
             now_offset in 0i64..(2 * DAY),
         ) {
-            let base = 1_800_000_000 * crate::clock::SECOND;
+            let base = 1_800_000_000 * sightline_common::clock::SECOND;
             let now = base + 35 * DAY + now_offset;
             let events: Vec<(Nanos, Counts)> = raw
                 .into_iter()

@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use sightline_store::schema::Table;
 
-use crate::clock::{DAY, HOUR, MINUTE, Nanos, SECOND};
 use crate::window::{CalendarPeriod, Window};
+use sightline_common::clock::{DAY, HOUR, MINUTE, Nanos, SECOND};
 
 /// A problem in a spec file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]

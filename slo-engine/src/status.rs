@@ -2,9 +2,9 @@
 
 use serde::Serialize;
 
-use crate::clock::{DAY, HOUR, MINUTE, Nanos};
 use crate::rollup::{Counts, Series};
 use crate::window::{Window, trailing};
+use sightline_common::clock::{DAY, HOUR, MINUTE, Nanos};
 
 /// The windows burn rates are reported over.
 pub const BURN_WINDOWS: [(&str, Nanos); 7] = [
@@ -128,7 +128,7 @@ pub fn status(series: &Series, objective: f64, window: &Window, now: Nanos) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::SECOND;
+    use sightline_common::clock::SECOND;
 
     #[test]
     fn quiet_services_have_no_data_not_nan() {
@@ -169,9 +169,9 @@ mod reference {
     //! Budgets and burn rates against a brute-force reference computed from raw events, for
     //! random traffic: uneven, with gaps and long zero-traffic periods.
     use super::*;
-    use crate::clock::SECOND;
     use crate::window::CalendarPeriod;
     use proptest::prelude::*;
+    use sightline_common::clock::SECOND;
 
     fn in_window(events: &[(Nanos, bool)], from: Nanos, to: Nanos) -> Counts {
         let mut c = Counts::default();

@@ -9,7 +9,7 @@
 
 use chrono::{Datelike, NaiveDate, TimeZone};
 
-use crate::clock::{DAY, MINUTE, Nanos, floor};
+use sightline_common::clock::{DAY, MINUTE, Nanos, floor};
 
 /// Counts are per minute this far back (the longest burn-rate window, 3 days, plus margin).
 pub const FINE_HORIZON: Nanos = 3 * DAY + 2 * 60 * MINUTE;
@@ -147,7 +147,7 @@ fn midnight(zone: chrono_tz::Tz, date: NaiveDate) -> Nanos {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::HOUR;
+    use sightline_common::clock::HOUR;
 
     fn at(s: &str) -> Nanos {
         chrono::DateTime::parse_from_rfc3339(s)

@@ -290,13 +290,8 @@ fn read_watermark(dir: &Path) -> Result<u64> {
 /// Records durably that every write up to `seq` is in this table's files.
 fn write_watermark(dir: &Path, seq: u64) -> Result<()> {
     let path = dir.join(paths::WATERMARK_FILE);
-    let tmp = dir.join(format!("{}.{}", paths::WATERMARK_FILE, paths::TMP_EXT));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
-    std::io::Write::write_all(&mut f, seq.to_string().as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| StoreError::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
-    crate::writer::sync_dir(dir)
+    sightline_common::durable::write_atomically(&path, seq.to_string().as_bytes())
+        .map_err(|e| StoreError::io(&path, e))
 }
 
 fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {

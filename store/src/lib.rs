@@ -538,13 +538,6 @@ impl Store {
         }
     }
 
-    fn now_ns() -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-            .unwrap_or_default()
-    }
-
     fn graveyard(&self) -> std::sync::MutexGuard<'_, Vec<Burial>> {
         self.graveyard.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -616,7 +609,9 @@ impl Store {
             }
             for files in by_dir.into_values() {
                 let hour = paths::hour_of(files[0].min_time);
-                let Some(inputs) = compaction::pick(policy, &files, hour, Self::now_ns()) else {
+                let Some(inputs) =
+                    compaction::pick(policy, &files, hour, sightline_common::clock::now())
+                else {
                     continue;
                 };
                 // Merge as many of the picked files as memory allows: fewer inputs cost less,
@@ -1084,7 +1079,7 @@ mod maintenance_tests {
                 .await
                 .expect("engine"),
         );
-        let now = Store::now_ns();
+        let now = sightline_common::clock::now();
         let base = (now / HOUR - 5) * HOUR; // five hours ago: closed partitions
         let mut written = 0;
         for flush in 0..12 {
@@ -1156,7 +1151,7 @@ mod maintenance_tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_interrupted_compaction_is_finished_at_start() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let base = (Store::now_ns() / HOUR - 3) * HOUR;
+        let base = (sightline_common::clock::now() / HOUR - 3) * HOUR;
         let inputs;
         {
             let store = Store::open(config(dir.path()), &mut Registry::default()).expect("open");
@@ -1192,7 +1187,7 @@ mod maintenance_tests {
             .insert(Table::Spans, Duration::from_secs(2 * 3600));
         c.compaction = None;
         let store = Store::open(c, &mut Registry::default()).expect("open");
-        let now = Store::now_ns();
+        let now = sightline_common::clock::now();
         let old = (now / HOUR - 5) * HOUR;
         store
             .write(vec![(Table::TraceFragments, fragments(0, 10, old))])

@@ -13,6 +13,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use sightline_common::durable;
+
 use crate::error::{Result, StoreError};
 use crate::paths;
 use crate::schema::Table;
@@ -204,31 +206,14 @@ pub fn write_one(
     })
 }
 
-/// Creates `dir` (and its parents) so that the new entries survive a power loss: each new
-/// directory's parent is fsync'd.
+/// Creates `dir` (and its parents) so that the new entries survive a power loss.
 pub fn create_dir_durable(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent() {
-        create_dir_durable(parent)?;
-    }
-    match std::fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(StoreError::io(dir, e)),
-    }
-    match dir.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-        _ => Ok(()),
-    }
+    durable::create_dir_durable(dir).map_err(|e| StoreError::io(dir, e))
 }
 
 /// Makes a rename or a new entry in `dir` durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StoreError::io(dir, e))
+    durable::sync_dir(dir).map_err(|e| StoreError::io(dir, e))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use sightline_slo::clock::{DAY, HOUR, Nanos};
+use sightline_common::clock::{DAY, HOUR, Nanos};
 
 use crate::ApiState;
 use crate::sql::error;

@@ -1,8 +1,8 @@
 //! The SRE Workbook's detection times, tickets without pages, and restarts mid-incident.
 
+use sightline_common::clock::{HOUR, MINUTE, Nanos, SECOND};
 use sightline_slo::Clock;
 use sightline_slo::alert::{State, Transition};
-use sightline_slo::clock::{HOUR, MINUTE, Nanos, SECOND};
 
 use crate::{CHECKOUT, Sim, T0};
 

@@ -1,7 +1,7 @@
 //! New and changed SLOs are counted from stored events at once, and live counting goes on
 //! from there without counting anything twice.
 
-use sightline_slo::clock::{DAY, HOUR, MINUTE};
+use sightline_common::clock::{DAY, HOUR, MINUTE};
 use sightline_slo::spec;
 
 use crate::{CHECKOUT, Sim, T0};

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use sightline_collector::convert::ConvertContext;
 use sightline_collector::limits::ItemLimits;
-use sightline_slo::clock::{MINUTE, Nanos, SECOND};
+use sightline_common::clock::{MINUTE, Nanos, SECOND};
 use sightline_slo::{Clock, Engine, ManualClock, spec};
 use sightline_store::{Durability, Store, StoreConfig};
 

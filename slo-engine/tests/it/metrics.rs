@@ -1,7 +1,7 @@
 //! SLOs over metrics: counter ratios (cumulative with resets, and delta) and histogram
 //! thresholds, counted live, backfilled, and continued across a restart.
 
-use sightline_slo::clock::{MINUTE, Nanos};
+use sightline_common::clock::{MINUTE, Nanos};
 
 use crate::otlp::{Point, metric_request};
 use crate::{Sim, T0};

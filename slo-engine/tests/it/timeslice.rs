@@ -1,7 +1,7 @@
 //! Timeslice SLOs: the budget counts minutes, and a minute is good when its own ratio of good
 //! events meets the threshold — a burst of errors in one busy minute costs one minute.
 
-use sightline_slo::clock::{HOUR, MINUTE, SECOND};
+use sightline_common::clock::{HOUR, MINUTE, SECOND};
 
 use crate::{Sim, T0};
 

@@ -1,5 +1,6 @@
-//! Time, injected: the engine never reads the system clock itself, so tests can run days of
-//! simulated traffic in milliseconds.
+//! Time, injected: the parts whose behaviour depends on time (SLO windows, alert timing,
+//! retries and backoff) never read the system clock themselves but take a [`Clock`], so tests
+//! can run days of simulated traffic in milliseconds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -23,11 +24,23 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Nanos {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-            .unwrap_or_default()
+        now()
     }
+}
+
+/// The system's wall clock now, for the parts that need no injected time (file names,
+/// accepted time windows of incoming data).
+pub fn now() -> Nanos {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
+/// A duration in nanoseconds, at most 100 years (so that `now + nanos(d)` cannot overflow).
+pub fn nanos(d: std::time::Duration) -> Nanos {
+    const CAP: Nanos = 100 * 365 * DAY;
+    i64::try_from(d.as_nanos()).map_or(CAP, |n| n.min(CAP))
 }
 
 /// A clock that moves only when told to; clones share the same time.
@@ -69,35 +82,6 @@ pub fn parse_rfc3339(s: &str) -> Option<Nanos> {
     chrono::DateTime::parse_from_rfc3339(s.trim())
         .ok()
         .and_then(|t| t.timestamp_nanos_opt())
-}
-
-/// Parses `500ms`, `30s`, `5m`, `2h`, `7d`, or a bare number of seconds.
-pub fn parse_std_duration(s: &str) -> Result<std::time::Duration, String> {
-    let t = s.trim();
-    let units: [(&str, u64); 5] = [
-        ("ms", 1),
-        ("s", 1_000),
-        ("m", 60_000),
-        ("h", 3_600_000),
-        ("d", 86_400_000),
-    ];
-    let (num, unit_ms) = units
-        .iter()
-        .find_map(|(suffix, ms)| t.strip_suffix(suffix).map(|n| (n, *ms)))
-        .unwrap_or((t, 1_000));
-    let num = num.trim();
-    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "invalid duration {s:?}: expected e.g. 500ms, 30s, 5m, 2h or 7d"
-        ));
-    }
-    let n: u64 = num
-        .parse()
-        .map_err(|e| format!("invalid duration {s:?}: {e}"))?;
-    let ms = n
-        .checked_mul(unit_ms)
-        .ok_or_else(|| format!("duration {s:?} is too large"))?;
-    Ok(std::time::Duration::from_millis(ms))
 }
 
 #[cfg(test)]

@@ -1,0 +1,22 @@
+//! # sightline-common
+//!
+//! The few things several Sightline crates need, kept out of any one of them so that none
+//! becomes everyone's utility drawer:
+//!
+//! - [`clock`]: nanosecond timestamps, the [`clock::Clock`] trait every time-dependent part
+//!   takes (with [`clock::SystemClock`] and, for tests, [`clock::ManualClock`]), RFC 3339;
+//! - [`durable`]: file writes that survive a crash or power loss whole or not at all;
+//! - [`config`]: durations (`30s`) and sizes (`64MiB`) as written in the config file;
+//! - [`error`]: an error with its sources on one line.
+//!
+//! ```
+//! use sightline_common::clock::{Clock, ManualClock, MINUTE};
+//! let clock = ManualClock::new(0);
+//! clock.advance(MINUTE);
+//! assert_eq!(clock.now(), MINUTE);
+//! ```
+
+pub mod clock;
+pub mod config;
+pub mod durable;
+pub mod error;
