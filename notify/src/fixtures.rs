@@ -17,7 +17,7 @@ use crate::message::{AlertOut, Notification};
 use crate::silence::{ApiMatcher, ApiSilence};
 
 /// The fixture the current code writes.
-const CURRENT: &str = "notify-v1";
+const CURRENT: &str = "notify-v2";
 /// 2025-11-30T12:00:00Z.
 const T0: i64 = 1_764_504_000_000_000_000;
 

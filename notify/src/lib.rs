@@ -18,6 +18,7 @@ pub mod dispatch;
 pub mod email;
 #[cfg(test)]
 mod fixtures;
+pub mod format;
 pub mod history;
 pub mod message;
 pub mod metrics;

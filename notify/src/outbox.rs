@@ -16,7 +16,17 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sightline_common::clock::Nanos;
 
+use crate::format::{self, FormatError};
 use crate::message::{AlertOut, Notification};
+
+/// A file this release must not touch: refuse to start rather than lose or repeat
+/// notifications.
+fn newer(path: &Path, e: FormatError) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("{}: {e}", path.display()),
+    )
+}
 
 use sightline_common::durable::{sync_dir, write_atomically};
 
@@ -92,12 +102,14 @@ impl Outbox {
         std::fs::create_dir_all(&outbox_dir)?;
         let nflog_path = dir.join("nflog.json");
         let mut log: BTreeMap<GroupId, LogEntry> = match std::fs::read(&nflog_path) {
-            Ok(b) => serde_json::from_slice::<LogFile>(&b)
-                .map(|f| f.entries.into_iter().collect())
-                .unwrap_or_else(|e| {
+            Ok(b) => match format::decode::<LogFile>(&b) {
+                Ok(f) => f.entries.into_iter().collect(),
+                Err(e @ FormatError::Newer { .. }) => return Err(newer(&nflog_path, e)),
+                Err(e) => {
                     tracing::error!(error = %e, path = %nflog_path.display(), "notification log is damaged; starting a new one (some notifications may repeat)");
                     BTreeMap::new()
-                }),
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(e),
         };
@@ -111,17 +123,18 @@ impl Outbox {
                 }
                 continue;
             }
-            match std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Notification>(&b).map_err(|e| e.to_string()))
-            {
-                Ok(n) => pending.push(n),
-                Err(e) => {
-                    tracing::error!(error = %e, path = %path.display(), "cannot read a queued notification; moved aside");
-                    let _ = std::fs::rename(&path, path.with_extension("damaged"));
-                    damaged.push(path.display().to_string());
+            let problem = match std::fs::read(&path).map(|b| format::decode::<Notification>(&b)) {
+                Ok(Ok(n)) => {
+                    pending.push(n);
+                    continue;
                 }
-            }
+                Ok(Err(e @ FormatError::Newer { .. })) => return Err(newer(&path, e)),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::error!(error = %problem, path = %path.display(), "cannot read a queued notification; moved aside");
+            let _ = std::fs::rename(&path, path.with_extension("damaged"));
+            damaged.push(path.display().to_string());
         }
         pending.sort_by_key(|n| n.seq);
         let outbox = Outbox {
@@ -155,7 +168,7 @@ impl Outbox {
 
     /// Persists a notification (durable when this returns).
     pub fn put(&self, n: &Notification) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec(n).map_err(std::io::Error::other)?;
+        let bytes = format::encode(n).map_err(std::io::Error::other)?;
         write_atomically(&self.path(n), &bytes)
     }
 
@@ -172,7 +185,7 @@ impl Outbox {
         let file = LogFile {
             entries: log.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
-        let bytes = serde_json::to_vec(&file).map_err(std::io::Error::other)?;
+        let bytes = format::encode(&file).map_err(std::io::Error::other)?;
         write_atomically(&self.nflog_path, &bytes)
     }
 }
@@ -229,5 +242,21 @@ mod tests {
         let o = Outbox::open(dir.path()).expect("valid in this test");
         assert_eq!(o.pending, vec![b]);
         assert!(!dir.path().join("outbox/junk.tmp").exists());
+    }
+
+    #[test]
+    fn files_of_a_newer_release_stop_the_start_and_stay_as_they_are() {
+        let dir = tempfile::tempdir().expect("valid in this test");
+        Outbox::open(dir.path()).expect("valid in this test");
+        let queued = dir.path().join("outbox/00000000000000000001-x.json");
+        std::fs::write(&queued, br#"{"format":99,"data":{}}"#).expect("valid in this test");
+        let e = Outbox::open(dir.path()).expect_err("newer");
+        assert!(e.to_string().contains("newer release"), "{e}");
+        assert!(queued.exists(), "not moved aside");
+        std::fs::remove_file(&queued).expect("valid in this test");
+        std::fs::write(dir.path().join("nflog.json"), br#"{"format":3,"data":{}}"#)
+            .expect("valid in this test");
+        let e = Outbox::open(dir.path()).expect_err("newer");
+        assert!(e.to_string().contains("nflog.json"), "{e}");
     }
 }

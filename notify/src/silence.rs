@@ -224,8 +224,10 @@ impl Silences {
         }
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let stored: Vec<Stored> = serde_json::from_slice(&bytes)
-                    .map_err(|e| format!("{} is damaged: {e}", path.display()))?;
+                let stored: Vec<Stored> = crate::format::decode(&bytes).map_err(|e| match e {
+                    crate::format::FormatError::Newer { .. } => format!("{}: {e}", path.display()),
+                    _ => format!("{} is damaged: {e}", path.display()),
+                })?;
                 list.extend(stored.into_iter().map(|s| Silence {
                     id: s.id,
                     matchers: s.matchers,
@@ -316,7 +318,7 @@ impl Silences {
                 comment: s.comment.clone(),
             })
             .collect();
-        let bytes = serde_json::to_vec_pretty(&stored).map_err(std::io::Error::other)?;
+        let bytes = crate::format::encode(&stored).map_err(std::io::Error::other)?;
         write_atomically(&self.path, &bytes)?;
         *self.list.write().unwrap_or_else(|e| e.into_inner()) = next;
         Ok(())

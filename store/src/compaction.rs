@@ -134,11 +134,20 @@ pub fn pick(
     (chosen.len() >= 2).then_some(chosen)
 }
 
-/// What a compaction log records.
+/// What a compaction log records. Format 1 (before the field) is the same without `format`.
 #[derive(Debug, Serialize, Deserialize)]
 struct CompactionLog {
+    #[serde(default = "first_format")]
+    format: u32,
     output: String,
     inputs: Vec<String>,
+}
+
+/// The compaction log format this release writes.
+const LOG_FORMAT: u32 = 2;
+
+fn first_format() -> u32 {
+    1
 }
 
 const LOG_PREFIX: &str = "_compaction-";
@@ -162,6 +171,12 @@ pub fn recover_partition(dir: &Path) -> Result<()> {
         }
         let text = std::fs::read_to_string(&path).map_err(|e| StoreError::io(&path, e))?;
         match serde_json::from_str::<CompactionLog>(&text) {
+            Ok(log) if log.format > LOG_FORMAT => {
+                return Err(StoreError::NewerFormat {
+                    path,
+                    problem: format!("compaction log format {}", log.format),
+                });
+            }
             Ok(log) if dir.join(&log.output).exists() => {
                 for input in &log.inputs {
                     let p = dir.join(input);
@@ -197,6 +212,20 @@ pub async fn merge(table: Table, inputs: Vec<Arc<DataFile>>) -> Result<Merged> {
         .and_then(|f| f.path.parent())
         .map(Path::to_path_buf)
         .ok_or_else(|| StoreError::io("compaction", std::io::Error::other("no inputs")))?;
+    // Rows of a newer release may have columns this one would drop while merging.
+    for f in &inputs {
+        let version = writer::schema_version_of(&f.path)?;
+        if version > table.schema_version() {
+            return Err(StoreError::NewerFormat {
+                path: f.path.clone(),
+                problem: format!(
+                    "{} rows of schema version {version}; this release merges up to version {}",
+                    table.name(),
+                    table.schema_version()
+                ),
+            });
+        }
+    }
     let schema = table.schema();
     let df_err = |e: datafusion::error::DataFusionError| {
         StoreError::io(&dir, std::io::Error::other(format!("merge: {e}")))
@@ -269,6 +298,7 @@ pub async fn merge(table: Table, inputs: Vec<Arc<DataFile>>) -> Result<Merged> {
 
     let log_path = dir.join(format!("{LOG_PREFIX}{}.json", writer::unique_id()));
     let log = CompactionLog {
+        format: LOG_FORMAT,
         output: name,
         inputs: inputs.iter().map(|f| file_name(&f.path)).collect(),
     };
@@ -389,5 +419,31 @@ mod tests {
         let gone = expired(&files, Duration::from_secs(2 * 3600), now); // cutoff 08:30
         assert_eq!(gone.len(), 1, "hour 7 is past; hour 8 only partly");
         assert_eq!(gone[0].max_time, 7 * hour + 5);
+    }
+
+    #[test]
+    fn a_compaction_log_of_every_format_is_recovered_and_a_newer_one_is_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::write(d.join("out.parquet"), b"o").expect("write");
+        std::fs::write(d.join("in.parquet"), b"i").expect("write");
+        // Format 1: no `format` field.
+        std::fs::write(
+            d.join(format!("{LOG_PREFIX}a.json")),
+            br#"{"output":"out.parquet","inputs":["in.parquet"]}"#,
+        )
+        .expect("write");
+        recover_partition(d).expect("recover");
+        assert!(!d.join("in.parquet").exists() && d.join("out.parquet").exists());
+        assert!(!d.join(format!("{LOG_PREFIX}a.json")).exists());
+        let newer = d.join(format!("{LOG_PREFIX}b.json"));
+        std::fs::write(
+            &newer,
+            br#"{"format":9,"output":"out.parquet","inputs":[]}"#,
+        )
+        .expect("write");
+        let e = recover_partition(d).expect_err("newer");
+        assert!(matches!(e, StoreError::NewerFormat { .. }), "{e}");
+        assert!(newer.exists());
     }
 }

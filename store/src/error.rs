@@ -26,6 +26,12 @@ pub enum StoreError {
     ShuttingDown,
     #[error("another process is using the data directory {0} (its LOCK file is held)")]
     Locked(PathBuf),
+    #[error(
+        "{} was written by a newer release of Sightline ({problem}); start that release, or \
+         move the file aside to start this one without its data",
+        path.display()
+    )]
+    NewerFormat { path: PathBuf, problem: String },
 }
 
 impl StoreError {

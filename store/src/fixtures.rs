@@ -27,7 +27,7 @@ use arrow::record_batch::RecordBatch;
 use crate::schema::Table;
 
 /// The name of the fixture directory the current code writes.
-pub(crate) const CURRENT: &str = "data-v1";
+pub(crate) const CURRENT: &str = "data-v2";
 
 /// 2025-11-30T12:00:00Z: every fixture row lies in the hour after it.
 const T0: i64 = 1_764_504_000_000_000_000;

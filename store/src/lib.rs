@@ -134,26 +134,42 @@ struct Burial {
 
 impl Burial {
     fn bury(self) {
+        let mut all_gone = true;
         for f in &self.files {
             if let Err(e) = std::fs::remove_file(&f.path)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
+                all_gone = false;
                 tracing::warn!(file = %f.path.display(), error = %e, "cannot delete an old data file");
             }
-            // Drop emptied hour and date directories.
+        }
+        if let Some(log) = &self.log {
+            // The inputs' removal must be durable before the log that explains them goes: were
+            // the log gone and an input back after a power loss, its rows would count twice.
+            // If that cannot be made sure, the log stays, and the next start finishes the job.
+            let dir = log.parent().unwrap_or(std::path::Path::new("."));
+            match writer::sync_dir(dir) {
+                Ok(()) if all_gone => {
+                    if let Err(e) = std::fs::remove_file(log)
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        tracing::warn!(log = %log.display(), error = %e, "cannot delete a compaction log");
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot sync a partition; its compaction log stays until the next start");
+                }
+            }
+        }
+        // Drop emptied hour and date directories (a partition with a log left is not empty).
+        for f in &self.files {
             if let Some(hour) = f.path.parent() {
                 let _ = std::fs::remove_dir(hour);
                 if let Some(date) = hour.parent() {
                     let _ = std::fs::remove_dir(date);
                 }
             }
-        }
-        if let Some(log) = &self.log {
-            // The inputs' removal must be durable before the log that explains them goes.
-            if let Some(dir) = log.parent() {
-                let _ = writer::sync_dir(dir);
-            }
-            let _ = std::fs::remove_file(log);
         }
     }
 }
@@ -1146,6 +1162,97 @@ mod maintenance_tests {
             .await
             .expect("engine");
         assert_eq!(ids(&engine).await, before);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_parquet_file_one_column_shorter_reads_with_nulls_and_merges_into_the_current_schema()
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let table = Table::Notifications;
+        // A file as a release before `latency_ms` would have written it, without metadata.
+        let old = crate::fixtures::sample_batch(table, 4, 3);
+        let short = old
+            .project(&(0..old.num_columns() - 1).collect::<Vec<_>>())
+            .expect("project");
+        let (min, max) = (
+            old.column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+                .expect("time")
+                .value(0),
+            old.column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::TimestampNanosecondArray>()
+                .expect("time")
+                .value(3),
+        );
+        let part = paths::partition_dir(
+            &dir.path().join("default/notifications"),
+            paths::hour_of(min),
+        );
+        std::fs::create_dir_all(&part).expect("mkdir");
+        let file = std::fs::File::create(part.join(paths::data_file_name(min, max, 0, "old")))
+            .expect("create");
+        let mut w = parquet::arrow::ArrowWriter::try_new(file, short.schema(), None).expect("w");
+        w.write(&short).expect("write");
+        w.close().expect("close");
+
+        let store = Store::open(config(dir.path()), &mut Registry::default()).expect("open");
+        let engine = store
+            .query_engine(Default::default())
+            .await
+            .expect("engine");
+        let count = |sql: &'static str| {
+            let engine = &engine;
+            async move {
+                let out = engine.execute(sql).await.expect("query");
+                out.batches[0]
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .expect("count")
+                    .value(0)
+            }
+        };
+        let nulls = "SELECT count(*) FROM notifications WHERE latency_ms IS NULL";
+        assert_eq!(count("SELECT count(*) FROM notifications").await, 4);
+        assert_eq!(count(nulls).await, 4);
+
+        // A file of today's schema beside it; the closed hour is merged into one file.
+        store
+            .write(vec![(table, crate::fixtures::sample_batch(table, 4, 1))])
+            .await
+            .expect("write");
+        store.flush_all().await.expect("flush");
+        let files = store.catalog(table).files();
+        assert_eq!(files.len(), 2);
+        assert!(
+            files
+                .iter()
+                .any(|f| writer::schema_version_of(&f.path).expect("footer") == 1)
+        );
+        let report = store.maintain().await;
+        assert_eq!((report.compactions, report.compacted_files), (1, 2));
+        let merged = store.catalog(table).files();
+        assert_eq!(merged.len(), 1);
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&merged[0].path).expect("open"),
+        )
+        .expect("reader");
+        assert_eq!(reader.schema().fields(), table.schema().fields());
+        let kv = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            kv.iter()
+                .any(|e| e.key == writer::TABLE_KEY && e.value.as_deref() == Some("notifications"))
+        );
+        assert_eq!(count("SELECT count(*) FROM notifications").await, 8);
+        // The old rows keep their nulls; the new rows' every third latency is null.
+        assert_eq!(count(nulls).await, 4 + 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

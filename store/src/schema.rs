@@ -1,11 +1,20 @@
 //! Arrow schemas of the stored tables.
 //!
 //! These column names are a public API (documented in `docs/sql.md`): queries, dashboards and
-//! external Parquet readers depend on them. Add columns at the end; never rename one.
+//! external Parquet readers depend on them.
+//!
+//! **Evolving a schema.** Every table has a schema version ([`Table::schema_version`]), written
+//! with every WAL entry and into every Parquet file. A new version may only add nullable
+//! columns (at the end); columns are never renamed, retyped or removed. Data of an earlier
+//! version is read by column name and gets nulls in the columns it lacks ([`conform`]), so a
+//! release reads everything every earlier release wrote. Data of a later version than this
+//! release knows is refused with [`SchemaError::Newer`]: it may hold columns this release would
+//! drop.
 
 use std::sync::{Arc, LazyLock};
 
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
 
 /// The tables the store keeps, one set per tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -44,6 +53,19 @@ impl Table {
             Table::SloCounts => "slo_counts",
             Table::SloAlerts => "slo_alerts",
             Table::Notifications => "notifications",
+        }
+    }
+
+    /// The version of this table's schema: raised by one whenever a column is added.
+    pub fn schema_version(self) -> u16 {
+        match self {
+            Table::Spans
+            | Table::Logs
+            | Table::Metrics
+            | Table::TraceFragments
+            | Table::SloCounts
+            | Table::SloAlerts
+            | Table::Notifications => 1,
         }
     }
 
@@ -92,6 +114,94 @@ impl Table {
             Table::Metrics | Table::SloCounts | Table::SloAlerts | Table::Notifications => &[],
         }
     }
+}
+
+/// Why a batch written by some release cannot be read as its table's current schema.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchemaError {
+    #[error(
+        "{table} data of schema version {version} was written by a newer release (this one \
+         reads up to version {current})"
+    )]
+    Newer {
+        table: &'static str,
+        version: u16,
+        current: u16,
+    },
+    #[error("{table} data has a column {column:?} that no schema version of the table has")]
+    UnknownColumn { table: &'static str, column: String },
+    #[error("{table} data lacks the column {column:?}, which has no null values")]
+    MissingColumn { table: &'static str, column: String },
+    #[error("{table} column {column:?} is {found}, not {expected}")]
+    ColumnType {
+        table: &'static str,
+        column: String,
+        found: DataType,
+        expected: DataType,
+    },
+    #[error("{table} data does not fit its schema: {reason}")]
+    Invalid { table: &'static str, reason: String },
+}
+
+/// Maps a batch of `table` written with schema `version` onto the current schema: columns by
+/// name, nulls for the columns it lacks (each added after `version`, so nullable).
+pub fn conform(table: Table, version: u16, batch: RecordBatch) -> Result<RecordBatch, SchemaError> {
+    let current = table.schema();
+    let name = table.name();
+    if version > table.schema_version() {
+        return Err(SchemaError::Newer {
+            table: name,
+            version,
+            current: table.schema_version(),
+        });
+    }
+    if batch.schema() == current {
+        return Ok(batch);
+    }
+    let given = batch.schema();
+    if let Some(extra) = given
+        .fields()
+        .iter()
+        .find(|f| current.field_with_name(f.name()).is_err())
+    {
+        return Err(SchemaError::UnknownColumn {
+            table: name,
+            column: extra.name().clone(),
+        });
+    }
+    let mut columns = Vec::with_capacity(current.fields().len());
+    for field in current.fields() {
+        match given.index_of(field.name()) {
+            Ok(i) => {
+                let column = batch.column(i);
+                if column.data_type() != field.data_type() {
+                    return Err(SchemaError::ColumnType {
+                        table: name,
+                        column: field.name().clone(),
+                        found: column.data_type().clone(),
+                        expected: field.data_type().clone(),
+                    });
+                }
+                columns.push(column.clone());
+            }
+            Err(_) if field.is_nullable() => {
+                columns.push(arrow::array::new_null_array(
+                    field.data_type(),
+                    batch.num_rows(),
+                ));
+            }
+            Err(_) => {
+                return Err(SchemaError::MissingColumn {
+                    table: name,
+                    column: field.name().clone(),
+                });
+            }
+        }
+    }
+    RecordBatch::try_new(current, columns).map_err(|e| SchemaError::Invalid {
+        table: name,
+        reason: e.to_string(),
+    })
 }
 
 /// Nanosecond UTC timestamps everywhere.
@@ -341,6 +451,67 @@ mod tests {
         b.values().append_value("v");
         b.append(true).expect("append");
         assert_eq!(b.finish().data_type(), &string_map_type());
+    }
+
+    /// The notifications schema without its last column, as a release before that column
+    /// would have written it.
+    fn one_column_shorter(batch: &RecordBatch) -> RecordBatch {
+        let n = batch.num_columns() - 1;
+        batch.project(&(0..n).collect::<Vec<_>>()).expect("project")
+    }
+
+    #[test]
+    fn earlier_batches_get_nulls_in_the_columns_they_lack() {
+        let full = crate::fixtures::sample_batch(Table::Notifications, 4, 1);
+        let short = one_column_shorter(&full);
+        assert_eq!(
+            full.schema().fields().last().map(|f| f.name().as_str()),
+            Some("latency_ms")
+        );
+        let read = conform(Table::Notifications, 1, short).expect("conforms");
+        assert_eq!(read.schema(), Table::Notifications.schema());
+        let latency = read.column_by_name("latency_ms").expect("column");
+        assert_eq!(latency.null_count(), 4);
+        assert_eq!(read.column(0), full.column(0));
+        // The current schema passes as it is.
+        assert_eq!(conform(Table::Notifications, 1, full.clone()), Ok(full));
+    }
+
+    #[test]
+    fn batches_that_cannot_be_read_say_why() {
+        let full = crate::fixtures::sample_batch(Table::Notifications, 2, 1);
+        let newer = conform(Table::Notifications, 9, full.clone()).expect_err("newer");
+        assert!(matches!(
+            newer,
+            SchemaError::Newer {
+                version: 9,
+                current: 1,
+                ..
+            }
+        ));
+        // A non-nullable column missing.
+        let no_time = full
+            .project(&(1..full.num_columns()).collect::<Vec<_>>())
+            .expect("p");
+        assert!(matches!(
+            conform(Table::Notifications, 1, no_time),
+            Err(SchemaError::MissingColumn { .. })
+        ));
+        // A column no version has.
+        let extra = Arc::new(Schema::new(vec![Field::new(
+            "surprise",
+            DataType::Int64,
+            true,
+        )]));
+        let odd = RecordBatch::try_new(
+            extra,
+            vec![Arc::new(arrow::array::Int64Array::from(vec![1, 2]))],
+        )
+        .expect("batch");
+        assert!(matches!(
+            conform(Table::Notifications, 1, odd),
+            Err(SchemaError::UnknownColumn { .. })
+        ));
     }
 
     #[test]

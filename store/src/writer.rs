@@ -10,6 +10,7 @@ use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -51,9 +52,23 @@ pub fn unique_id() -> String {
     )
 }
 
-/// How every data file of `table` is written (compression, row groups, statistics, blooms).
+/// Key-value metadata of every data file: the table it belongs to.
+pub const TABLE_KEY: &str = "sightline.table";
+/// Key-value metadata of every data file: the table's schema version of its rows (files
+/// without it were written before versions were recorded, at version 1).
+pub const SCHEMA_VERSION_KEY: &str = "sightline.schema_version";
+
+/// How every data file of `table` is written (compression, row groups, statistics, blooms,
+/// the table and schema version in the key-value metadata).
 pub fn writer_properties(table: Table) -> WriterProperties {
     let mut props = WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(TABLE_KEY.into(), table.name().to_string()),
+            KeyValue::new(
+                SCHEMA_VERSION_KEY.into(),
+                table.schema_version().to_string(),
+            ),
+        ]))
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page)
@@ -64,6 +79,26 @@ pub fn writer_properties(table: Table) -> WriterProperties {
             .set_column_bloom_filter_fpp(ColumnPath::from(*col), 0.01);
     }
     props.build()
+}
+
+/// The schema version a data file's rows were written with (1 for files from before versions
+/// were recorded). Reads the footer only.
+pub fn schema_version_of(path: &Path) -> Result<u16> {
+    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    let reader = parquet::file::reader::SerializedFileReader::new(file).map_err(|source| {
+        StoreError::Parquet {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    let version = parquet::file::reader::FileReader::metadata(&reader)
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|e| e.key == SCHEMA_VERSION_KEY))
+        .and_then(|e| e.value.as_deref())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    Ok(version)
 }
 
 /// Sorts `batch` by the table's sort columns.
@@ -267,10 +302,23 @@ mod tests {
                 .contains("date=1970-01-01/hour=01")
         );
         let f = File::open(&files[0].path).expect("open");
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-            .expect("reader")
-            .build()
-            .expect("build");
+        let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+            .expect("reader");
+        let kv = builder
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .cloned();
+        let value = |key: &str| {
+            kv.iter()
+                .flatten()
+                .find(|e| e.key == key)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(value(TABLE_KEY).as_deref(), Some("trace_fragments"));
+        assert_eq!(value(SCHEMA_VERSION_KEY).as_deref(), Some("1"));
+        assert_eq!(schema_version_of(&files[0].path).expect("footer"), 1);
+        let reader = builder.build().expect("build");
         let got: Vec<RecordBatch> = reader.collect::<Result<_, _>>().expect("read");
         let ids = got[0]
             .column(0)

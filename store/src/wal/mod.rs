@@ -1,13 +1,8 @@
 //! The write-ahead log: every write is framed, appended and (by default) fsync'd before its
 //! sender is acknowledged; concurrent writes share one fsync (group commit).
 //!
-//! On disk: `<data_dir>/wal/<first_seq:020>.wal` segments of records
-//!
-//! ```text
-//! magic "SLWL" | version u8 | flags u8 | 2 reserved bytes | payload length u32 LE | CRC-32 of payload u32 LE
-//! payload: seq u64 LE | entries (zstd-compressed when flags bit 0 is set)
-//! entries: entry count u16 LE | per entry: table u8 | length u32 LE | Arrow IPC stream
-//! ```
+//! On disk: `<data_dir>/wal/<first_seq:020>.wal` segments of records, whose byte format and
+//! versions [`record`] describes; [`replay`] reads them back at start.
 //!
 //! Records carry a sequence number that increases by one per write. One thread owns the open
 //! segment: it takes every queued write, appends them, fsyncs once, applies them to the
@@ -16,30 +11,26 @@
 //! off, a damaged segment is copied to `wal/corrupt/` for inspection and cut before the damage,
 //! and neither stops the server from starting.
 
+pub mod record;
+pub mod replay;
+
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Result, StoreError};
 use crate::metrics::WalMetrics;
 use crate::schema::Table;
+use record::frame;
+pub use record::{RecordError, WalRecord, decode_payload, encode_entries};
+pub use replay::{ReplayReport, replay};
+use replay::{list_segments, segment_name};
 
-const MAGIC: &[u8; 4] = b"SLWL";
-const VERSION: u8 = 1;
-const HEADER_LEN: usize = 16;
-/// No single record may be larger than this (a bound for replay of a damaged length field).
-const MAX_RECORD_BYTES: usize = 1 << 30;
-/// Flags bit: the entries are zstd-compressed.
-const FLAG_ZSTD: u8 = 1;
-/// Fast zstd: Arrow IPC of telemetry shrinks several times even at level 1.
-const ZSTD_LEVEL: i32 = 1;
 const SEGMENT_EXT: &str = "wal";
 
 /// When an acknowledged write is on stable storage.
@@ -69,279 +60,6 @@ impl WalConfig {
             segment_bytes: 64 << 20,
         }
     }
-}
-
-/// One logged write.
-#[derive(Debug, Clone)]
-pub struct WalRecord {
-    pub seq: u64,
-    pub batches: Vec<(Table, RecordBatch)>,
-}
-
-fn table_code(t: Table) -> u8 {
-    match t {
-        Table::Spans => 1,
-        Table::Logs => 2,
-        Table::Metrics => 3,
-        Table::TraceFragments => 4,
-        Table::SloCounts => 5,
-        Table::SloAlerts => 6,
-        Table::Notifications => 7,
-    }
-}
-
-fn table_of(code: u8) -> Option<Table> {
-    Table::ALL.into_iter().find(|t| table_code(*t) == code)
-}
-
-/// Encodes and compresses the entries of a record (everything but the sequence number).
-pub fn encode_entries(batches: &[(Table, RecordBatch)]) -> Result<Vec<u8>> {
-    let raw = encode_entries_raw(batches)?;
-    zstd::bulk::compress(&raw, ZSTD_LEVEL).map_err(|e| StoreError::io("wal", e))
-}
-
-fn encode_entries_raw(batches: &[(Table, RecordBatch)]) -> Result<Vec<u8>> {
-    let count = u16::try_from(batches.len()).map_err(|_| StoreError::SchemaMismatch {
-        table: "wal",
-        reason: "too many batches in one write".into(),
-    })?;
-    let mut out = Vec::new();
-    out.extend_from_slice(&count.to_le_bytes());
-    for (table, batch) in batches {
-        let mut ipc = Vec::new();
-        {
-            let mut w = StreamWriter::try_new(&mut ipc, &batch.schema())?;
-            w.write(batch)?;
-            w.finish()?;
-        }
-        out.push(table_code(*table));
-        out.extend_from_slice(&(ipc.len() as u32).to_le_bytes());
-        out.extend_from_slice(&ipc);
-    }
-    Ok(out)
-}
-
-/// Decodes a payload (seq + compressed entries) back into a record.
-pub fn decode_payload(payload: &[u8], flags: u8) -> std::result::Result<WalRecord, String> {
-    if payload.len() < 8 {
-        return Err("payload ends early".into());
-    }
-    let (seq, entries) = payload.split_at(8);
-    if flags & FLAG_ZSTD == 0 {
-        return decode_entries(seq, entries);
-    }
-    let raw = zstd::bulk::decompress(entries, MAX_RECORD_BYTES)
-        .map_err(|e| format!("bad zstd entries: {e}"))?;
-    decode_entries(seq, &raw)
-}
-
-fn decode_entries(seq: &[u8], entries: &[u8]) -> std::result::Result<WalRecord, String> {
-    let seq = u64::from_le_bytes(seq.try_into().map_err(|_| "seq")?);
-    let take = |buf: &mut &[u8], n: usize| -> std::result::Result<Vec<u8>, String> {
-        if buf.len() < n {
-            return Err("payload ends early".into());
-        }
-        let (head, rest) = buf.split_at(n);
-        *buf = rest;
-        Ok(head.to_vec())
-    };
-    let mut buf = entries;
-    let count = u16::from_le_bytes(take(&mut buf, 2)?.try_into().map_err(|_| "count")?);
-    let mut batches = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        let code = take(&mut buf, 1)?[0];
-        let table = table_of(code).ok_or_else(|| format!("unknown table code {code}"))?;
-        let len = u32::from_le_bytes(take(&mut buf, 4)?.try_into().map_err(|_| "len")?) as usize;
-        let ipc = take(&mut buf, len)?;
-        let reader = StreamReader::try_new(std::io::Cursor::new(ipc), None)
-            .map_err(|e| format!("bad Arrow IPC: {e}"))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| format!("bad Arrow IPC: {e}"))?;
-            if batch.schema() != table.schema() {
-                return Err(format!("batch for {} has another schema", table.name()));
-            }
-            batches.push((table, batch));
-        }
-    }
-    if !buf.is_empty() {
-        return Err("trailing bytes after the last entry".into());
-    }
-    Ok(WalRecord { seq, batches })
-}
-
-fn frame(seq: u64, entries: &[u8], out: &mut Vec<u8>) {
-    let mut payload = Vec::with_capacity(8 + entries.len());
-    payload.extend_from_slice(&seq.to_le_bytes());
-    payload.extend_from_slice(entries);
-    out.extend_from_slice(MAGIC);
-    out.push(VERSION);
-    out.extend_from_slice(&[FLAG_ZSTD, 0, 0]);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
-}
-
-/// Why reading a segment stopped before its end.
-#[derive(Debug)]
-enum Stop {
-    /// The last record is incomplete: what a crash in the middle of an append leaves.
-    Incomplete(String),
-    /// A complete record is damaged (checksum, magic, content).
-    Damaged(String),
-}
-
-/// Reads records from a segment until its end or the first bad record.
-/// Returns the records, the offset after the last good one, and what stopped the reading.
-fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, u64, Option<Stop>)> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| StoreError::io(path, e))?;
-    let mut records = Vec::new();
-    let mut pos = 0usize;
-    let problem = loop {
-        if pos == bytes.len() {
-            break None;
-        }
-        if bytes.len() - pos < HEADER_LEN {
-            break Some(Stop::Incomplete(format!(
-                "incomplete record header at offset {pos}"
-            )));
-        }
-        let h = &bytes[pos..pos + HEADER_LEN];
-        if bytes[pos..].iter().all(|b| *b == 0) {
-            // A power loss can leave a zero-filled tail after the last complete write.
-            break Some(Stop::Incomplete(format!(
-                "zero-filled tail at offset {pos}"
-            )));
-        }
-        if &h[0..4] != MAGIC || h[4] != VERSION {
-            break Some(Stop::Damaged(format!(
-                "bad magic or version at offset {pos}"
-            )));
-        }
-        let len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
-        let crc = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
-        if len > MAX_RECORD_BYTES {
-            break Some(Stop::Damaged(format!(
-                "record at offset {pos} claims {len} bytes"
-            )));
-        }
-        if bytes.len() - pos - HEADER_LEN < len {
-            break Some(Stop::Incomplete(format!(
-                "record at offset {pos} is cut short"
-            )));
-        }
-        let payload = &bytes[pos + HEADER_LEN..pos + HEADER_LEN + len];
-        if crc32fast::hash(payload) != crc {
-            // A checksum mismatch on the very last record is a torn write too.
-            let reason = format!("checksum mismatch at offset {pos}");
-            break Some(if pos + HEADER_LEN + len == bytes.len() {
-                Stop::Incomplete(reason)
-            } else {
-                Stop::Damaged(reason)
-            });
-        }
-        match decode_payload(payload, h[5]) {
-            Ok(r) => records.push(r),
-            Err(e) => {
-                break Some(Stop::Damaged(format!(
-                    "undecodable record at offset {pos}: {e}"
-                )));
-            }
-        }
-        pos += HEADER_LEN + len;
-    };
-    Ok((records, pos as u64, problem))
-}
-
-fn segment_name(first_seq: u64) -> String {
-    format!("{first_seq:020}.{SEGMENT_EXT}")
-}
-
-fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let mut segments = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))? {
-        let path = entry.map_err(|e| StoreError::io(dir, e))?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if let Some(first) = name
-            .strip_suffix(&format!(".{SEGMENT_EXT}"))
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            segments.push((first, path));
-        }
-    }
-    segments.sort();
-    Ok(segments)
-}
-
-/// What replay found.
-#[derive(Debug, Default, Clone)]
-pub struct ReplayReport {
-    pub segments: usize,
-    pub records: usize,
-    pub last_seq: u64,
-    /// Segments whose tail was cut (a crash in the middle of an append).
-    pub torn_tails: usize,
-    /// Copies (in `corrupt/`) of segments with a damaged record inside.
-    pub quarantined: Vec<PathBuf>,
-}
-
-/// Reads every record of the WAL in `dir`, in order, handing each to `apply`. Repairs what a
-/// crash can leave behind: a torn tail is cut; a damaged segment is copied to `corrupt/` and
-/// cut before the damage (its good records were replayed), with a warning.
-pub fn replay(dir: &Path, mut apply: impl FnMut(WalRecord)) -> Result<ReplayReport> {
-    std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-    let segments = list_segments(dir)?;
-    let mut report = ReplayReport {
-        segments: segments.len(),
-        ..Default::default()
-    };
-    let n = segments.len();
-    for (i, (_, path)) in segments.into_iter().enumerate() {
-        let (records, good_len, problem) = read_segment(&path)?;
-        for r in records {
-            report.records += 1;
-            report.last_seq = report.last_seq.max(r.seq);
-            apply(r);
-        }
-        let Some(stop) = problem else { continue };
-        let file_len = std::fs::metadata(&path)
-            .map_err(|e| StoreError::io(&path, e))?
-            .len();
-        // A crash mid-append leaves an incomplete last record in the last segment. Anything
-        // else is damage: keep a copy for inspection. Either way the segment is cut after its
-        // last good record, which stays in place: its records are only in memory until the
-        // next flush, and must survive another crash.
-        match (&stop, i + 1 == n) {
-            (Stop::Incomplete(problem), true) => {
-                tracing::warn!(segment = %path.display(), %problem, cut_bytes = file_len - good_len,
-                    "cutting the torn tail of the write-ahead log");
-                report.torn_tails += 1;
-            }
-            (Stop::Incomplete(problem) | Stop::Damaged(problem), _) => {
-                let corrupt_dir = dir.join("corrupt");
-                std::fs::create_dir_all(&corrupt_dir)
-                    .map_err(|e| StoreError::io(&corrupt_dir, e))?;
-                let target = corrupt_dir.join(path.file_name().unwrap_or_default());
-                tracing::warn!(segment = %path.display(), %problem, copied_to = %target.display(),
-                    "write-ahead log segment is damaged; its readable records were replayed, a \
-                     copy was kept for inspection and the segment was cut before the damage");
-                std::fs::copy(&path, &target).map_err(|e| StoreError::io(&target, e))?;
-                crate::writer::sync_dir(&corrupt_dir)?;
-                report.quarantined.push(target);
-            }
-        }
-        let f = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| StoreError::io(&path, e))?;
-        f.set_len(good_len).map_err(|e| StoreError::io(&path, e))?;
-        f.sync_all().map_err(|e| StoreError::io(&path, e))?;
-    }
-    Ok(report)
 }
 
 /// Receives every durable write, in sequence order, before its writer is answered.
@@ -774,6 +492,8 @@ impl Wal {
 
 #[cfg(test)]
 mod tests {
+    use super::record::HEADER_LEN;
+    use super::replay::read_segment;
     use super::*;
     use prometheus_client::registry::Registry;
 
@@ -928,23 +648,75 @@ mod tests {
         assert_eq!(replayed_records[0].0, 1);
     }
 
+    /// Writes one record of record format `format` holding `batch` as `version` of `table`.
+    fn write_record(dir: &Path, seq: u64, format: u8, entries: &[u8]) {
+        std::fs::create_dir_all(dir).expect("dir");
+        let mut payload = seq.to_le_bytes().to_vec();
+        payload.extend_from_slice(entries);
+        let mut bytes = record::MAGIC.to_vec();
+        bytes.extend_from_slice(&[format, 0, 0, 0]);
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        std::fs::write(dir.join(segment_name(seq)), bytes).expect("write");
+    }
+
+    fn ipc_entry(table_code: u8, version: Option<u16>, batch: &RecordBatch) -> Vec<u8> {
+        let mut ipc = Vec::new();
+        {
+            let mut w =
+                arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &batch.schema()).expect("ipc");
+            w.write(batch).expect("ipc");
+            w.finish().expect("ipc");
+        }
+        let mut out = 1u16.to_le_bytes().to_vec();
+        out.push(table_code);
+        if let Some(v) = version {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&(ipc.len() as u32).to_le_bytes());
+        out.extend_from_slice(&ipc);
+        out
+    }
+
     #[test]
-    fn entries_round_trip_and_garbage_is_refused() {
-        let entries = encode_entries(&[(Table::TraceFragments, fragment(9))]).expect("encode");
-        let mut payload = 5u64.to_le_bytes().to_vec();
-        payload.extend_from_slice(&entries);
-        let r = decode_payload(&payload, FLAG_ZSTD).expect("decode");
-        assert_eq!(r.seq, 5);
-        assert_eq!(id_of(&r.batches[0].1), format!("{:032x}", 9));
-        assert!(decode_payload(&payload[..payload.len() - 3], FLAG_ZSTD).is_err());
-        assert!(decode_payload(b"short", FLAG_ZSTD).is_err());
-        // Uncompressed entries decode too, and a wrong table code is caught.
-        let mut raw = 5u64.to_le_bytes().to_vec();
-        raw.extend_from_slice(
-            &encode_entries_raw(&[(Table::TraceFragments, fragment(9))]).expect("encode"),
+    fn a_record_with_a_schema_one_column_shorter_replays_with_nulls_in_that_column() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let full = crate::fixtures::sample_batch(Table::Notifications, 3, 4);
+        let short = full
+            .project(&(0..full.num_columns() - 1).collect::<Vec<_>>())
+            .expect("project");
+        // Record format 1 (no schema version: version 1 of every table).
+        write_record(dir.path(), 1, 1, &ipc_entry(7, None, &short));
+        let mut seen = Vec::new();
+        let report = replay(dir.path(), |r| seen.extend(r.batches)).expect("replay");
+        assert_eq!((report.records, report.quarantined.len()), (1, 0));
+        let (table, batch) = &seen[0];
+        assert_eq!(*table, Table::Notifications);
+        assert_eq!(batch.schema(), Table::Notifications.schema());
+        assert_eq!(
+            batch
+                .column_by_name("latency_ms")
+                .expect("col")
+                .null_count(),
+            3
         );
-        assert_eq!(decode_payload(&raw, 0).expect("decode").seq, 5);
-        raw[10] = 1; // spans: schema mismatch
-        assert!(decode_payload(&raw, 0).is_err());
+        assert_eq!(batch.column(1), full.column(1));
+    }
+
+    #[test]
+    fn a_record_of_a_newer_release_stops_the_start_and_changes_nothing() {
+        for (format, version) in [(record::FORMAT + 1, 1), (record::FORMAT, 99)] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let batch = crate::fixtures::sample_batch(Table::Notifications, 2, 1);
+            write_record(dir.path(), 1, format, &ipc_entry(7, Some(version), &batch));
+            let path = dir.path().join(segment_name(1));
+            let before = std::fs::read(&path).expect("read");
+            let err = replay(dir.path(), |_| {}).expect_err("newer");
+            assert!(matches!(err, StoreError::NewerFormat { .. }), "{err}");
+            assert!(err.to_string().contains("newer release"), "{err}");
+            assert_eq!(std::fs::read(&path).expect("read"), before, "nothing cut");
+            assert!(!dir.path().join("corrupt").exists(), "nothing set aside");
+        }
     }
 }
