@@ -211,6 +211,7 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!(e))?;
     let slos = sightline_slo::Engine::open_with_maintenance(
         store.clone(),
+        &engine,
         specs,
         Arc::new(SystemClock),
         &mut registry,

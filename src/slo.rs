@@ -91,19 +91,8 @@ fn import(files: &[PathBuf]) -> bool {
                 continue;
             }
         };
-        match sightline_slo::openslo::to_native(&name, &text) {
-            Ok(yaml) => {
-                // Check the result as the server would.
-                match sightline_slo::spec::parse(&name, &yaml) {
-                    Ok(_) => out.push(yaml),
-                    Err(errors) => {
-                        ok = false;
-                        for e in errors {
-                            eprintln!("{e}");
-                        }
-                    }
-                }
-            }
+        match sightline_slo::openslo::import(&name, &text) {
+            Ok(slos) => out.extend(slos.iter().map(sightline_slo::spec::render::to_yaml)),
             Err(errors) => {
                 ok = false;
                 for e in errors {

@@ -68,9 +68,13 @@ fn backfill(c: &mut Criterion) {
         store.flush_all().await.expect("flush");
     });
     let clock = ManualClock::new(NOW);
+    let query = rt
+        .block_on(store.query_engine(Default::default()))
+        .expect("query engine");
     let engine = rt
         .block_on(Engine::open(
             store.clone(),
+            &query,
             Vec::new(),
             Arc::new(clock),
             &mut Default::default(),

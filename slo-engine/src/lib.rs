@@ -19,6 +19,6 @@ pub mod spec;
 pub mod status;
 pub mod window;
 
-pub use engine::{Engine, EngineError, SloView};
+pub use engine::{Engine, EngineError, SloState};
 pub use sightline_common::clock::{Clock, ManualClock, SystemClock};
 pub use spec::{Slo, SpecError};

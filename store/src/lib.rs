@@ -28,6 +28,7 @@
 pub mod catalog;
 pub mod compaction;
 pub mod error;
+pub mod expr;
 #[cfg(test)]
 mod fixtures;
 pub mod memory;

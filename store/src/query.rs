@@ -1,5 +1,11 @@
 //! The SQL engine: DataFusion over the stored tables, read-only, with a timeout, a row limit
 //! and a memory limit, on a runtime of its own so heavy scans never stall ingestion.
+//!
+//! Every query, also the store's internal readers' (SLO backfills), goes through
+//! [`QueryEngine`]: [`QueryEngine::execute`] for an answer, or [`QueryEngine::plan`] (which
+//! fixes the snapshot of the store it reads) then [`QueryEngine::collect`] or
+//! [`QueryEngine::stream`]. Work runs on the query runtime, within the timeout, and is
+//! cancelled when its caller goes away; DataFusion itself stays inside this crate.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +13,10 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 
@@ -86,11 +94,13 @@ impl QueryOutput {
     }
 }
 
-/// Runs SQL over the store.
+/// Runs SQL over the store. Cheap to clone; clones share the runtime, the memory pool and the
+/// tables (see [`QueryEngine::with_timeout`]).
+#[derive(Clone)]
 pub struct QueryEngine {
     ctx: SessionContext,
     limits: QueryLimits,
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: Arc<QueryRuntime>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -101,11 +111,71 @@ impl std::fmt::Debug for QueryEngine {
     }
 }
 
-impl Drop for QueryEngine {
+/// The query threads; stopped when the last engine sharing them goes.
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for QueryRuntime {
     fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
+        if let Some(rt) = self.0.take() {
             rt.shutdown_background();
         }
+    }
+}
+
+/// A task on the query runtime that is cancelled when its owner goes (a client that hangs up,
+/// a caller that stops reading).
+struct Owned<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A read-only query planned against a snapshot of the store: the buffers and files it reads
+/// were fixed when it was planned, however long it waits to run.
+pub struct PlannedQuery {
+    plan: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
+}
+
+impl std::fmt::Debug for PlannedQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlannedQuery")
+            .field("schema", &self.plan.schema())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PlannedQuery {
+    pub fn schema(&self) -> SchemaRef {
+        self.plan.schema()
+    }
+}
+
+/// The batches of a running query, in order. Dropping it cancels the query.
+pub struct QueryStream {
+    schema: SchemaRef,
+    rx: tokio::sync::mpsc::Receiver<Result<RecordBatch, QueryError>>,
+    _task: Owned<()>,
+}
+
+impl std::fmt::Debug for QueryStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryStream")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueryStream {
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The next batch, an error (after which the stream ends), or `None` at the end.
+    pub async fn next(&mut self) -> Option<Result<RecordBatch, QueryError>> {
+        self.rx.recv().await
     }
 }
 
@@ -137,7 +207,7 @@ impl QueryEngine {
         let engine = Self {
             ctx,
             limits,
-            runtime: Some(runtime),
+            runtime: Arc::new(QueryRuntime(Some(runtime))),
         };
         if catalogs.iter().any(|c| c.table() == Table::TraceFragments) {
             let plan = engine
@@ -155,69 +225,163 @@ impl QueryEngine {
         &self.limits
     }
 
-    pub fn context(&self) -> &SessionContext {
-        &self.ctx
+    /// This engine with another timeout (for internal work such as SLO backfills, which may
+    /// read days of data): the same threads, memory pool and tables.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        let mut e = self.clone();
+        e.limits.timeout = timeout;
+        e
     }
 
-    /// Runs one read-only SQL statement.
-    pub async fn execute(&self, sql: &str) -> Result<QueryOutput, QueryError> {
+    /// Runs `work` on the query runtime within the timeout; cancelled when the returned future
+    /// is dropped.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, QueryError>> + Send + 'static,
+    ) -> Result<T, QueryError> {
         let rt = self
             .runtime
+            .0
             .as_ref()
             .ok_or_else(|| QueryError::Internal("query runtime stopped".into()))?;
-        let bounds = self.limits.sql;
-        bounds.check_len(sql).map_err(QueryError::Invalid)?;
-        let ctx = self.ctx.clone();
-        let sql = sql.to_string();
-        let max_rows = self.limits.max_rows;
-        let handle = rt.spawn(async move {
-            let state = ctx.state();
-            let dialect = state.config().options().sql_parser.dialect;
-            let recursion_limit = state.config().options().sql_parser.recursion_limit.get();
-            let statement = state
-                .sql_to_statement(&sql, &dialect)
-                .map_err(|e| parser_limit(e, recursion_limit))?;
-            bounds.check(&statement).map_err(QueryError::Invalid)?;
-            let plan = state.statement_to_plan(statement).await?;
-            refuse_writes(&plan)?;
-            SQLOptions::new()
-                .with_allow_ddl(false)
-                .with_allow_dml(false)
-                .with_allow_statements(false)
-                .verify_plan(&plan)
-                .map_err(|e| QueryError::Refused(e.strip_backtrace()))?;
-            let df = ctx.execute_logical_plan(plan).await?;
-            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let mut stream = df.execute_stream().await?;
-            let mut batches = Vec::new();
-            let mut rows = 0usize;
-            let mut truncated = false;
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                if rows + batch.num_rows() > max_rows {
-                    batches.push(batch.slice(0, max_rows - rows));
-                    truncated = true;
-                    break;
-                }
-                rows += batch.num_rows();
-                batches.push(batch);
-            }
-            Ok::<_, QueryError>(QueryOutput {
-                schema,
-                batches,
-                truncated,
-            })
-        });
-        let abort = handle.abort_handle();
-        match tokio::time::timeout(self.limits.timeout, handle).await {
-            Err(_) => {
-                abort.abort();
-                Err(QueryError::Timeout(self.limits.timeout))
-            }
+        let mut task = Owned(rt.spawn(work));
+        match tokio::time::timeout(self.limits.timeout, &mut task.0).await {
+            Err(_) => Err(QueryError::Timeout(self.limits.timeout)),
             Ok(Err(join)) => Err(QueryError::Internal(format!("query task failed: {join}"))),
             Ok(Ok(result)) => result,
         }
     }
+
+    /// Plans one read-only SQL statement on the query runtime: its snapshot of the store is
+    /// taken now.
+    ///
+    /// # Errors
+    /// [`QueryError::Invalid`] for SQL that does not parse or plan (or is too long or too
+    /// deep), [`QueryError::Refused`] for anything but a query, [`QueryError::Timeout`].
+    pub async fn plan(&self, sql: &str) -> Result<PlannedQuery, QueryError> {
+        self.limits
+            .sql
+            .check_len(sql)
+            .map_err(QueryError::Invalid)?;
+        let (ctx, bounds, sql) = (self.ctx.clone(), self.limits.sql, sql.to_string());
+        self.run(async move { plan(&ctx, bounds, &sql).await })
+            .await
+    }
+
+    /// Runs a planned query to its end, keeping at most `max_rows` rows.
+    ///
+    /// # Errors
+    /// [`QueryError::Timeout`], [`QueryError::ResourcesExhausted`] past the memory limit,
+    /// [`QueryError::Invalid`] for errors of evaluation (a cast that fails on a value).
+    pub async fn collect(&self, planned: PlannedQuery) -> Result<QueryOutput, QueryError> {
+        let max_rows = self.limits.max_rows;
+        self.run(async move { collect(planned, max_rows).await })
+            .await
+    }
+
+    /// Plans and runs one read-only SQL statement within one timeout (see [`Self::plan`] and
+    /// [`Self::collect`] for the errors).
+    pub async fn execute(&self, sql: &str) -> Result<QueryOutput, QueryError> {
+        self.limits
+            .sql
+            .check_len(sql)
+            .map_err(QueryError::Invalid)?;
+        let (ctx, bounds, sql) = (self.ctx.clone(), self.limits.sql, sql.to_string());
+        let max_rows = self.limits.max_rows;
+        self.run(async move { collect(plan(&ctx, bounds, &sql).await?, max_rows).await })
+            .await
+    }
+
+    /// Runs a planned query, handing its batches over as they come (no row limit): for
+    /// internal readers of much data. The timeout counts from now to the last batch,
+    /// including the time the reader takes; dropping the stream cancels the query.
+    ///
+    /// # Errors
+    /// The stream yields the errors of [`Self::collect`], then ends.
+    pub fn stream(&self, planned: PlannedQuery) -> Result<QueryStream, QueryError> {
+        let rt = self
+            .runtime
+            .0
+            .as_ref()
+            .ok_or_else(|| QueryError::Internal("query runtime stopped".into()))?;
+        let schema = planned.schema();
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let timeout = self.limits.timeout;
+        let task = rt.spawn(async move {
+            let run = async {
+                let mut batches = execute_stream(planned.plan, planned.task)?;
+                while let Some(batch) = batches.next().await {
+                    if tx.send(batch.map_err(QueryError::from)).await.is_err() {
+                        break; // the reader is gone
+                    }
+                }
+                Ok::<_, QueryError>(())
+            };
+            let outcome = match tokio::time::timeout(timeout, run).await {
+                Ok(r) => r,
+                Err(_) => Err(QueryError::Timeout(timeout)),
+            };
+            if let Err(e) = outcome {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(QueryStream {
+            schema,
+            rx,
+            _task: Owned(task),
+        })
+    }
+}
+
+/// Parses, checks and plans `sql` (logical and physical plan).
+async fn plan(
+    ctx: &SessionContext,
+    bounds: SqlBounds,
+    sql: &str,
+) -> Result<PlannedQuery, QueryError> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    let recursion_limit = state.config().options().sql_parser.recursion_limit.get();
+    let statement = state
+        .sql_to_statement(sql, &dialect)
+        .map_err(|e| parser_limit(e, recursion_limit))?;
+    bounds.check(&statement).map_err(QueryError::Invalid)?;
+    let plan = state.statement_to_plan(statement).await?;
+    refuse_writes(&plan)?;
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(&plan)
+        .map_err(|e| QueryError::Refused(e.strip_backtrace()))?;
+    let df = ctx.execute_logical_plan(plan).await?;
+    let task = Arc::new(df.task_ctx());
+    let plan = df.create_physical_plan().await?;
+    Ok(PlannedQuery { plan, task })
+}
+
+/// Runs a planned query, keeping at most `max_rows` rows.
+async fn collect(planned: PlannedQuery, max_rows: usize) -> Result<QueryOutput, QueryError> {
+    let schema = planned.schema();
+    let mut stream = execute_stream(planned.plan, planned.task)?;
+    let mut batches = Vec::new();
+    let mut rows = 0usize;
+    let mut truncated = false;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        if rows + batch.num_rows() > max_rows {
+            batches.push(batch.slice(0, max_rows - rows));
+            truncated = true;
+            break;
+        }
+        rows += batch.num_rows();
+        batches.push(batch);
+    }
+    Ok(QueryOutput {
+        schema,
+        batches,
+        truncated,
+    })
 }
 
 /// The parser's own nesting bound, said in the words of [`SqlBounds::check`].

@@ -44,7 +44,7 @@ impl SqlBounds {
     pub fn check_len(&self, sql: &str) -> Result<(), String> {
         if sql.len() > self.max_sql_bytes {
             return Err(format!(
-                "the SQL text is {} bytes long; the limit is {} bytes (query.max_sql_bytes)",
+                "the SQL text is {} bytes long; the limit is {} bytes",
                 sql.len(),
                 self.max_sql_bytes
             ));
@@ -54,17 +54,26 @@ impl SqlBounds {
 
     /// Refuses a parsed statement that nests deeper than the limit.
     pub fn check(&self, statement: &Statement) -> Result<(), String> {
+        self.check_visited(|depth| depth.statement(statement))
+    }
+
+    /// Refuses what `walk` visits (a statement or an expression) when it nests deeper than the
+    /// limit.
+    pub(crate) fn check_visited(
+        &self,
+        walk: impl FnOnce(&mut Depth) -> ControlFlow<String>,
+    ) -> Result<(), String> {
         let mut depth = Depth {
             limit: self.max_depth,
             level: 0,
             tables: 0,
             pushed: Vec::new(),
         };
-        match depth.statement(statement) {
+        match walk(&mut depth) {
             ControlFlow::Continue(()) => Ok(()),
             ControlFlow::Break(what) => Err(format!(
-                "the statement is too complex: {what} (the limit is {}, query.max_sql_depth); \
-                 write long lists of conditions as `IN (…)` and split the query",
+                "the SQL is too complex: {what} (the limit is {}); write long lists of \
+                 alternatives as `IN (…)`, and split what is left",
                 self.max_depth
             )),
         }
@@ -73,7 +82,7 @@ impl SqlBounds {
 
 /// Walks a statement, keeping the current nesting level; stops as soon as it passes the limit,
 /// so the walk itself never goes deeper than the limit.
-struct Depth {
+pub(crate) struct Depth {
     limit: usize,
     level: usize,
     tables: usize,

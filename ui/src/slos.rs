@@ -2,24 +2,234 @@
 //! SLO's objective, window, SLI, budget, burn rates per window and alert state, and its history
 //! for charts. See docs/slo.md.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use sightline_common::clock::{DAY, HOUR, Nanos};
+use serde::{Deserialize, Serialize};
+use sightline_common::clock::{DAY, HOUR, MINUTE, Nanos, rfc3339};
+use sightline_slo::SloState;
+use sightline_slo::alert::State as AlertState;
+use sightline_slo::engine::HistoryPoint;
+use sightline_slo::spec::Indicator;
+use sightline_slo::status::{Budget, BurnRate, Status};
 
 use crate::ApiState;
 use crate::sql::error;
 
 pub async fn list(State(state): State<ApiState>) -> Response {
-    let slos = state.slos.as_ref().map(|e| e.list()).unwrap_or_default();
+    let slos: Vec<SloView> = state
+        .slos
+        .as_ref()
+        .map(|e| e.list().iter().map(SloView::from).collect())
+        .unwrap_or_default();
     axum::Json(serde_json::json!({ "slos": slos })).into_response()
 }
 
 pub async fn get(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
     match state.slos.as_ref().and_then(|e| e.get(&name)) {
-        Some(view) => axum::Json(view).into_response(),
+        Some(s) => axum::Json(SloView::from(&s)).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no SLO named {name:?}")),
+    }
+}
+
+/// What the API shows of an SLO.
+#[derive(Debug, Clone, Serialize)]
+pub struct SloView {
+    pub name: String,
+    pub service: String,
+    pub description: String,
+    /// As a fraction (0.999).
+    pub objective: f64,
+    pub window: String,
+    pub indicator: IndicatorView,
+    pub group_by: Option<String>,
+    pub version: String,
+    pub labels: BTreeMap<String, String>,
+    /// For timeslice SLOs: `good` and `total` count slices, not events.
+    pub timeslice: Option<TimesliceView>,
+    /// firing, pending or ok (the worst of its alerts).
+    pub alert_state: &'static str,
+    #[serde(flatten)]
+    pub status: StatusView,
+    pub alerts: Vec<AlertView>,
+    /// One status per group (grouped SLOs only).
+    pub groups: Vec<GroupView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TimesliceView {
+    pub slice: String,
+    pub good_ratio: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IndicatorView {
+    /// spans, logs, metric_ratio or metric_latency.
+    pub kind: &'static str,
+    /// Valid events (metric_ratio: the total counter's filter).
+    pub filter: Option<String>,
+    /// Good events (metric_ratio: the good counter's filter).
+    pub good: Option<String>,
+    /// metric_ratio: [good, total]; metric_latency: [histogram].
+    pub metrics: Vec<String>,
+    /// metric_latency: the bucket bound at or under which an observation is good.
+    pub threshold: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusView {
+    pub at: String,
+    pub window_start: String,
+    pub window_end: String,
+    pub good: u64,
+    pub total: u64,
+    pub sli: Option<f64>,
+    pub budget: Option<Budget>,
+    pub burn_rates: Vec<BurnRate>,
+    pub exhausted_at: Option<String>,
+}
+
+impl From<&Status> for StatusView {
+    fn from(s: &Status) -> Self {
+        Self {
+            at: rfc3339(s.at),
+            window_start: rfc3339(s.window_start),
+            window_end: rfc3339(s.window_end),
+            good: s.good,
+            total: s.total,
+            sli: s.sli,
+            budget: s.budget.clone(),
+            burn_rates: s.burn_rates.clone(),
+            exhausted_at: s.exhausted_at.map(rfc3339),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupView {
+    pub group: String,
+    #[serde(flatten)]
+    pub status: StatusView,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertView {
+    pub rule: String,
+    pub group: String,
+    pub state: AlertState,
+    pub severity: String,
+    pub fingerprint: String,
+    pub labels: BTreeMap<String, String>,
+    pub since: Option<String>,
+    pub firing_since: Option<String>,
+    pub values: BTreeMap<String, f64>,
+}
+
+/// One point of an SLO's history as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryView {
+    pub at: String,
+    pub good: u64,
+    pub total: u64,
+    pub sli: Option<f64>,
+    pub budget_remaining: Option<f64>,
+    /// Burn rate over the hour before `at`.
+    pub burn_rate_1h: Option<f64>,
+}
+
+impl From<&HistoryPoint> for HistoryView {
+    fn from(p: &HistoryPoint) -> Self {
+        Self {
+            at: rfc3339(p.at),
+            good: p.good,
+            total: p.total,
+            sli: p.sli,
+            budget_remaining: p.budget_remaining,
+            burn_rate_1h: p.burn_rate_1h,
+        }
+    }
+}
+
+impl From<&SloState> for SloView {
+    fn from(s: &SloState) -> Self {
+        let slo = &s.slo;
+        let indicator = match &slo.indicator {
+            Indicator::Events {
+                table,
+                filter,
+                good,
+            } => IndicatorView {
+                kind: table.name(),
+                filter: filter.as_ref().map(|f| f.sql.clone()),
+                good: Some(good.sql.clone()),
+                metrics: Vec::new(),
+                threshold: None,
+            },
+            Indicator::MetricRatio { good, total } => IndicatorView {
+                kind: "metric_ratio",
+                filter: total.filter.as_ref().map(|f| f.sql.clone()),
+                good: good.filter.as_ref().map(|f| f.sql.clone()),
+                metrics: vec![good.metric.clone(), total.metric.clone()],
+                threshold: None,
+            },
+            Indicator::MetricLatency {
+                selector,
+                threshold,
+            } => IndicatorView {
+                kind: "metric_latency",
+                filter: selector.filter.as_ref().map(|f| f.sql.clone()),
+                good: None,
+                metrics: vec![selector.metric.clone()],
+                threshold: Some(*threshold),
+            },
+        };
+        let alerts = s
+            .alerts
+            .iter()
+            .map(|a| AlertView {
+                rule: a.rule.name().into(),
+                group: a.group.clone(),
+                state: a.state,
+                severity: a.labels.get("severity").cloned().unwrap_or_default(),
+                fingerprint: a.fingerprint.clone(),
+                labels: a.labels.clone(),
+                since: a.since.map(rfc3339),
+                firing_since: a.firing_since.map(rfc3339),
+                values: a
+                    .last
+                    .as_ref()
+                    .map(|o| o.values.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        SloView {
+            name: slo.name.clone(),
+            service: slo.service.clone(),
+            description: slo.description.clone(),
+            objective: slo.objective,
+            window: slo.window.describe(),
+            indicator,
+            group_by: slo.group_by.as_ref().map(|g| g.sql.clone()),
+            version: s.version.clone(),
+            labels: slo.labels.clone(),
+            timeslice: slo.timeslice.map(|t| TimesliceView {
+                slice: format!("{}m", t.slice / MINUTE),
+                good_ratio: t.good_ratio,
+            }),
+            alert_state: s.alert_state(),
+            status: StatusView::from(&s.status),
+            alerts,
+            groups: s
+                .groups
+                .iter()
+                .map(|(g, st)| GroupView {
+                    group: g.clone(),
+                    status: StatusView::from(st),
+                })
+                .collect(),
+        }
     }
 }
 
@@ -74,6 +284,7 @@ pub async fn history(
     }
     match engine.history(&name, from, to, step) {
         Some(points) => {
+            let points: Vec<HistoryView> = points.iter().map(HistoryView::from).collect();
             axum::Json(serde_json::json!({ "slo": name, "points": points })).into_response()
         }
         None => error(StatusCode::NOT_FOUND, format!("no SLO named {name:?}")),

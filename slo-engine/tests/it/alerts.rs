@@ -156,7 +156,7 @@ async fn restart_mid_incident(crash: bool) {
     let page = after
         .alerts
         .iter()
-        .find(|a| a.rule == "page-1h")
+        .find(|a| a.rule.name() == "page-1h")
         .expect("alert");
     assert_eq!(page.state, State::Firing, "still firing after the restart");
 

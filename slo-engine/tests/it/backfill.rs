@@ -80,7 +80,7 @@ async fn a_changed_indicator_is_counted_again_and_an_unchanged_one_is_not() {
     assert!(r.backfilled.is_empty(), "{r:?}");
     let v = sim.engine.get("checkout-availability").expect("slo");
     assert_eq!(v.version, first.version);
-    assert!((v.objective - 0.99).abs() < 1e-12);
+    assert!((v.slo.objective - 0.99).abs() < 1e-12);
 
     let changed = CHECKOUT.replace("status_code != 'error'", "status_code = 'ok'");
     let r = sim
@@ -134,7 +134,7 @@ async fn grouped_slos_keep_a_budget_per_group_up_to_the_cap() {
     let groups: Vec<(&str, u64, u64)> = v
         .groups
         .iter()
-        .map(|g| (g.group.as_str(), g.status.good, g.status.total))
+        .map(|(g, s)| (g.as_str(), s.good, s.total))
         .collect();
     assert_eq!(
         groups,

@@ -37,8 +37,13 @@ indicator:
 async fn open(dir: &std::path::Path, clock: &ManualClock, specs: &str) -> (Arc<Store>, Engine) {
     let store = Store::open(store_config(dir), &mut Default::default()).expect("store");
     let slos = spec::parse("test.yaml", specs).expect("specs");
+    let query = store
+        .query_engine(Default::default())
+        .await
+        .expect("query engine");
     let engine = Engine::open(
         store.clone(),
+        &query,
         slos,
         Arc::new(clock.clone()),
         &mut Default::default(),

@@ -39,7 +39,7 @@ async fn minutes_are_judged_by_their_own_ratio() {
     sim.engine.tick().await.expect("tick");
     let v = sim.engine.get("checkout-minutes").expect("slo");
     assert_eq!((v.status.good, v.status.total), (118, 119), "{v:#?}");
-    assert!(v.timeslice.is_some());
+    assert!(v.slo.timeslice.is_some());
     let b = v.status.budget.expect("budget");
     // 1 bad minute of the 1.19 the 99% objective allows for 119 minutes.
     assert!((b.consumed - 1.0 / 1.19).abs() < 1e-9, "{b:?}");
