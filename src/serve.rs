@@ -244,6 +244,7 @@ pub async fn serve(
         store.clone(),
         slos.clone(),
         maintenance,
+        Arc::new(SystemClock),
         &mut registry,
     )
     .map_err(|e| anyhow::anyhow!("cannot start alert delivery: {e}"))?;
@@ -255,8 +256,8 @@ pub async fn serve(
         registry: Arc::new(registry),
         readiness: readiness.clone(),
         slos: Some(slos.clone()),
-    })
-    .merge(sightline_notify::api::router(notifier.clone()));
+        notify: Some(notifier.clone()),
+    });
 
     let stop_intake = CancellationToken::new();
     let stop_api = CancellationToken::new();

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sightline_common::clock::{Nanos, parse_rfc3339};
 use sightline_slo::matcher::Matcher;
+
+use crate::error::NotifyError;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -156,6 +159,57 @@ pub struct SilenceConfig {
     pub created_by: String,
 }
 
+impl EmailConfig {
+    /// The smarthost's `host:port` as its parts; the port must be given (25, 465 and 587 mean
+    /// different things).
+    pub fn host_port(&self) -> Result<(String, u16), String> {
+        let s = &self.smarthost;
+        let hint = match self.tls {
+            SmtpTls::Starttls => "587",
+            SmtpTls::Tls => "465",
+            SmtpTls::None => "25",
+        };
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| {
+            format!("smarthost {s:?} must be host:port (e.g. smtp.example.com:{hint})")
+        })?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("smarthost {s:?}: {port:?} is not a port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("smarthost {s:?} has no host"));
+        }
+        Ok((host.to_string(), port))
+    }
+}
+
+fn parse_time(s: &str, what: &str) -> Result<Nanos, String> {
+    parse_rfc3339(s)
+        .ok_or_else(|| format!("{what} {s:?} is not an RFC 3339 time between 1677 and 2262"))
+}
+
+impl SilenceConfig {
+    /// When the `index`th configured silence starts and ends (always, when not given).
+    pub fn window(&self, index: usize) -> Result<(Nanos, Nanos), String> {
+        let at = format!("notify.silences[{index}]");
+        if self.matchers.is_empty() {
+            return Err(format!("{at}: needs at least one matcher"));
+        }
+        let starts_at = match &self.starts_at {
+            Some(s) => parse_time(s, "starts_at").map_err(|e| format!("{at}: {e}"))?,
+            None => i64::MIN,
+        };
+        let ends_at = match &self.ends_at {
+            Some(s) => parse_time(s, "ends_at").map_err(|e| format!("{at}: {e}"))?,
+            None => i64::MAX,
+        };
+        if ends_at <= starts_at {
+            return Err(format!("{at}: ends_at must be after starts_at"));
+        }
+        Ok((starts_at, ends_at))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeliveryConfig {
@@ -200,7 +254,14 @@ impl NotifyConfig {
     }
 
     /// Checks what parses but cannot work.
-    pub fn validate(&self) -> Result<(), String> {
+    ///
+    /// # Errors
+    /// [`NotifyError::Config`] naming the key, receiver or route.
+    pub fn validate(&self) -> Result<(), NotifyError> {
+        self.check().map_err(NotifyError::Config)
+    }
+
+    fn check(&self) -> Result<(), String> {
         let mut names = BTreeSet::new();
         for r in &self.receivers {
             let who = format!("notify.receivers {:?}", r.name);
@@ -241,7 +302,7 @@ impl NotifyConfig {
             }
         }
         for (i, s) in self.silences.iter().enumerate() {
-            crate::silence::Silence::from_config(s, i)?;
+            s.window(i)?;
         }
         let d = &self.delivery;
         if d.initial_backoff.is_zero() || d.max_backoff < d.initial_backoff {
@@ -305,7 +366,7 @@ fn validate_email(e: &EmailConfig) -> Result<(), String> {
         a.parse::<lettre::message::Mailbox>()
             .map_err(|x| format!("{a:?} is not an email address: {x}"))?;
     }
-    crate::email::split_host_port(&e.smarthost, e.tls)?;
+    e.host_port()?;
     if e.password.is_some() && e.password_file.is_some() {
         return Err("give password or password_file, not both".into());
     }
@@ -350,7 +411,7 @@ mod tests {
 
     fn parse(toml_text: &str) -> Result<(), String> {
         let c: NotifyConfig = toml::from_str(toml_text).map_err(|e| e.to_string())?;
-        c.validate()
+        c.validate().map_err(|e| e.to_string())
     }
 
     #[test]

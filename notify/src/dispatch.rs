@@ -44,7 +44,7 @@ pub struct Dispatcher {
     unrouted: BTreeSet<String>,
 }
 
-use crate::nanos;
+use sightline_common::clock::nanos;
 
 /// The UI page of an SLO.
 pub fn slo_url(external_url: &str, slo: &str) -> String {
@@ -266,7 +266,7 @@ impl Dispatcher {
                         "firing"
                     };
                     let n = Notification {
-                        id: crate::new_id(),
+                        id: crate::message::new_id(),
                         seq: self.next_seq,
                         receiver: id.0.clone(),
                         group_key: id.1.clone(),

@@ -8,10 +8,10 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use crate::attempt::{Attempt, ID_HEADER, Integration, Outcome, clip};
 use crate::config::{EmailConfig, SmtpTls};
-use crate::deliver::{Attempt, Outcome, attempt as new_attempt, clip};
+use crate::error::NotifyError;
 use crate::message::Notification;
-use crate::webhook::ID_HEADER;
 
 #[derive(Debug)]
 pub struct Email {
@@ -20,29 +20,17 @@ pub struct Email {
     to: Vec<Mailbox>,
 }
 
-/// `host:port` → its parts; the port must be given (25, 465 and 587 mean different things).
-pub fn split_host_port(s: &str, tls: SmtpTls) -> Result<(String, u16), String> {
-    let hint = match tls {
-        SmtpTls::Starttls => "587",
-        SmtpTls::Tls => "465",
-        SmtpTls::None => "25",
-    };
-    let (host, port) = s.rsplit_once(':').ok_or_else(|| {
-        format!("smarthost {s:?} must be host:port (e.g. smtp.example.com:{hint})")
-    })?;
-    let port: u16 = port
-        .parse()
-        .map_err(|_| format!("smarthost {s:?}: {port:?} is not a port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() {
-        return Err(format!("smarthost {s:?} has no host"));
-    }
-    Ok((host.to_string(), port))
-}
-
 impl Email {
-    pub fn new(c: &EmailConfig) -> Result<Self, String> {
-        let (host, port) = split_host_port(&c.smarthost, c.tls)?;
+    /// Builds the receiver (reads its password and CA files).
+    ///
+    /// # Errors
+    /// [`NotifyError::Config`] naming what cannot be used.
+    pub fn new(c: &EmailConfig) -> Result<Self, NotifyError> {
+        Self::build(c).map_err(NotifyError::Config)
+    }
+
+    fn build(c: &EmailConfig) -> Result<Self, String> {
+        let (host, port) = c.host_port()?;
         let tls = match c.tls {
             SmtpTls::None => Tls::None,
             mode => {
@@ -111,14 +99,21 @@ impl Email {
         ))
         .map_err(|e| e.to_string())
     }
+}
 
-    pub async fn send(&self, n: &Notification) -> Attempt {
+#[async_trait::async_trait]
+impl Integration for Email {
+    fn kind(&self) -> &'static str {
+        "email"
+    }
+
+    async fn send(&self, n: &Notification) -> Attempt {
         let msg = match self.message(n) {
             Ok(m) => m,
-            Err(e) => return new_attempt(Outcome::Permanent, None, Some(e), None),
+            Err(e) => return Attempt::new(Outcome::Permanent, None, Some(e), None),
         };
         match self.transport.send(msg).await {
-            Ok(r) => new_attempt(
+            Ok(r) => Attempt::new(
                 Outcome::Delivered,
                 Some(i64::from(u16::from(r.code()))),
                 None,
@@ -133,8 +128,8 @@ impl Email {
                 } else {
                     Outcome::Retryable
                 };
-                let m = crate::deliver::chain(&e);
-                new_attempt(outcome, code, Some(clip(&m)), None)
+                let m = sightline_common::error::chain(&e);
+                Attempt::new(outcome, code, Some(clip(&m)), None)
             }
         }
     }

@@ -41,6 +41,11 @@ pub struct Notification {
     pub created_at: Nanos,
 }
 
+/// A random 128-bit id in hex (notifications, silences).
+pub fn new_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
 /// Alertmanager's "zero time", used as `endsAt` of firing alerts.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 

@@ -16,16 +16,17 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sightline_common::clock::Nanos;
 
+use crate::error::NotifyError;
 use crate::format::{self, FormatError};
 use crate::message::{AlertOut, Notification};
 
 /// A file this release must not touch: refuse to start rather than lose or repeat
 /// notifications.
-fn newer(path: &Path, e: FormatError) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidData,
-        format!("{}: {e}", path.display()),
-    )
+fn newer(path: &Path, source: FormatError) -> NotifyError {
+    NotifyError::File {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 use sightline_common::durable::{sync_dir, write_atomically};
@@ -54,7 +55,7 @@ struct LogFile {
     entries: Vec<((String, String), LogEntry)>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Outbox {
     dir: PathBuf,
     nflog_path: PathBuf,
@@ -97,9 +98,13 @@ pub struct Opened {
 }
 
 impl Outbox {
-    pub fn open(dir: &Path) -> std::io::Result<Opened> {
+    /// Opens (or creates) the outbox in `dir`, repairing what a crash left.
+    ///
+    /// # Errors
+    /// [`NotifyError::Io`]; [`NotifyError::File`] for a file written by a newer release.
+    pub fn open(dir: &Path) -> Result<Opened, NotifyError> {
         let outbox_dir = dir.join("outbox");
-        std::fs::create_dir_all(&outbox_dir)?;
+        std::fs::create_dir_all(&outbox_dir).map_err(|e| NotifyError::io(&outbox_dir, e))?;
         let nflog_path = dir.join("nflog.json");
         let mut log: BTreeMap<GroupId, LogEntry> = match std::fs::read(&nflog_path) {
             Ok(b) => match format::decode::<LogFile>(&b) {
@@ -111,12 +116,14 @@ impl Outbox {
                 }
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e),
+            Err(e) => return Err(NotifyError::io(&nflog_path, e)),
         };
         let mut pending = Vec::new();
         let mut damaged = Vec::new();
-        for entry in std::fs::read_dir(&outbox_dir)? {
-            let path = entry?.path();
+        let entries =
+            std::fs::read_dir(&outbox_dir).map_err(|e| NotifyError::io(&outbox_dir, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| NotifyError::io(&outbox_dir, e))?.path();
             if path.extension().is_none_or(|e| e != "json") {
                 if path.extension().is_some_and(|e| e == "tmp") {
                     let _ = std::fs::remove_file(&path); // never renamed: never queued
@@ -167,26 +174,41 @@ impl Outbox {
     }
 
     /// Persists a notification (durable when this returns).
-    pub fn put(&self, n: &Notification) -> std::io::Result<()> {
-        let bytes = format::encode(n).map_err(std::io::Error::other)?;
-        write_atomically(&self.path(n), &bytes)
+    ///
+    /// # Errors
+    /// [`NotifyError::Io`]: the notification is not queued.
+    pub fn put(&self, n: &Notification) -> Result<(), NotifyError> {
+        let path = self.path(n);
+        let bytes =
+            format::encode(n).map_err(|e| NotifyError::io(&path, std::io::Error::other(e)))?;
+        write_atomically(&path, &bytes).map_err(|e| NotifyError::io(&path, e))
     }
 
     /// Forgets a notification that was delivered, rejected or given up.
-    pub fn remove(&self, n: &Notification) -> std::io::Result<()> {
-        match std::fs::remove_file(self.path(n)) {
-            Ok(()) => sync_dir(&self.dir),
+    ///
+    /// # Errors
+    /// [`NotifyError::Io`]: it may be sent again after a restart.
+    pub fn remove(&self, n: &Notification) -> Result<(), NotifyError> {
+        let path = self.path(n);
+        match std::fs::remove_file(&path) {
+            Ok(()) => sync_dir(&self.dir).map_err(|e| NotifyError::io(&self.dir, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
+            Err(e) => Err(NotifyError::io(&path, e)),
         }
     }
 
-    pub fn save_log(&self, log: &BTreeMap<GroupId, LogEntry>) -> std::io::Result<()> {
+    /// Writes the notification log (durable when this returns).
+    ///
+    /// # Errors
+    /// [`NotifyError::Io`].
+    pub fn save_log(&self, log: &BTreeMap<GroupId, LogEntry>) -> Result<(), NotifyError> {
         let file = LogFile {
             entries: log.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         };
-        let bytes = format::encode(&file).map_err(std::io::Error::other)?;
-        write_atomically(&self.nflog_path, &bytes)
+        let path = &self.nflog_path;
+        let bytes =
+            format::encode(&file).map_err(|e| NotifyError::io(path, std::io::Error::other(e)))?;
+        write_atomically(path, &bytes).map_err(|e| NotifyError::io(path, e))
     }
 }
 

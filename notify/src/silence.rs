@@ -12,6 +12,8 @@ use sightline_common::clock::{DAY, Nanos, rfc3339};
 use sightline_slo::matcher::{MatchOp, Matcher, matches_all};
 
 use crate::config::SilenceConfig;
+use crate::error::NotifyError;
+use crate::message::new_id;
 use sightline_common::durable::write_atomically;
 
 /// A matcher in the API's JSON shape (Alertmanager's).
@@ -90,22 +92,12 @@ fn parse_time(s: &str, what: &str) -> Result<Nanos, String> {
 }
 
 impl Silence {
-    pub fn from_config(c: &SilenceConfig, index: usize) -> Result<Self, String> {
-        let at = format!("notify.silences[{index}]");
-        if c.matchers.is_empty() {
-            return Err(format!("{at}: needs at least one matcher"));
-        }
-        let starts_at = match &c.starts_at {
-            Some(s) => parse_time(s, "starts_at").map_err(|e| format!("{at}: {e}"))?,
-            None => i64::MIN,
-        };
-        let ends_at = match &c.ends_at {
-            Some(s) => parse_time(s, "ends_at").map_err(|e| format!("{at}: {e}"))?,
-            None => i64::MAX,
-        };
-        if ends_at <= starts_at {
-            return Err(format!("{at}: ends_at must be after starts_at"));
-        }
+    /// The `index`th silence of the config file.
+    ///
+    /// # Errors
+    /// [`NotifyError::Config`] naming the silence and what is wrong with it.
+    pub fn from_config(c: &SilenceConfig, index: usize) -> Result<Self, NotifyError> {
+        let (starts_at, ends_at) = c.window(index).map_err(NotifyError::Config)?;
         Ok(Self {
             id: format!("config-{index}"),
             matchers: c.matchers.clone(),
@@ -141,7 +133,7 @@ impl Silence {
             return Err("endsAt must be after startsAt".into());
         }
         Ok(Self {
-            id: a.id.clone().unwrap_or_else(crate::new_id),
+            id: a.id.clone().unwrap_or_else(new_id),
             matchers,
             starts_at,
             ends_at,
@@ -193,18 +185,6 @@ struct Stored {
     comment: String,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SilenceError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("no silence has id {0:?}")]
-    NotFound(String),
-    #[error("silence {0:?} is defined in the config file; change it there")]
-    FromConfig(String),
-    #[error("cannot save silences: {0}")]
-    Io(#[from] std::io::Error),
-}
-
 /// Every silence; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Silences {
@@ -216,7 +196,11 @@ pub struct Silences {
 
 impl Silences {
     /// Loads the API silences kept in `dir` and adds the configured ones.
-    pub fn open(dir: &Path, configured: &[SilenceConfig]) -> Result<Self, String> {
+    ///
+    /// # Errors
+    /// [`NotifyError::Config`] for a configured silence that cannot work; [`NotifyError::Io`]
+    /// and [`NotifyError::File`] when the file of API silences cannot be read.
+    pub fn open(dir: &Path, configured: &[SilenceConfig]) -> Result<Self, NotifyError> {
         let path = dir.join("silences.json");
         let mut list = Vec::new();
         for (i, c) in configured.iter().enumerate() {
@@ -224,10 +208,11 @@ impl Silences {
         }
         match std::fs::read(&path) {
             Ok(bytes) => {
-                let stored: Vec<Stored> = crate::format::decode(&bytes).map_err(|e| match e {
-                    crate::format::FormatError::Newer { .. } => format!("{}: {e}", path.display()),
-                    _ => format!("{} is damaged: {e}", path.display()),
-                })?;
+                let stored: Vec<Stored> =
+                    crate::format::decode(&bytes).map_err(|source| NotifyError::File {
+                        path: path.clone(),
+                        source,
+                    })?;
                 list.extend(stored.into_iter().map(|s| Silence {
                     id: s.id,
                     matchers: s.matchers,
@@ -239,7 +224,7 @@ impl Silences {
                 }));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            Err(e) => return Err(NotifyError::io(&path, e)),
         }
         Ok(Self {
             path,
@@ -268,14 +253,14 @@ impl Silences {
     }
 
     /// Creates a silence, or replaces the one with the same id; returns its id.
-    pub fn put(&self, a: &ApiSilence, now: Nanos) -> Result<String, SilenceError> {
-        let s = Silence::from_api(a, now).map_err(SilenceError::Invalid)?;
+    pub fn put(&self, a: &ApiSilence, now: Nanos) -> Result<String, NotifyError> {
+        let s = Silence::from_api(a, now).map_err(NotifyError::InvalidSilence)?;
         let id = s.id.clone();
-        self.change(|list| {
+        self.change(now, |list| {
             match list.iter_mut().find(|x| x.id == id) {
-                Some(x) if x.from_config => return Err(SilenceError::FromConfig(id.clone())),
+                Some(x) if x.from_config => return Err(NotifyError::SilenceFromConfig(id.clone())),
                 Some(x) => *x = s,
-                None if a.id.is_some() => return Err(SilenceError::NotFound(id.clone())),
+                None if a.id.is_some() => return Err(NotifyError::SilenceNotFound(id.clone())),
                 None => list.push(s),
             }
             Ok(())
@@ -284,27 +269,27 @@ impl Silences {
     }
 
     /// Ends a silence now.
-    pub fn expire(&self, id: &str, now: Nanos) -> Result<(), SilenceError> {
-        self.change(|list| match list.iter_mut().find(|x| x.id == id) {
-            Some(x) if x.from_config => Err(SilenceError::FromConfig(id.into())),
+    pub fn expire(&self, id: &str, now: Nanos) -> Result<(), NotifyError> {
+        self.change(now, |list| match list.iter_mut().find(|x| x.id == id) {
+            Some(x) if x.from_config => Err(NotifyError::SilenceFromConfig(id.into())),
             Some(x) => {
                 x.ends_at = x.ends_at.min(now);
                 x.starts_at = x.starts_at.min(x.ends_at);
                 Ok(())
             }
-            None => Err(SilenceError::NotFound(id.into())),
+            None => Err(NotifyError::SilenceNotFound(id.into())),
         })
     }
 
     /// Applies `f` and saves the API silences before anyone sees the change.
     fn change(
         &self,
-        f: impl FnOnce(&mut Vec<Silence>) -> Result<(), SilenceError>,
-    ) -> Result<(), SilenceError> {
+        now: Nanos,
+        f: impl FnOnce(&mut Vec<Silence>) -> Result<(), NotifyError>,
+    ) -> Result<(), NotifyError> {
         let _saving = self.save.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = self.list.read().unwrap_or_else(|e| e.into_inner()).clone();
         f(&mut next)?;
-        let now = crate::now();
         next.retain(|s| s.from_config || s.ends_at > now - 7 * DAY);
         let stored: Vec<Stored> = next
             .iter()
@@ -318,8 +303,9 @@ impl Silences {
                 comment: s.comment.clone(),
             })
             .collect();
-        let bytes = crate::format::encode(&stored).map_err(std::io::Error::other)?;
-        write_atomically(&self.path, &bytes)?;
+        let bytes = crate::format::encode(&stored)
+            .map_err(|e| NotifyError::io(&self.path, std::io::Error::other(e)))?;
+        write_atomically(&self.path, &bytes).map_err(|e| NotifyError::io(&self.path, e))?;
         *self.list.write().unwrap_or_else(|e| e.into_inner()) = next;
         Ok(())
     }
@@ -353,7 +339,7 @@ mod tests {
     #[test]
     fn silences_match_persist_and_expire() {
         let dir = tempfile::tempdir().expect("valid in this test");
-        let now = crate::now();
+        let now = sightline_common::clock::now();
         let s = Silences::open(dir.path(), &[]).expect("valid in this test");
         let id = s
             .put(&api(&[("slo", "checkout")], "2200-01-01T00:00:00Z"), now)
@@ -374,7 +360,7 @@ mod tests {
         );
         assert!(matches!(
             s.expire("nope", now),
-            Err(SilenceError::NotFound(_))
+            Err(NotifyError::SilenceNotFound(_))
         ));
     }
 
@@ -382,7 +368,7 @@ mod tests {
     fn bad_silences_are_refused() {
         let dir = tempfile::tempdir().expect("valid in this test");
         let s = Silences::open(dir.path(), &[]).expect("valid in this test");
-        let now = crate::now();
+        let now = sightline_common::clock::now();
         for (a, want) in [
             (api(&[], "2200-01-01T00:00:00Z"), "at least one matcher"),
             (

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
+use crate::attempt::{Attempt, ID_HEADER, Integration, Outcome, clip};
 use crate::config::WebhookConfig;
-use crate::deliver::{Attempt, Outcome, attempt, clip};
+use crate::error::NotifyError;
 use crate::message::Notification;
 
 pub const SIGNATURE_HEADER: &str = "X-Sightline-Signature";
-pub const ID_HEADER: &str = "X-Sightline-Notification-Id";
 
 #[derive(Debug)]
 pub struct Webhook {
@@ -46,7 +46,15 @@ pub fn retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
 }
 
 impl Webhook {
-    pub fn new(c: &WebhookConfig) -> Result<Self, String> {
+    /// Builds the receiver (reads its secret and CA files).
+    ///
+    /// # Errors
+    /// [`NotifyError::Config`] naming what cannot be used.
+    pub fn new(c: &WebhookConfig) -> Result<Self, NotifyError> {
+        Self::build(c).map_err(NotifyError::Config)
+    }
+
+    fn build(c: &WebhookConfig) -> Result<Self, String> {
         let url = reqwest::Url::parse(&c.url).map_err(|e| format!("bad url: {e}"))?;
         let secret = match (&c.secret, &c.secret_file) {
             (Some(s), _) => Some(s.as_bytes().to_vec()),
@@ -99,11 +107,18 @@ impl Webhook {
             timeout: c.timeout,
         })
     }
+}
 
-    pub async fn send(&self, n: &Notification) -> Attempt {
+#[async_trait::async_trait]
+impl Integration for Webhook {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    async fn send(&self, n: &Notification) -> Attempt {
         let body = match serde_json::to_vec(&n.webhook_payload(self.max_alerts)) {
             Ok(b) => b,
-            Err(e) => return attempt(Outcome::Permanent, None, Some(e.to_string()), None),
+            Err(e) => return Attempt::new(Outcome::Permanent, None, Some(e.to_string()), None),
         };
         let mut req = self
             .client
@@ -119,7 +134,7 @@ impl Webhook {
                 let status = resp.status();
                 let code = Some(i64::from(status.as_u16()));
                 if status.is_success() {
-                    return attempt(Outcome::Delivered, code, None, None);
+                    return Attempt::new(Outcome::Delivered, code, None, None);
                 }
                 let wait = resp
                     .headers()
@@ -136,15 +151,15 @@ impl Webhook {
                 } else {
                     Outcome::Permanent
                 };
-                attempt(outcome, code, error, wait)
+                Attempt::new(outcome, code, error, wait)
             }
             Err(e) => {
                 let msg = if e.is_timeout() {
                     format!("timed out after {:?}", self.timeout)
                 } else {
-                    crate::deliver::chain(&e)
+                    sightline_common::error::chain(&e)
                 };
-                attempt(Outcome::Retryable, None, Some(clip(&msg)), None)
+                Attempt::new(Outcome::Retryable, None, Some(clip(&msg)), None)
             }
         }
     }

@@ -10,6 +10,8 @@
 //! # }
 //! ```
 
+pub mod alerts;
+pub mod error;
 pub mod format;
 pub mod slos;
 pub mod sql;
@@ -52,11 +54,14 @@ pub struct ApiState {
     pub readiness: Arc<Readiness>,
     /// The SLO engine (absent in tools that run without one).
     pub slos: Option<sightline_slo::Engine>,
+    /// Alert delivery (silences, maintenance windows, the outbox), when running.
+    pub notify: Option<sightline_notify::Notifier>,
 }
 
 /// The API routes.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let notify = state.notify.clone().map(alerts::router);
+    let api = Router::new()
         .route("/api/v1", get(index))
         .route("/api/v1/sql", post(sql::handle))
         .route("/api/v1/flush", post(flush))
@@ -68,7 +73,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(web::serve)
-        .with_state(state)
+        .with_state(state);
+    match notify {
+        Some(n) => api.merge(n),
+        None => api,
+    }
 }
 
 async fn index() -> Response {
