@@ -105,15 +105,13 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     }
 }
 
-async fn flush(State(state): State<ApiState>) -> Response {
-    match state.store.flush_all().await {
-        Ok(report) => axum::Json(serde_json::json!({ "files_written": report })).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "error": e.to_string() })),
-        )
-            .into_response(),
-    }
+async fn flush(State(state): State<ApiState>) -> Result<Response, error::ApiError> {
+    let report = state
+        .store
+        .flush_all()
+        .await
+        .map_err(|e| error::ApiError::Unavailable(e.to_string()))?;
+    Ok(axum::Json(serde_json::json!({ "files_written": report })).into_response())
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sightline_common::clock::{DAY, HOUR, MINUTE, Nanos, rfc3339};
@@ -16,7 +15,7 @@ use sightline_slo::spec::Indicator;
 use sightline_slo::status::{Budget, BurnRate, Status};
 
 use crate::ApiState;
-use crate::sql::error;
+use crate::error::ApiError;
 
 pub async fn list(State(state): State<ApiState>) -> Response {
     let slos: Vec<SloView> = state
@@ -27,11 +26,20 @@ pub async fn list(State(state): State<ApiState>) -> Response {
     axum::Json(serde_json::json!({ "slos": slos })).into_response()
 }
 
-pub async fn get(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
-    match state.slos.as_ref().and_then(|e| e.get(&name)) {
-        Some(s) => axum::Json(SloView::from(&s)).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no SLO named {name:?}")),
-    }
+fn no_slo(name: &str) -> ApiError {
+    ApiError::NotFound(format!("no SLO named {name:?}"))
+}
+
+pub async fn get(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let s = state
+        .slos
+        .as_ref()
+        .and_then(|e| e.get(&name))
+        .ok_or_else(|| no_slo(&name))?;
+    Ok(axum::Json(SloView::from(&s)).into_response())
 }
 
 /// What the API shows of an SLO.
@@ -261,32 +269,36 @@ pub async fn history(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     Query(p): Query<HistoryParams>,
-) -> Response {
-    let Some(engine) = state.slos.as_ref() else {
-        return error(StatusCode::NOT_FOUND, format!("no SLO named {name:?}"));
-    };
+) -> Result<Response, ApiError> {
+    let engine = state.slos.as_ref().ok_or_else(|| no_slo(&name))?;
+    let bad = |what: &str, e: String| ApiError::BadRequest(format!("{what}: {e}"));
     let now = sightline_slo::Clock::now(&sightline_slo::SystemClock);
-    let to = match p.to.as_deref().map(parse_time).transpose() {
-        Ok(t) => t.unwrap_or(now),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("to: {e}")),
-    };
-    let from = match p.from.as_deref().map(parse_time).transpose() {
-        Ok(t) => t.unwrap_or(to.saturating_sub(7 * DAY)),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("from: {e}")),
-    };
-    let step = match p.step.as_deref().map(sightline_slo::spec::parse_duration) {
-        None => HOUR,
-        Some(Ok(s)) => s,
-        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("step: {e}")),
-    };
+    let to =
+        p.to.as_deref()
+            .map(parse_time)
+            .transpose()
+            .map_err(|e| bad("to", e))?
+            .unwrap_or(now);
+    let from = p
+        .from
+        .as_deref()
+        .map(parse_time)
+        .transpose()
+        .map_err(|e| bad("from", e))?
+        .unwrap_or(to.saturating_sub(7 * DAY));
+    let step = p
+        .step
+        .as_deref()
+        .map(sightline_slo::spec::parse_duration)
+        .transpose()
+        .map_err(|e| bad("step", e))?
+        .unwrap_or(HOUR);
     if from > to {
-        return error(StatusCode::BAD_REQUEST, "from is after to");
+        return Err(ApiError::BadRequest("from is after to".into()));
     }
-    match engine.history(&name, from, to, step) {
-        Some(points) => {
-            let points: Vec<HistoryView> = points.iter().map(HistoryView::from).collect();
-            axum::Json(serde_json::json!({ "slo": name, "points": points })).into_response()
-        }
-        None => error(StatusCode::NOT_FOUND, format!("no SLO named {name:?}")),
-    }
+    let points = engine
+        .history(&name, from, to, step)
+        .ok_or_else(|| no_slo(&name))?;
+    let points: Vec<HistoryView> = points.iter().map(HistoryView::from).collect();
+    Ok(axum::Json(serde_json::json!({ "slo": name, "points": points })).into_response())
 }

@@ -1,12 +1,12 @@
 //! `POST /api/v1/sql`: run one read-only statement, answer JSON, CSV or Arrow IPC.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use sightline_store::query::QueryError;
 
 use crate::ApiState;
+use crate::error::ApiError;
 use crate::format::{self, OutputFormat};
 
 #[derive(Debug, Deserialize)]
@@ -17,64 +17,29 @@ pub struct SqlRequest {
     pub format: Option<String>,
 }
 
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        axum::Json(serde_json::json!({ "error": message.into() })),
-    )
-        .into_response()
-}
-
-pub fn query_error(e: &QueryError) -> Response {
-    let status = match e {
-        QueryError::Refused(_) | QueryError::Invalid(_) | QueryError::ResourcesExhausted(_) => {
-            StatusCode::BAD_REQUEST
-        }
-        QueryError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-        QueryError::Internal(_) => {
-            tracing::error!(error = %e, "query failed");
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-    };
-    error(status, e.to_string())
-}
-
-pub async fn handle(State(state): State<ApiState>, headers: HeaderMap, body: String) -> Response {
-    let request: SqlRequest = match serde_json::from_str(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("expected a JSON body {{\"sql\": \"...\"}}: {e}"),
-            );
-        }
-    };
+pub async fn handle(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Response, ApiError> {
+    let request: SqlRequest = serde_json::from_str(&body).map_err(|e| {
+        ApiError::BadRequest(format!("expected a JSON body {{\"sql\": \"...\"}}: {e}"))
+    })?;
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let output = match OutputFormat::choose(request.format.as_deref(), accept) {
-        Ok(f) => f,
-        Err(message) => return error(StatusCode::BAD_REQUEST, message),
-    };
+    let output =
+        OutputFormat::choose(request.format.as_deref(), accept).map_err(ApiError::BadRequest)?;
     if request.sql.trim().is_empty() {
-        return error(StatusCode::BAD_REQUEST, "the sql field is empty");
+        return Err(ApiError::BadRequest("the sql field is empty".into()));
     }
     let started = std::time::Instant::now();
-    let result = state.engine.execute(&request.sql).await;
-    match result {
-        Ok(out) => match format::render(&out, output, started.elapsed()) {
-            Ok((content_type, body)) => {
-                let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
-                if out.truncated
-                    && let Ok(v) = header::HeaderValue::from_str(&out.num_rows().to_string())
-                {
-                    response.headers_mut().insert("x-sightline-truncated-at", v);
-                }
-                response
-            }
-            Err(e) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("could not encode the result: {e}"),
-            ),
-        },
-        Err(e) => query_error(&e),
+    let out = state.engine.execute(&request.sql).await?;
+    let (content_type, body) = format::render(&out, output, started.elapsed())
+        .map_err(|e| ApiError::Internal(format!("could not encode the result: {e}")))?;
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    if out.truncated
+        && let Ok(v) = header::HeaderValue::from_str(&out.num_rows().to_string())
+    {
+        response.headers_mut().insert("x-sightline-truncated-at", v);
     }
+    Ok(response)
 }

@@ -5,19 +5,18 @@
 //! bloom filters inside them).
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use sightline_store::query::QueryOutput;
 
 use crate::ApiState;
+use crate::error::ApiError;
 use crate::format::json_rows;
-use crate::sql::{error, query_error};
 
 /// Logs of a trace may be stamped a little before or after its spans (clock skew, batching).
 const LOG_MARGIN_NS: i64 = 60_000_000_000;
 
-fn objects(out: &QueryOutput) -> Result<Vec<Value>, arrow::error::ArrowError> {
+fn objects(out: &QueryOutput) -> Result<Vec<Value>, ApiError> {
     let names: Vec<String> = out
         .schema
         .fields()
@@ -26,7 +25,7 @@ fn objects(out: &QueryOutput) -> Result<Vec<Value>, arrow::error::ArrowError> {
         .collect();
     let mut rows = Vec::new();
     for b in &out.batches {
-        for row in json_rows(b)? {
+        for row in json_rows(b).map_err(|e| ApiError::Internal(e.to_string()))? {
             let obj: Map<String, Value> = names.iter().cloned().zip(row).collect();
             rows.push(Value::Object(obj));
         }
@@ -38,33 +37,27 @@ fn is_trace_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-pub async fn get(State(state): State<ApiState>, Path(trace_id): Path<String>) -> Response {
+pub async fn get(
+    State(state): State<ApiState>,
+    Path(trace_id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = trace_id.to_ascii_lowercase();
     if !is_trace_id(&id) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("{trace_id:?} is not a trace id: expected 32 hexadecimal digits"),
-        );
+        return Err(ApiError::BadRequest(format!(
+            "{trace_id:?} is not a trace id: expected 32 hexadecimal digits"
+        )));
     }
     // `id` is 32 hex digits: safe to place in SQL.
-    let summary = match state
+    let summary = state
         .engine
         .execute(&format!(
             "SELECT CAST(start_time AS BIGINT) AS s, CAST(end_time AS BIGINT) AS e, \
              span_count, error_count, root_service_name, root_span_name \
              FROM traces WHERE trace_id = '{id}'"
         ))
-        .await
-    {
-        Ok(out) => out,
-        Err(e) => return query_error(&e),
-    };
-    let summary = match objects(&summary) {
-        Ok(rows) => rows.into_iter().next(),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    let Some(summary) = summary else {
-        return error(StatusCode::NOT_FOUND, format!("no trace with id {id}"));
+        .await?;
+    let Some(summary) = objects(&summary)?.into_iter().next() else {
+        return Err(ApiError::NotFound(format!("no trace with id {id}")));
     };
     let start = summary["s"].as_i64().unwrap_or(i64::MIN);
     let end = summary["e"].as_i64().unwrap_or(i64::MAX);
@@ -86,23 +79,17 @@ pub async fn get(State(state): State<ApiState>, Path(trace_id): Path<String>) ->
         state.engine.execute(&spans_sql),
         state.engine.execute(&logs_sql)
     );
-    let (spans, logs) = match (spans, logs) {
-        (Ok(s), Ok(l)) => (s, l),
-        (Err(e), _) | (_, Err(e)) => return query_error(&e),
-    };
-    match (objects(&spans), objects(&logs)) {
-        (Ok(spans), Ok(logs)) => axum::Json(serde_json::json!({
-            "trace_id": id,
-            "span_count": summary["span_count"],
-            "error_count": summary["error_count"],
-            "root_service_name": summary["root_service_name"],
-            "root_span_name": summary["root_span_name"],
-            "spans": spans,
-            "logs": logs,
-        }))
-        .into_response(),
-        (Err(e), _) | (_, Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    let (spans, logs) = (objects(&spans?)?, objects(&logs?)?);
+    Ok(axum::Json(serde_json::json!({
+        "trace_id": id,
+        "span_count": summary["span_count"],
+        "error_count": summary["error_count"],
+        "root_service_name": summary["root_service_name"],
+        "root_span_name": summary["root_span_name"],
+        "spans": spans,
+        "logs": logs,
+    }))
+    .into_response())
 }
 
 #[cfg(test)]

@@ -17,10 +17,8 @@ fn asset(path: &str) -> Option<(&'static str, &'static [u8])> {
 pub async fn serve(method: Method, uri: Uri) -> Response {
     let path = uri.path();
     if path.starts_with("/api/") {
-        return crate::sql::error(
-            StatusCode::NOT_FOUND,
-            format!("no API endpoint {method} {path}"),
-        );
+        return crate::error::ApiError::NotFound(format!("no API endpoint {method} {path}"))
+            .into_response();
     }
     if method != Method::GET && method != Method::HEAD {
         return (
