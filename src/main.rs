@@ -8,7 +8,7 @@
 
 mod config;
 mod demo;
-mod load;
+
 mod serve;
 mod slo;
 
@@ -37,7 +37,7 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Send realistic OTLP load to a running server for a bounded time and report
     /// throughput, latency percentiles and the server's peak memory.
-    Load(load::LoadArgs),
+    Load(sightline_load::LoadArgs),
     /// Work with SLO spec files.
     #[command(subcommand)]
     Slo(slo::SloCommand),
@@ -66,7 +66,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
-        Command::Load(args) => runtime.block_on(load::run(args)),
+        Command::Load(args) => Ok(runtime.block_on(sightline_load::run(args))?),
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::SampleBackend(opts) => runtime.block_on(sample_backend::main(opts)),
         Command::Slo(_) => Ok(()),

@@ -7,7 +7,8 @@
 //!   takes (with [`clock::SystemClock`] and, for tests, [`clock::ManualClock`]), RFC 3339;
 //! - [`durable`]: file writes that survive a crash or power loss whole or not at all;
 //! - [`config`]: durations (`30s`) and sizes (`64MiB`) as written in the config file;
-//! - [`error`]: an error with its sources on one line.
+//! - [`error`]: an error with its sources on one line;
+//! - [`process`]: the resident memory of this or another process.
 //!
 //! ```
 //! use sightline_common::clock::{Clock, ManualClock, MINUTE};
@@ -20,3 +21,4 @@ pub mod clock;
 pub mod config;
 pub mod durable;
 pub mod error;
+pub mod process;

@@ -76,27 +76,7 @@ impl RssSampler {
     }
 }
 
-/// Resident set size of this process from `/proc/self/statm` (Linux).
-pub fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * page_size())
-}
-
-/// statm counts pages; the kernel's page size is in `/proc/self/smaps` (4 KiB if unreadable).
-fn page_size() -> u64 {
-    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *PAGE.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/smaps")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("KernelPageSize:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .map_or(4096, |kb| kb * 1024)
-    })
-}
+pub use sightline_common::process::resident_bytes;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,74 @@
+//! Memory of processes, as Linux reports it under `/proc` (`None` elsewhere).
+
+/// Resident memory of this process (`/proc/self/statm`: cheap enough to sample every few
+/// milliseconds).
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+/// statm counts pages; the kernel's page size is in `/proc/self/smaps` (4 KiB if unreadable).
+fn page_size() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/smaps")
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| kb(l, "KernelPageSize:")))
+            .map_or(4096, |kb| kb * 1024)
+    })
+}
+
+/// The value in kB of a `/proc` line such as `VmRSS:\t  123456 kB`.
+fn kb(line: &str, key: &str) -> Option<u64> {
+    line.strip_prefix(key)?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Resident memory of a process, now and at its peak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Memory {
+    pub resident_bytes: u64,
+    /// The most it was resident since it started (VmHWM).
+    pub peak_bytes: u64,
+}
+
+/// [`Memory`] of the process `pid` (`/proc/PID/status`).
+pub fn memory(pid: u32) -> Option<Memory> {
+    parse_status(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+fn parse_status(status: &str) -> Option<Memory> {
+    let find = |key| status.lines().find_map(|l| kb(l, key));
+    let rss = find("VmRSS:")?;
+    let peak = find("VmHWM:").unwrap_or(rss);
+    Some(Memory {
+        resident_bytes: rss * 1024,
+        peak_bytes: peak * 1024,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines_parse_and_this_process_has_memory() {
+        let status = "Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
+        assert_eq!(
+            parse_status(status),
+            Some(Memory {
+                resident_bytes: 1 << 20,
+                peak_bytes: 2 << 20
+            })
+        );
+        assert_eq!(parse_status("Name:\tx\n"), None);
+        let own = memory(std::process::id()).expect("linux");
+        assert!(own.resident_bytes > 0 && own.peak_bytes >= own.resident_bytes);
+        assert!(resident_bytes().expect("linux") > 0);
+    }
+}
