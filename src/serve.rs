@@ -12,8 +12,7 @@ use sightline_collector::Ingest;
 use sightline_collector::grpc::GrpcReceiver;
 use sightline_collector::metrics::CollectorMetrics;
 use sightline_slo::SystemClock;
-use sightline_store::query::QueryLimits;
-use sightline_store::{Store, StoreConfig};
+use sightline_store::Store;
 use sightline_ui::{ApiState, Readiness};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -41,11 +40,11 @@ pub struct ServeArgs {
     /// HTTP API and UI listen address [default: 0.0.0.0:8080].
     #[arg(long, env = "SIGHTLINE_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
-    /// Once every listener is bound, write their addresses as JSON to this file
-    /// (useful with port 0).
     /// Directory of SLO spec files (`*.yaml`), reloaded when a file changes.
     #[arg(long, env = "SIGHTLINE_SLO_DIR")]
     slo_dir: Option<PathBuf>,
+    /// Once every listener is bound, write their addresses as JSON to this file
+    /// (useful with port 0).
     #[arg(long)]
     ready_file: Option<PathBuf>,
 }
@@ -148,42 +147,10 @@ pub async fn serve(
         .with_context(|| format!("cannot resolve {}", config.data_dir.display()))?;
 
     let mut registry = Registry::default();
-    let store = Store::open(
-        StoreConfig {
-            data_dir: config.data_dir.clone(),
-            tenant: "default".into(),
-            flush_interval: config.storage.flush_interval,
-            flush_max_bytes: config.storage.flush_max_bytes,
-            durability: config.storage.durability(),
-            wal_segment_bytes: config.storage.wal_segment_bytes as u64,
-            compaction: config.compaction.enabled.then_some({
-                sightline_store::compaction::CompactionPolicy {
-                    target_file_bytes: config.compaction.target_file_bytes as u64,
-                    min_files: config.compaction.min_files,
-                    close_after: config.compaction.close_after,
-                }
-            }),
-            maintenance_interval: config.compaction.interval,
-            retention: config.retention.by_table(),
-            // Replaced files stay readable for queries that started before the swap.
-            file_grace: config.query.timeout + Duration::from_secs(30),
-            max_resident_bytes: (config.limits.max_resident_bytes > 0)
-                .then_some(config.limits.max_resident_bytes as u64),
-        },
-        &mut registry,
-    )
-    .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let store = Store::open(config.store(), &mut registry)
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let engine = store
-        .query_engine(QueryLimits {
-            timeout: config.query.timeout,
-            max_rows: config.query.max_rows,
-            memory_bytes: config.query.memory_limit,
-            threads: config.query.threads,
-            sql: sightline_store::query::SqlBounds {
-                max_sql_bytes: config.query.max_sql_bytes,
-                max_depth: config.query.max_sql_depth,
-            },
-        })
+        .query_engine(config.query.limits())
         .await
         .context("cannot start the query engine")?;
     // SLOs: loaded, compiled and backfilled before any event arrives, so that live counting
@@ -289,32 +256,53 @@ pub async fn serve(
                 .context("OTLP/HTTP server failed")
         });
     }
-    let api_task = {
+    // Every long-running part is a task of one of these sets, owned here: a part that ends
+    // before shutdown (an error, a panic) is logged and stops the server cleanly.
+    let mut api_server = JoinSet::new();
+    {
         let token = stop_api.clone();
-        tokio::spawn(async move {
+        api_server.spawn(async move {
             axum::serve(api_listener, api)
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await
                 .context("HTTP API server failed")
-        })
-    };
-    let flusher = tokio::spawn(
-        store
-            .clone()
-            .run_flusher(stop_flusher.clone().cancelled_owned()),
-    );
-    let maintenance = tokio::spawn(
-        store
-            .clone()
-            .run_maintenance(stop_flusher.clone().cancelled_owned()),
-    );
-
-    let slo_task = tokio::spawn(slos.clone().run(
-        config.slo.tick,
-        config.slo.dir.clone(),
-        stop_flusher.clone().cancelled_owned(),
-    ));
-    let notify_task = tokio::spawn(notifier.run(stop_flusher.clone().cancelled_owned()));
+        });
+    }
+    let mut background: JoinSet<&'static str> = JoinSet::new();
+    let stop = || stop_flusher.clone().cancelled_owned();
+    background.spawn({
+        let (store, stop) = (store.clone(), stop());
+        async move {
+            store.run_flusher(stop).await;
+            "the flusher"
+        }
+    });
+    background.spawn({
+        let (store, stop) = (store.clone(), stop());
+        async move {
+            store.run_maintenance(stop).await;
+            "compaction and retention"
+        }
+    });
+    background.spawn({
+        let (slos, tick, dir, stop) = (
+            slos.clone(),
+            config.slo.tick,
+            config.slo.dir.clone(),
+            stop(),
+        );
+        async move {
+            slos.run(tick, dir, stop).await;
+            "the SLO engine"
+        }
+    });
+    background.spawn({
+        let stop = stop();
+        async move {
+            notifier.run(stop).await;
+            "alert delivery"
+        }
+    });
 
     readiness.set(true);
     tracing::info!(
@@ -342,7 +330,7 @@ pub async fn serve(
         )?;
     }
 
-    // Run until a signal, or until a server fails.
+    // Run until a signal, or until any part stops on its own.
     let failure = tokio::select! {
         _ = &mut shutdown => None,
         Some(result) = intake.join_next() => Some(match result {
@@ -350,7 +338,19 @@ pub async fn serve(
             Ok(Err(e)) => e,
             Err(e) => anyhow::anyhow!("a receiver panicked: {e}"),
         }),
+        Some(result) = api_server.join_next() => Some(match result {
+            Ok(Ok(())) => anyhow::anyhow!("the HTTP API stopped unexpectedly"),
+            Ok(Err(e)) => e,
+            Err(e) => anyhow::anyhow!("the HTTP API panicked: {e}"),
+        }),
+        Some(result) = background.join_next() => Some(match result {
+            Ok(part) => anyhow::anyhow!("{part} stopped unexpectedly"),
+            Err(e) => anyhow::anyhow!("a background task panicked: {e}"),
+        }),
     };
+    if let Some(e) = &failure {
+        tracing::error!(error = %format!("{e:#}"), "stopping the server");
+    }
 
     // Shutdown: refuse new traffic, let in-flight requests finish, flush, then stop the API.
     readiness.set(false);
@@ -367,13 +367,21 @@ pub async fn serve(
         intake.abort_all();
     }
     stop_flusher.cancel();
-    let _ = flusher.await;
-    let _ = maintenance.await;
-    let _ = slo_task.await;
-    let _ = notify_task.await;
+    while let Some(done) = background.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(error = %e, "a background task failed while stopping");
+        }
+    }
     let flushed = store.close().await;
     stop_api.cancel();
-    let _ = tokio::time::timeout(DRAIN_DEADLINE, api_task).await;
+    if tokio::time::timeout(DRAIN_DEADLINE, async {
+        while api_server.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        api_server.abort_all();
+    }
     match (&flushed, &failure) {
         (Ok(report), _) => tracing::info!(files = ?report, "flushed; sightline stopped"),
         (Err(e), _) => tracing::error!(error = %e, "final flush failed"),

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod attributes;
+pub mod config;
 pub mod convert;
 pub mod decode;
 pub mod error;

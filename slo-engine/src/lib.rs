@@ -8,6 +8,7 @@
 //! - [`engine`]: all of it over a store, on a tick, with an injected [`Clock`].
 
 pub mod alert;
+pub mod config;
 pub mod counter;
 pub mod engine;
 pub mod maintenance;

@@ -27,6 +27,7 @@
 
 pub mod catalog;
 pub mod compaction;
+pub mod config;
 pub mod error;
 pub mod expr;
 #[cfg(test)]

@@ -1,0 +1,256 @@
+//! The store's sections of the config file — `[storage]`, `[compaction]`, `[retention]` and
+//! `[query]` — with their defaults and checks. Every key is optional; `validate` names the key
+//! of a value that parses but cannot work.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Buffered rows are written to Parquet at the latest after this long.
+    #[serde(deserialize_with = "sightline_common::config::duration")]
+    pub flush_interval: Duration,
+    /// A table's buffer is written to Parquet once it holds this much memory.
+    #[serde(deserialize_with = "sightline_common::config::size")]
+    pub flush_max_bytes: usize,
+    /// `fsync` (default): a write is acknowledged after the write-ahead log is fsync'd.
+    /// `batched`: acknowledged once written to the OS, fsync'd every `sync_interval`.
+    pub durability: DurabilityMode,
+    /// With `durability = "batched"`: the longest time between two fsyncs.
+    #[serde(deserialize_with = "sightline_common::config::duration")]
+    pub sync_interval: Duration,
+    /// Size at which a write-ahead log segment is closed and a new one begun.
+    #[serde(deserialize_with = "sightline_common::config::size")]
+    pub wal_segment_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    #[default]
+    Fsync,
+    Batched,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            flush_interval: Duration::from_secs(60),
+            flush_max_bytes: 64 << 20,
+            durability: DurabilityMode::Fsync,
+            sync_interval: Duration::from_millis(100),
+            wal_segment_bytes: 64 << 20,
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn durability(&self) -> crate::Durability {
+        match self.durability {
+            DurabilityMode::Fsync => crate::Durability::Fsync,
+            DurabilityMode::Batched => crate::Durability::Batched {
+                interval: self.sync_interval,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    pub enabled: bool,
+    /// How often compaction and retention look for work.
+    #[serde(deserialize_with = "sightline_common::config::duration")]
+    pub interval: Duration,
+    /// Files at or above this size are not merged further.
+    #[serde(deserialize_with = "sightline_common::config::size")]
+    pub target_file_bytes: usize,
+    /// In an hour still receiving data, this many files of one size tier are merged.
+    pub min_files: usize,
+    /// An hour's partition is closed (all its small files merged) this long after it ended.
+    #[serde(deserialize_with = "sightline_common::config::duration")]
+    pub close_after: Duration,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        let p = crate::compaction::CompactionPolicy::default();
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(30),
+            target_file_bytes: p.target_file_bytes as usize,
+            min_files: p.min_files,
+            close_after: p.close_after,
+        }
+    }
+}
+
+/// How long each signal is kept; whole hours are dropped. Absent or "0" keeps data forever.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    #[serde(deserialize_with = "sightline_common::config::opt_duration")]
+    pub spans: Option<Duration>,
+    #[serde(deserialize_with = "sightline_common::config::opt_duration")]
+    pub logs: Option<Duration>,
+    #[serde(deserialize_with = "sightline_common::config::opt_duration")]
+    pub metrics: Option<Duration>,
+}
+
+impl RetentionConfig {
+    pub fn by_table(&self) -> std::collections::BTreeMap<crate::Table, Duration> {
+        use crate::Table;
+        [
+            (Table::Spans, self.spans),
+            (Table::Logs, self.logs),
+            (Table::Metrics, self.metrics),
+        ]
+        .into_iter()
+        .filter_map(|(t, d)| d.filter(|d| !d.is_zero()).map(|d| (t, d)))
+        .collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    #[serde(deserialize_with = "sightline_common::config::duration")]
+    pub timeout: Duration,
+    pub max_rows: usize,
+    #[serde(deserialize_with = "sightline_common::config::size")]
+    pub memory_limit: usize,
+    /// Worker threads of the query runtime (separate from ingestion).
+    pub threads: usize,
+    /// Longest SQL text accepted, checked before parsing.
+    #[serde(deserialize_with = "sightline_common::config::size")]
+    pub max_sql_bytes: usize,
+    /// Deepest nesting of expressions, subqueries and set operations (and most tables joined)
+    /// in one statement, checked before planning.
+    pub max_sql_depth: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        let l = crate::query::QueryLimits::default();
+        Self {
+            timeout: l.timeout,
+            max_rows: l.max_rows,
+            memory_limit: l.memory_bytes,
+            threads: l.threads,
+            max_sql_bytes: l.sql.max_sql_bytes,
+            max_sql_depth: l.sql.max_depth,
+        }
+    }
+}
+
+fn check(ok: bool, message: &str) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(message.to_string()) }
+}
+
+impl StorageConfig {
+    /// # Errors
+    /// The first value that cannot work, naming its key.
+    pub fn validate(&self) -> Result<(), String> {
+        check(
+            self.flush_interval >= Duration::from_millis(10),
+            "storage.flush_interval must be at least 10ms",
+        )?;
+        check(
+            self.flush_max_bytes >= 1024,
+            "storage.flush_max_bytes must be at least 1KiB",
+        )?;
+        check(
+            (Duration::from_millis(1)..=Duration::from_secs(10)).contains(&self.sync_interval),
+            "storage.sync_interval must be between 1ms and 10s",
+        )?;
+        check(
+            self.wal_segment_bytes >= 1 << 20,
+            "storage.wal_segment_bytes must be at least 1MiB",
+        )
+    }
+}
+
+impl CompactionConfig {
+    /// # Errors
+    /// The first value that cannot work, naming its key.
+    pub fn validate(&self) -> Result<(), String> {
+        check(
+            self.min_files >= 2,
+            "compaction.min_files must be at least 2",
+        )?;
+        check(
+            !self.interval.is_zero(),
+            "compaction.interval must be positive",
+        )
+    }
+
+    /// The merge policy, or `None` when compaction is off.
+    pub fn policy(&self) -> Option<crate::compaction::CompactionPolicy> {
+        self.enabled.then_some(crate::compaction::CompactionPolicy {
+            target_file_bytes: self.target_file_bytes as u64,
+            min_files: self.min_files,
+            close_after: self.close_after,
+        })
+    }
+}
+
+impl RetentionConfig {
+    /// # Errors
+    /// A retention shorter than an hour (data is dropped by whole hours).
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, d) in [
+            ("retention.spans", self.spans),
+            ("retention.logs", self.logs),
+            ("retention.metrics", self.metrics),
+        ] {
+            if d.is_some_and(|d| !d.is_zero() && d < Duration::from_secs(3600)) {
+                return Err(format!(
+                    "{name} must be at least 1h (data is dropped by whole hours), or 0 to keep \
+                     forever"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl QueryConfig {
+    /// # Errors
+    /// The first value that cannot work, naming its key.
+    pub fn validate(&self) -> Result<(), String> {
+        check(!self.timeout.is_zero(), "query.timeout must be positive")?;
+        check(self.max_rows > 0, "query.max_rows must be positive")?;
+        check(
+            (1024..=16 << 20).contains(&self.max_sql_bytes),
+            "query.max_sql_bytes must be between 1KiB and 16MiB",
+        )?;
+        check(
+            (16..=1024).contains(&self.max_sql_depth),
+            "query.max_sql_depth must be between 16 and 1024",
+        )?;
+        check(
+            (1..=256).contains(&self.threads),
+            "query.threads must be between 1 and 256",
+        )?;
+        check(
+            self.memory_limit >= 16 << 20,
+            "query.memory_limit must be at least 16MiB",
+        )
+    }
+
+    /// The limits every query runs under.
+    pub fn limits(&self) -> crate::query::QueryLimits {
+        crate::query::QueryLimits {
+            timeout: self.timeout,
+            max_rows: self.max_rows,
+            memory_bytes: self.memory_limit,
+            threads: self.threads,
+            sql: crate::query::SqlBounds {
+                max_sql_bytes: self.max_sql_bytes,
+                max_depth: self.max_sql_depth,
+            },
+        }
+    }
+}
