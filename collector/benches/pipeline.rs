@@ -1,6 +1,11 @@
 //! The ingest hot path, stage by stage: OTLP decode (protobuf, JSON), OTLP → Arrow, and
 //! Parquet encode of the resulting batch. Run with `cargo bench -p sightline-collector`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benchmarks block on their runtimes and spawn freely"
+)]
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

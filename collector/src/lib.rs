@@ -20,6 +20,14 @@
 //! # }
 //! ```
 
+#![cfg_attr(
+    test,
+    allow(
+        clippy::disallowed_methods,
+        reason = "tests block on their runtimes and spawn freely"
+    )
+)]
+
 pub mod attributes;
 pub mod config;
 pub mod convert;

@@ -17,6 +17,14 @@
 //! assert_eq!(clock.now(), MINUTE);
 //! ```
 
+#![cfg_attr(
+    test,
+    allow(
+        clippy::disallowed_methods,
+        reason = "tests block on their runtimes and spawn freely"
+    )
+)]
+
 pub mod clock;
 pub mod config;
 pub mod durable;

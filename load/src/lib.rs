@@ -8,6 +8,14 @@
 //! requests back-to-back over their own gRPC channel / HTTP client until the deadline, and
 //! reports throughput, latency percentiles, bytes sent and (optionally) the server's peak RSS.
 
+#![cfg_attr(
+    test,
+    allow(
+        clippy::disallowed_methods,
+        reason = "tests block on their runtimes and spawn freely"
+    )
+)]
+
 //!
 //! - [`catalogue`]: the made-up services whose telemetry it sends; [`generate`]: their traces,
 //!   logs and metrics as OTLP requests; [`pool`]: the requests of a run, built before it starts;
@@ -318,34 +326,36 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let rss_stop = Arc::new(AtomicBool::new(false));
-    let rss_task = args
-        .server_pid
-        .map(|pid| tokio::spawn(sample_rss(pid, rss_stop.clone())));
-    let ctrl_c = {
+    // Every task of the run is owned by one of these sets (aborted if the run is dropped).
+    let mut rss_task = tokio::task::JoinSet::new();
+    if let Some(pid) = args.server_pid {
+        rss_task.spawn(sample_rss(pid, rss_stop.clone()));
+    }
+    let mut ctrl_c = tokio::task::JoinSet::new();
+    {
         let stop = stop.clone();
-        tokio::spawn(async move {
+        ctrl_c.spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 stop.store(true, Ordering::Relaxed);
             }
-        })
-    };
+        });
+    }
 
     let n_workers = clients.len();
     let start = Instant::now();
     let deadline = start + args.duration;
-    let mut handles = Vec::with_capacity(n_workers);
+    let mut workers = tokio::task::JoinSet::new();
     for (w, (proto, client)) in clients.into_iter().enumerate() {
         // Spread the workers' starting points over the pool.
         let first = w * pool.len() / n_workers.max(1);
-        let h = tokio::spawn(worker(client, pool.clone(), first, deadline, stop.clone()));
-        handles.push((proto, h));
+        let (pool, stop) = (pool.clone(), stop.clone());
+        workers.spawn(async move { (proto, worker(client, pool, first, deadline, stop).await) });
     }
     let mut grpc_stats = Stats::default();
     let mut http_stats = Stats::default();
-    for (proto, h) in handles {
-        let st = h
-            .await
-            .map_err(|e| LoadError::Failed(format!("load worker failed: {e}")))?;
+    while let Some(done) = workers.join_next().await {
+        let (proto, st) =
+            done.map_err(|e| LoadError::Failed(format!("load worker failed: {e}")))?;
         if proto == "grpc" {
             grpc_stats.merge(st);
         } else {
@@ -353,13 +363,12 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         }
     }
     let elapsed = start.elapsed();
-    ctrl_c.abort();
+    ctrl_c.abort_all();
     rss_stop.store(true, Ordering::Relaxed);
-    let rss = match rss_task {
-        Some(t) => Some(
-            t.await
-                .map_err(|e| LoadError::Failed(format!("RSS sampler failed: {e}")))?,
-        ),
+    let rss = match rss_task.join_next().await {
+        Some(done) => {
+            Some(done.map_err(|e| LoadError::Failed(format!("RSS sampler failed: {e}")))?)
+        }
         None => None,
     };
 

@@ -3,6 +3,11 @@
 //! notification durable in the outbox (two fsyncs). Run with
 //! `cargo bench -p sightline-notify --bench dispatch`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benchmarks block on their runtimes and spawn freely"
+)]
+
 use std::collections::BTreeMap;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};

@@ -1,6 +1,6 @@
 //! Sending what the outbox holds: each group's notifications in order, one attempt at a time
 //! per group, at most `concurrency` per receiver, through the receiver's circuit breaker;
-//! retries after [`retry_delay`], given up after `max_age`; every attempt becomes a row of the
+//! retries after `breaker::retry_delay`, given up after `max_age`; every attempt becomes a row of the
 //! `notifications` table. Time is passed in, so all of it runs on a manual clock in tests.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};

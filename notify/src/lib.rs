@@ -4,7 +4,7 @@
 //! Dependencies between its modules point one way, from the pure ones up:
 //!
 //! - [`config`] (the `[notify]` section, validated), [`message`] (a notification and its
-//!   renderings), [`format`] (the envelope of its files), [`error`];
+//!   renderings), [`format`](mod@format) (the envelope of its files), [`error`];
 //! - [`attempt`]: one delivery attempt and its outcome, and the [`attempt::Integration`] trait
 //!   that [`webhook`] (Alertmanager's v4 payload, HMAC-SHA256 signed) and [`email`] (lettre)
 //!   implement;
@@ -17,6 +17,14 @@
 //! - [`runner`]: the [`Notifier`] that runs it all on an injected clock.
 //!
 //! The HTTP API over silences and the outbox lives with the rest of the API (`sightline-ui`).
+
+#![cfg_attr(
+    test,
+    allow(
+        clippy::disallowed_methods,
+        reason = "tests block on their runtimes and spawn freely"
+    )
+)]
 
 pub mod attempt;
 pub mod breaker;

@@ -1,6 +1,6 @@
-//! The notifier: every [`POLL`], the engine's firing alerts go through the dispatcher
+//! The notifier: every `POLL` (250 ms), the engine's firing alerts go through the dispatcher
 //! (routes, groups, the notification log), what it decides is written to the outbox and
-//! queued, attempts are started and finished ([`Delivery`]), and the history is stored. One
+//! queued, attempts are started and finished (`delivery`), and the history is stored. One
 //! task owns all of it, so the queues need no locks; attempts run as tasks of a [`JoinSet`]
 //! that the loop owns.
 

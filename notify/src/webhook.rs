@@ -30,7 +30,7 @@ fn sign(key: &ring::hmac::Key, body: &[u8]) -> String {
     )
 }
 
-/// [`sign`] with a secret.
+/// The `sha256=` signature of `body` under `secret`.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
     sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret), body)
 }

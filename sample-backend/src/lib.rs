@@ -10,6 +10,14 @@
 //! `GET /admin/faults`, `PUT /admin/faults/{component}`, `DELETE /admin/faults`; `/healthz`,
 //! `/readyz`.
 
+#![cfg_attr(
+    test,
+    allow(
+        clippy::disallowed_methods,
+        reason = "tests block on their runtimes and spawn freely"
+    )
+)]
+
 pub mod instrument;
 pub mod load;
 pub mod shop;
@@ -36,7 +44,8 @@ pub struct Options {
     /// Requests per second from the built-in load driver (0: none).
     #[arg(long, default_value_t = 0.0)]
     pub load_rate: f64,
-    /// Inject a fault at start: COMPONENT=ERROR_RATE[:LATENCYms], e.g. payment=0.3:200ms
+    /// Inject a fault at start: COMPONENT=ERROR_RATE or COMPONENT=ERROR_RATE:LATENCYms, e.g.
+    /// payment=0.3:200ms
     /// (components: catalog, cart, payment, recommendations). Repeatable.
     #[arg(long = "fault", value_parser = Fault::parse)]
     pub faults: Vec<(String, Fault)>,
@@ -137,13 +146,14 @@ pub async fn serve(
     }
     tracing::info!(%addr, "shop listening");
     let token = tokio_util::sync::CancellationToken::new();
-    let driver = (opts.load_rate > 0.0).then(|| {
-        tokio::spawn(load::drive(
+    let mut driver = tokio::task::JoinSet::new();
+    if opts.load_rate > 0.0 {
+        driver.spawn(load::drive(
             format!("http://{addr}"),
             opts.load_rate,
             token.clone().cancelled_owned(),
-        ))
-    });
+        ));
+    }
     let app = router(shop, ins);
     let stopping = token.clone();
     let served = axum::serve(listener, app)
@@ -153,9 +163,7 @@ pub async fn serve(
         })
         .await;
     token.cancel();
-    if let Some(d) = driver {
-        let _ = d.await;
-    }
+    driver.join_all().await;
     served.context("the shop's server failed")
 }
 

@@ -75,6 +75,7 @@ pub async fn drive(base: String, rate: f64, stop: impl std::future::Future<Outpu
         .unwrap_or_default();
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     tokio::pin!(stop);
+    let mut requests = tokio::task::JoinSet::new();
     tracing::info!(rate, "load driver started");
     loop {
         // Exponential inter-arrival times: a Poisson process of `rate` per second.
@@ -88,9 +89,13 @@ pub async fn drive(base: String, rate: f64, stop: impl std::future::Future<Outpu
         };
         let http = http.clone();
         let base = base.clone();
-        tokio::spawn(async move {
+        requests.spawn(async move {
             act(&http, &base, pick()).await;
             drop(permit);
         });
+        // Forget the requests that are done.
+        while requests.try_join_next().is_some() {}
     }
+    // The requests still running end with the driver.
+    requests.shutdown().await;
 }

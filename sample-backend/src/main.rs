@@ -1,4 +1,4 @@
-//! `sample-backend`: the shop on its own (see the library docs and docs/demo.md).
+//! `sample-backend`: the shop on its own (see the library docs and the README's demo section).
 
 use clap::Parser;
 
@@ -13,6 +13,10 @@ struct Cli {
     opts: sample_backend::Options,
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "main owns the process: it blocks on the runtime it made"
+)]
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     sample_backend::main(Cli::parse().opts).await

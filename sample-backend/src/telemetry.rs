@@ -47,6 +47,10 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
     for OnRuntime<E>
 {
     fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the SDK calls exporters from its own threads, outside any runtime"
+        )]
         std::future::ready(self.runtime.block_on(self.inner.export(batch)))
     }
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
@@ -66,6 +70,10 @@ impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExport
     for OnRuntime<E>
 {
     fn export(&self, batch: LogBatch<'_>) -> impl Future<Output = OTelSdkResult> + Send {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the SDK calls exporters from its own threads, outside any runtime"
+        )]
         std::future::ready(self.runtime.block_on(self.inner.export(batch)))
     }
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
@@ -82,6 +90,10 @@ impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExport
 
 impl<E: PushMetricExporter> PushMetricExporter for OnRuntime<E> {
     fn export(&self, metrics: &ResourceMetrics) -> impl Future<Output = OTelSdkResult> + Send {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the SDK calls exporters from its own threads, outside any runtime"
+        )]
         std::future::ready(self.runtime.block_on(self.inner.export(metrics)))
     }
     fn force_flush(&self) -> OTelSdkResult {

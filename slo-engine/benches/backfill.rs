@@ -3,6 +3,11 @@
 //! each iteration so that every reload counts it anew. Run with
 //! `cargo bench -p sightline-slo --bench backfill`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benchmarks block on their runtimes and spawn freely"
+)]
+
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -2,6 +2,11 @@
 //! SLO over 30-day windows), and counting events as they arrive. Run with
 //! `cargo bench -p sightline-slo --bench evaluate`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benchmarks block on their runtimes and spawn freely"
+)]
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sightline_collector::convert::ConvertContext;
 use sightline_collector::limits::ItemLimits;

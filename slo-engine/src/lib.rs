@@ -7,6 +7,14 @@
 //! - [`alert`]: multiwindow, multi-burn-rate rules and alert states;
 //! - [`engine`]: all of it over a store, on a tick, with an injected [`Clock`].
 
+#![cfg_attr(
+    test,
+    allow(
+        clippy::disallowed_methods,
+        reason = "tests block on their runtimes and spawn freely"
+    )
+)]
+
 pub mod alert;
 pub mod config;
 pub mod counter;

@@ -137,7 +137,7 @@ repeat_interval = "1h"
 struct Sightline {
     bound: Bound,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinSet<anyhow::Result<()>>,
 }
 
 impl Sightline {
@@ -145,7 +145,8 @@ impl Sightline {
         crate::serve::init_logging(&config);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(crate::serve::serve(
+        let mut task = tokio::task::JoinSet::new();
+        task.spawn(crate::serve::serve(
             config,
             None,
             Some(ready_tx),
@@ -153,19 +154,20 @@ impl Sightline {
         ));
         match ready_rx.await {
             Ok(bound) => Ok(Self { bound, stop, task }),
-            Err(_) => match task.await {
-                Ok(Err(e)) => Err(e),
+            Err(_) => match task.join_next().await {
+                Some(Ok(Err(e))) => Err(e),
                 _ => bail!("Sightline stopped before it was ready"),
             },
         }
     }
 
     /// Stops it (flushing everything) and returns how it ended.
-    async fn stop(self) -> anyhow::Result<()> {
+    async fn stop(mut self) -> anyhow::Result<()> {
         self.stop.cancel();
-        match self.task.await {
-            Ok(r) => r.context("Sightline failed"),
-            Err(e) => bail!("Sightline panicked: {e}"),
+        match self.task.join_next().await {
+            Some(Ok(r)) => r.context("Sightline failed"),
+            Some(Err(e)) => bail!("Sightline panicked: {e}"),
+            None => Ok(()),
         }
     }
 }

@@ -80,7 +80,7 @@ pub(super) struct Receiver {
     pub(super) addr: SocketAddr,
     pub(super) inbox: SharedInbox,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: tokio::task::JoinSet<std::io::Result<()>>,
 }
 
 impl Receiver {
@@ -95,7 +95,8 @@ impl Receiver {
             .route("/alerts", axum::routing::post(receive))
             .with_state(inbox.clone());
         let token = stop.clone();
-        let task = tokio::spawn(async move {
+        let mut task = tokio::task::JoinSet::new();
+        task.spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(token.cancelled_owned())
                 .await
@@ -110,6 +111,6 @@ impl Receiver {
 
     pub(super) async fn stop(self) {
         self.stop.cancel();
-        let _ = self.task.await;
+        self.task.join_all().await;
     }
 }

@@ -176,6 +176,10 @@ impl Store {
                     }
                 }
                 let started = Instant::now();
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "a merge is blocking work: it runs on a runtime of its own inside spawn_blocking"
+                )]
                 let merged = tokio::task::spawn_blocking(move || {
                     tokio::runtime::Builder::new_current_thread()
                         .enable_all()

@@ -5,7 +5,7 @@
 //! limit), but a flat chain like `1+1+…+1` or `a OR b OR …` parses in a loop into a tree as deep
 //! as the chain is long, and so do chains of casts (`x::int::int…`), subscripts and set
 //! operations. Such a tree of a few thousand levels overflows a thread's stack, which aborts
-//! the whole process. [`check`] refuses those statements after parsing, before anything
+//! the whole process. [`SqlBounds::check`] refuses those statements after parsing, before anything
 //! recursive runs on them, and the query threads have stacks with room to spare for every
 //! statement it lets through (see [`QUERY_THREAD_STACK_BYTES`]).
 

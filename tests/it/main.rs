@@ -1,3 +1,7 @@
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benchmarks block on their runtimes and spawn freely"
+)]
 mod docs_sql;
 mod http_json;
 mod restart;

@@ -80,7 +80,7 @@ pub struct IndicatorView {
     pub filter: Option<String>,
     /// Good events (metric_ratio: the good counter's filter).
     pub good: Option<String>,
-    /// metric_ratio: [good, total]; metric_latency: [histogram].
+    /// metric_ratio: the good and the total metric; metric_latency: the histogram.
     pub metrics: Vec<String>,
     /// metric_latency: the bucket bound at or under which an observation is good.
     pub threshold: Option<f64>,

@@ -2,14 +2,14 @@
 //! `slo_counts` at start, backfilled from stored events for new or changed SLOs), evaluates
 //! budgets, burn rates and alert rules on a tick, and records alert transitions.
 //!
-//! - [`entry`]: one SLO in memory (counts per group, timeslice verdicts, alerts);
-//! - [`live`]: counting every write as it is stored;
-//! - [`reload`]: a new set of SLOs — what is kept, loaded or backfilled;
-//! - [`backfill`]: counting stored events for a new generation, with the live counter's
+//! - `entry`: one SLO in memory (counts per group, timeslice verdicts, alerts);
+//! - `live`: counting every write as it is stored;
+//! - `reload`: a new set of SLOs — what is kept, loaded or backfilled;
+//! - `backfill`: counting stored events for a new generation, with the live counter's
 //!   expressions;
-//! - [`queries`]: the engine's own SQL and the `slo_alerts` rows it writes;
-//! - [`state`]: what the engine tells about its SLOs (status, alerts, history);
-//! - [`spec_dir`]: the spec files and their changes.
+//! - `queries`: the engine's own SQL and the `slo_alerts` rows it writes;
+//! - `state`: what the engine tells about its SLOs (status, alerts, history);
+//! - `spec_dir`: the spec files and their changes.
 
 mod backfill;
 mod entry;

@@ -1,5 +1,5 @@
 //! An SLO as written, before validation: every value with where it was written and under
-//! which field, whichever format it came in (native YAML, [`super::native`]; OpenSLO,
+//! which field, whichever format it came in (native YAML, [`super::parse`]; OpenSLO,
 //! [`crate::openslo`]). [`validate`] turns a draft into an [`Slo`], or reports every problem
 //! at the line and field of the user's own file.
 

@@ -1,6 +1,11 @@
 //! The SLO engine over a real store, with simulated time: spans go through the collector's
 //! OTLP conversion and the store's write path (WAL, live counting), exactly as in the server.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests and benchmarks block on their runtimes and spawn freely"
+)]
+
 #[path = "../support/otlp.rs"]
 mod otlp;
 

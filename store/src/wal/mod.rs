@@ -2,7 +2,7 @@
 //! sender is acknowledged; concurrent writes share one fsync (group commit).
 //!
 //! On disk: `<data_dir>/wal/<first_seq:020>.wal` segments of records, whose byte format and
-//! versions [`record`] describes; [`replay`] reads them back at start.
+//! versions [`record`] describes; [`replay()`] reads them back at start.
 //!
 //! Records carry a sequence number that increases by one per write. One thread owns the open
 //! segment: it takes every queued write, appends them, fsyncs once, applies them to the
@@ -342,7 +342,7 @@ impl std::fmt::Debug for Wal {
 }
 
 impl Wal {
-    /// Starts the WAL in `config.dir` (after [`replay`]): new records get sequence numbers from
+    /// Starts the WAL in `config.dir` (after [`replay()`]): new records get sequence numbers from
     /// `next_seq`; `existing` are the segments replay left in place, still needed until the
     /// data they hold is flushed. `apply` receives every write, in sequence order, once durable.
     pub fn start(
