@@ -300,6 +300,10 @@ impl Ingest {
     }
 
     /// Stores what can be stored of `req`.
+    ///
+    /// # Errors
+    /// [`IngestError`] for what the sender must hear: refused as retryable (memory, disk,
+    /// shutting down) or malformed (the request is not stored).
     pub async fn export<R: ExportRequest>(
         &self,
         req: &R,

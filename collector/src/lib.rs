@@ -8,7 +8,8 @@
 //! - [`convert`]: OTLP → Arrow record batches for the store's tables, with per-item validation
 //!   that feeds OTLP partial success;
 //! - [`ingest`]: the shared path (convert → store → count → answer) both receivers call;
-//! - [`error`]: ingest errors and their single mapping to HTTP and gRPC statuses.
+//! - [`error`]: ingest errors and their single mapping to HTTP and gRPC statuses;
+//! - [`limits`] and [`config`]: what a request may cost (the `[limits]` config section).
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<sightline_store::Store>) {

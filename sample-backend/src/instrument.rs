@@ -203,6 +203,9 @@ impl Client {
     }
 
     /// One call, as one client span.
+    ///
+    /// # Errors
+    /// The transport's error, or a timeout; an HTTP error status is an answer, not an error.
     pub async fn call(
         &self,
         method: reqwest::Method,
@@ -297,6 +300,9 @@ impl Client {
     /// An idempotent GET, tried up to `attempts` times with exponential backoff (50 ms base)
     /// and full jitter between tries; each try is its own client span, and the retry shows as
     /// an event on the caller's span.
+    ///
+    /// # Errors
+    /// The last try's error when every try failed.
     pub async fn get_with_retry(
         &self,
         path: &str,

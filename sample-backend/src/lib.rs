@@ -102,6 +102,9 @@ pub fn router(shop: Arc<Shop>, ins: Instruments) -> Router {
 
 /// Serves until `stop`, with the load driver when `load_rate > 0`. Telemetry must be set up
 /// (see [`telemetry::init`]).
+///
+/// # Errors
+/// When the address cannot be bound, the ready file cannot be written, or the server fails.
 pub async fn serve(
     opts: &Options,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
@@ -168,6 +171,9 @@ pub async fn serve(
 }
 
 /// The command line: sets up telemetry, serves until SIGTERM or Ctrl-C, flushes.
+///
+/// # Errors
+/// As [`serve`], and when telemetry cannot be set up.
 pub async fn main(opts: Options) -> anyhow::Result<()> {
     let telemetry = telemetry::init(&opts.service_name)?;
     let result = serve(&opts, async {

@@ -1,11 +1,26 @@
 //! Sightline's SLO engine: turns spans and logs into error budgets and tells people, early and
 //! without noise, when a service burns its budget too fast.
 //!
-//! - [`spec`]: the YAML format of SLOs, validated with line and field in every error;
-//! - [`counter`]: live counting of good and valid events per minute, stored with the events;
+//! - [`spec`]: the YAML format of SLOs, validated with line and field in every error, and
+//!   [`openslo`], the import of OpenSLO v1 documents through the same validation;
+//! - [`counter`]: counting good and valid events per minute, live (stored with the events)
+//!   and in backfills, with the same compiled expressions;
 //! - [`rollup`], [`window`], [`status`]: counts in memory, windows, SLI, budget, burn rates;
 //! - [`alert`]: multiwindow, multi-burn-rate rules and alert states;
-//! - [`engine`]: all of it over a store, on a tick, with an injected [`Clock`].
+//! - [`maintenance`] and [`matcher`]: maintenance windows and Alertmanager label matchers;
+//! - [`engine`]: all of it over a store, on a tick, with an injected [`Clock`]; [`config`]: the
+//!   `[slo]` config section.
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<sightline_store::Store>) -> Result<(), Box<dyn std::error::Error>> {
+//! let query = store.query_engine(Default::default()).await?;
+//! let slos = sightline_slo::spec::parse("slos.yaml", &std::fs::read_to_string("slos.yaml")?)
+//!     .map_err(|e| format!("{e:?}"))?;
+//! let clock = std::sync::Arc::new(sightline_slo::SystemClock);
+//! let engine = sightline_slo::Engine::open(store, &query, slos, clock, &mut Default::default()).await?;
+//! engine.tick().await?;
+//! # Ok(()) }
+//! ```
 
 #![cfg_attr(
     test,

@@ -168,6 +168,9 @@ impl TableCatalog {
     /// Writes everything buffered to Parquet, records the new watermark and publishes the
     /// files. Returns the new files. On failure the rows go back to the buffer, so nothing is
     /// lost and a later flush retries.
+    ///
+    /// # Errors
+    /// When a file or the watermark cannot be written (nothing is published then).
     pub async fn flush(&self) -> Result<Vec<Arc<DataFile>>> {
         let _guard = self.flush_lock.lock().await;
         let taken = {

@@ -206,6 +206,10 @@ pub struct Merged {
 
 /// Merges `inputs` (all in one partition directory) into one sorted file. The output is in
 /// place and logged when this returns; the caller swaps it into the catalog.
+///
+/// # Errors
+/// When an input cannot be read, the output or the log cannot be written, or an input holds
+/// rows of a newer schema version ([`StoreError::NewerFormat`]).
 pub async fn merge(table: Table, inputs: Vec<Arc<DataFile>>) -> Result<Merged> {
     let dir = inputs
         .first()

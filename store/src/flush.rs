@@ -45,6 +45,9 @@ impl Store {
     }
 
     /// Flushes one table's buffer to Parquet.
+    ///
+    /// # Errors
+    /// When the files or the watermark cannot be written; the rows stay buffered.
     pub async fn flush_table(&self, table: Table) -> Result<usize> {
         let started = Instant::now();
         // Concatenating and sorting the buffer copies it about twice over.
@@ -93,6 +96,9 @@ impl Store {
     }
 
     /// Flushes every table; returns the number of files written per table.
+    ///
+    /// # Errors
+    /// The first table's failure (every table is tried); its rows stay buffered.
     pub async fn flush_all(&self) -> Result<FlushReport> {
         let mut report = FlushReport::new();
         let mut first_error = None;

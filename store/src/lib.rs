@@ -2,17 +2,21 @@
 //!
 //! Owns Sightline's data at rest and the SQL over it:
 //!
-//! - [`schema`]: the Arrow schemas of `spans`, `logs`, `metrics` and `trace_fragments` (and the
-//!   `traces` view), a public contract documented in `docs/sql.md`;
+//! - [`schema`]: the Arrow schemas of every table (and the `traces` view), a public contract
+//!   documented in `docs/sql.md`, with their versions and how older data is read;
 //! - [`wal`]: the write-ahead log; a write is acknowledged once it is appended and fsync'd
-//!   (group commit), and replayed after a crash;
+//!   (group commit), and replayed after a crash ([`wal::record`] is its versioned format);
 //! - [`memtable`] and [`catalog`]: acknowledged rows buffered in memory and the Parquet files of
 //!   each table, swapped atomically so every query sees each row exactly once;
 //! - [`writer`] and [`paths`]: sorted, zstd-compressed Parquet files in hourly Hive-style
 //!   partitions, written durably (temporary name, fsync, rename);
-//! - [`compaction`]: merging small files per partition, and retention by whole partitions;
+//! - `flush` and [`maintenance`]: buffers to files by size, age or demand; compaction
+//!   ([`compaction`]: merging small files per partition) and retention by whole partitions;
 //! - [`provider`] and [`query`]: DataFusion tables over buffer ∪ files with time pruning, and a
-//!   read-only SQL engine with timeout, row and memory limits on a runtime of its own.
+//!   read-only SQL engine with timeout, row and memory limits on a runtime of its own, which
+//!   plans, collects and streams every query (bounded by [`sql_bounds`] first); [`expr`]:
+//!   SQL expressions compiled for evaluation on batches (the SLO engine's);
+//! - [`config`]: the `[storage]`, `[compaction]`, `[retention]` and `[query]` config sections.
 //!
 //! ```no_run
 //! # async fn demo(batch: arrow::record_batch::RecordBatch) -> anyhow::Result<()> {
@@ -280,6 +284,9 @@ impl Store {
     }
 
     /// A SQL engine over this store's tables.
+    ///
+    /// # Errors
+    /// As [`query::QueryEngine::new`].
     pub async fn query_engine(
         &self,
         limits: query::QueryLimits,
@@ -290,6 +297,11 @@ impl Store {
     /// Stores batches durably: when this returns they are in the write-ahead log (fsync'd,
     /// unless the durability mode says otherwise) and visible to queries. Every batch must
     /// have exactly its table's schema. Returns the write's WAL sequence number.
+    ///
+    /// # Errors
+    /// [`StoreError::SchemaMismatch`] for a batch of another schema (nothing is written);
+    /// [`StoreError::Io`] when the WAL cannot take it and [`StoreError::ShuttingDown`] after
+    /// [`Store::close`] (both retryable: nothing of the write counts).
     pub async fn write(&self, writes: Vec<(Table, RecordBatch)>) -> Result<u64> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::ShuttingDown);
@@ -367,6 +379,9 @@ impl Store {
 
     /// Refuses further writes, lets the WAL finish what is queued, and flushes everything
     /// buffered (the WAL is then empty). Safe to call twice.
+    ///
+    /// # Errors
+    /// When the final flush fails: the rows stay in the WAL and are replayed at the next start.
     pub async fn close(&self) -> Result<FlushReport> {
         self.closed.store(true, Ordering::Release);
         self.wal.close().await;

@@ -180,6 +180,10 @@ impl QueryStream {
 }
 
 impl QueryEngine {
+    /// Registers the tables over `catalogs` and starts the query runtime.
+    ///
+    /// # Errors
+    /// [`QueryError::Internal`] when the runtime cannot start or a table cannot be registered.
     pub async fn new(
         catalogs: &[Arc<TableCatalog>],
         limits: QueryLimits,

@@ -1,8 +1,10 @@
 //! # sightline-ui
 //!
 //! Sightline's HTTP API on the UI/API listener: SQL (`POST /api/v1/sql`, answered as JSON, CSV
-//! or Arrow IPC), an explicit flush, Prometheus self-metrics and health probes. The web app
-//! joins it here.
+//! or Arrow IPC; [`sql`], [`format`](mod@format)), traces by id ([`traces`]), SLOs and their history
+//! ([`slos`]), silences, maintenance windows and the outbox ([`alerts`]), an explicit flush,
+//! Prometheus self-metrics and health probes; every error's status is decided in [`error`].
+//! The web app ([`web`]) joins it here.
 //!
 //! ```no_run
 //! # async fn demo(state: sightline_ui::ApiState) {

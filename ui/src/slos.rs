@@ -30,6 +30,10 @@ fn no_slo(name: &str) -> ApiError {
     ApiError::NotFound(format!("no SLO named {name:?}"))
 }
 
+/// One SLO's view.
+///
+/// # Errors
+/// 404 for an unknown SLO.
 pub async fn get(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -265,6 +269,10 @@ fn parse_time(s: &str) -> Result<Nanos, String> {
         })
 }
 
+/// One SLO's history between `from` and `to`.
+///
+/// # Errors
+/// 400 for times or a step that do not parse (or `from` after `to`), 404 for an unknown SLO.
 pub async fn history(
     State(state): State<ApiState>,
     Path(name): Path<String>,

@@ -17,6 +17,11 @@ pub struct SqlRequest {
     pub format: Option<String>,
 }
 
+/// Answers one SQL statement.
+///
+/// # Errors
+/// 400 for a body that is not `{"sql": ...}`, an unknown format or a refused or failing
+/// statement, 408 past the timeout, 500 when the answer cannot be encoded.
 pub async fn handle(
     State(state): State<ApiState>,
     headers: HeaderMap,

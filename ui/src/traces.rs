@@ -37,6 +37,10 @@ fn is_trace_id(s: &str) -> bool {
     s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// A trace's spans and logs.
+///
+/// # Errors
+/// 400 for an id that is not 32 hex digits, 404 for an unknown trace, the query's errors.
 pub async fn get(
     State(state): State<ApiState>,
     Path(trace_id): Path<String>,

@@ -428,6 +428,10 @@ impl Wal {
 
     /// Logs a write. Returns its sequence number once it is durable (per the durability mode)
     /// and applied to the buffers.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] when the append or the fsync failed (nothing of it counts),
+    /// [`StoreError::ShuttingDown`] once the log is closed.
     pub async fn append(&self, batches: Vec<(Table, RecordBatch)>) -> Result<u64> {
         let entries = encode_entries(&batches)?;
         let (done, wait) = oneshot::channel();
