@@ -35,7 +35,7 @@ fn validate(files: &[PathBuf]) -> bool {
     let mut names = std::collections::BTreeMap::new();
     for file in files {
         let mut errors = Vec::new();
-        let slos = match sightline_slo::spec::parse_file(file) {
+        let slos = match sightline_slo::spec_file::parse_file(file) {
             Ok(slos) => slos,
             Err(e) => {
                 errors.extend(e);

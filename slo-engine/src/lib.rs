@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod openslo;
 pub mod rollup;
 pub mod spec;
+pub mod spec_file;
 pub mod status;
 pub mod window;
 

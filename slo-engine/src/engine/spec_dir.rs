@@ -25,7 +25,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Slo>, Vec<SpecError>> {
     let mut slos = Vec::new();
     let mut errors = Vec::new();
     for f in files {
-        match crate::spec::parse_file(&f) {
+        match crate::spec_file::parse_file(&f) {
             Ok(s) => slos.extend(s),
             Err(e) => errors.extend(e),
         }

@@ -20,7 +20,6 @@ pub mod render;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 
 use serde_saphyr::Spanned;
 use sightline_common::clock::{DAY, HOUR, MINUTE, Nanos, SECOND};
@@ -353,24 +352,6 @@ pub(crate) fn validate_all(
 /// in errors.
 pub fn parse(file: &str, text: &str) -> Result<Vec<Slo>, Vec<SpecError>> {
     validate_all(file, native::read(file, text)?)
-}
-
-/// Parses a spec file: native, or OpenSLO v1 documents (imported, see [`crate::openslo`]).
-pub fn parse_file(path: &Path) -> Result<Vec<Slo>, Vec<SpecError>> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![SpecError {
-            file: name.clone(),
-            line: 0,
-            column: 0,
-            field: String::new(),
-            message: format!("cannot read the file: {e}"),
-        }]
-    })?;
-    if crate::openslo::is_openslo(&text) {
-        return crate::openslo::import(&name, &text);
-    }
-    parse(&name, &text)
 }
 
 #[cfg(test)]
