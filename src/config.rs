@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 pub use sightline_collector::config::LimitsConfig;
 pub use sightline_common::config::parse_duration;
+use sightline_common::listener::ConnectionLimits;
 pub use sightline_slo::config::SloConfig;
 pub use sightline_store::config::{CompactionConfig, QueryConfig, RetentionConfig, StorageConfig};
 
@@ -57,14 +58,47 @@ pub struct ListenConfig {
     pub otlp_http: SocketAddr,
     /// The UI and HTTP API.
     pub http: SocketAddr,
+    /// Connections open at once on each listener.
+    pub max_connections: usize,
+    /// Connections open at once from one client address, on each listener.
+    pub max_connections_per_client: usize,
+    /// Time an HTTP client has to send a request's headers (and longest idle wait between
+    /// requests on an HTTP/1 connection).
+    #[serde(deserialize_with = "sightline_common::config::duration")]
+    pub header_read_timeout: std::time::Duration,
+    /// A connection that carries no byte for this long is closed (HTTP/2 and gRPC included).
+    #[serde(deserialize_with = "sightline_common::config::duration")]
+    pub idle_timeout: std::time::Duration,
+    /// Largest request head (request line and headers; gRPC: header list).
+    #[serde(deserialize_with = "sightline_common::config::size")]
+    pub max_header_bytes: usize,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
+        let limits = ConnectionLimits::default();
         Self {
             otlp_grpc: SocketAddr::from(([0, 0, 0, 0], 4317)),
             otlp_http: SocketAddr::from(([0, 0, 0, 0], 4318)),
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            max_connections: limits.max_connections,
+            max_connections_per_client: limits.max_connections_per_client,
+            header_read_timeout: limits.header_read_timeout,
+            idle_timeout: limits.idle_timeout,
+            max_header_bytes: limits.max_header_bytes,
+        }
+    }
+}
+
+impl ListenConfig {
+    /// What each listener allows.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
+            max_header_bytes: self.max_header_bytes,
         }
     }
 }
@@ -113,6 +147,7 @@ impl Config {
             bail!("data_dir must not be empty");
         }
         let sections = [
+            self.listen.connection_limits().validate("listen"),
             self.storage.validate(),
             self.limits.validate(),
             self.query.validate(),

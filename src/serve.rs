@@ -11,6 +11,7 @@ use prometheus_client::registry::Registry;
 use sightline_collector::Ingest;
 use sightline_collector::grpc::GrpcReceiver;
 use sightline_collector::metrics::CollectorMetrics;
+use sightline_common::listener::{Gate, serve_http};
 use sightline_slo::SystemClock;
 use sightline_store::Store;
 use sightline_ui::{ApiState, Readiness};
@@ -216,6 +217,16 @@ pub async fn serve(
     )
     .map_err(|e| anyhow::anyhow!("cannot start alert delivery: {e}"))?;
 
+    // Every listener counts and caps its connections the same way.
+    let connection_limits = config.listen.connection_limits();
+    let mut gate = |name: &'static str| {
+        let gate = Gate::new(connection_limits);
+        gate.stats().register(&mut registry, name);
+        gate
+    };
+    let (grpc_gate, otlp_http_gate, api_gate) =
+        (gate("otlp_grpc"), gate("otlp_http"), gate("http"));
+
     let readiness = Arc::new(Readiness::default());
     let api = sightline_ui::router(ApiState {
         store: store.clone(),
@@ -234,26 +245,30 @@ pub async fn serve(
         let token = stop_intake.clone();
         let routes = GrpcReceiver::new(ingest.clone()).into_router();
         intake.spawn(async move {
-            tonic::transport::Server::builder()
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(
-                    // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
-                    tonic::transport::server::TcpIncoming::from(grpc_listener)
-                        .with_nodelay(Some(true)),
-                    token.cancelled_owned(),
-                )
-                .await
-                .context("OTLP/gRPC server failed")
+            sightline_collector::grpc::serve(
+                grpc_listener,
+                grpc_gate,
+                routes,
+                &limits,
+                token.cancelled_owned(),
+            )
+            .await
+            .context("OTLP/gRPC server failed")
         });
     }
     {
         let token = stop_intake.clone();
         let app = sightline_collector::http::router(ingest.clone());
         intake.spawn(async move {
-            axum::serve(otlp_http_listener, app)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await
-                .context("OTLP/HTTP server failed")
+            serve_http(
+                otlp_http_listener,
+                app,
+                otlp_http_gate,
+                token.cancelled_owned(),
+                DRAIN_DEADLINE,
+            )
+            .await
+            .context("OTLP/HTTP server failed")
         });
     }
     // Every long-running part is a task of one of these sets, owned here: a part that ends
@@ -262,10 +277,15 @@ pub async fn serve(
     {
         let token = stop_api.clone();
         api_server.spawn(async move {
-            axum::serve(api_listener, api)
-                .with_graceful_shutdown(token.cancelled_owned())
-                .await
-                .context("HTTP API server failed")
+            serve_http(
+                api_listener,
+                api,
+                api_gate,
+                token.cancelled_owned(),
+                DRAIN_DEADLINE,
+            )
+            .await
+            .context("HTTP API server failed")
         });
     }
     let mut background: JoinSet<&'static str> = JoinSet::new();

@@ -182,22 +182,42 @@ impl Default for AttrColumns {
     }
 }
 
-impl AttrColumns {
-    /// Appends one row's attributes within `limits`; returns how many were dropped. Of
-    /// duplicate keys the last one wins (as in the SDKs).
-    pub fn append(&mut self, attrs: &[KeyValue], limits: &ItemLimits) -> u32 {
-        let mut kept = 0usize;
-        let mut dropped = 0u32;
-        for (i, kv) in attrs.iter().enumerate() {
-            // Quadratic in the list length, which the count limit keeps small in practice;
-            // past twice the limit, duplicates are no longer looked for.
-            if i < 2 * limits.max_attributes
-                && attrs[i + 1..].iter().any(|later| later.key == kv.key)
-            {
+/// An attribute list as it will be stored: duplicates resolved, limits applied. Resolving
+/// is linear in the list's length, and a resource's list is resolved once for all its items.
+#[derive(Debug, Default)]
+pub struct Resolved<'a> {
+    /// Key, text (None for an attribute without a value) and type, in the list's order.
+    kept: Vec<(&'a str, Option<String>, Option<&'static str>)>,
+    /// Attributes dropped by the limits.
+    pub dropped: u32,
+}
+
+/// Lists up to this long look for duplicates by scanning (cheaper than hashing them).
+const SCAN_DUPLICATES_UP_TO: usize = 16;
+
+impl<'a> Resolved<'a> {
+    /// Resolves `attrs` within `limits`. Of duplicate keys the last one wins (as in the SDKs).
+    pub fn new(attrs: &'a [KeyValue], limits: &ItemLimits) -> Self {
+        let mut out = Resolved::default();
+        let mut seen = std::collections::HashSet::new();
+        // Whether `attrs[i]` is overridden by a later attribute of the same key: walk the
+        // list from the end, so the last of each key is the first one seen.
+        let mut overridden = vec![false; attrs.len()];
+        if attrs.len() <= SCAN_DUPLICATES_UP_TO {
+            for (i, kv) in attrs.iter().enumerate() {
+                overridden[i] = attrs[i + 1..].iter().any(|later| later.key == kv.key);
+            }
+        } else {
+            for (i, kv) in attrs.iter().enumerate().rev() {
+                overridden[i] = !seen.insert(kv.key.as_str());
+            }
+        }
+        for (kv, overridden) in attrs.iter().zip(overridden) {
+            if overridden {
                 continue;
             }
-            if kept >= limits.max_attributes || kv.key.len() > limits.max_key_bytes {
-                dropped += 1;
+            if out.kept.len() >= limits.max_attributes || kv.key.len() > limits.max_key_bytes {
+                out.dropped += 1;
                 continue;
             }
             let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
@@ -205,24 +225,40 @@ impl AttrColumns {
                 Some(v) => match limited_text(v, limits) {
                     Some(text) => (Some(text), type_name(v)),
                     None => {
-                        dropped += 1;
+                        out.dropped += 1;
                         continue;
                     }
                 },
                 None => (None, None),
             };
-            kept += 1;
-            self.values.keys().append_value(&kv.key);
-            self.values.values().append_option(text);
+            out.kept.push((kv.key.as_str(), text, ty));
+        }
+        out
+    }
+}
+
+impl AttrColumns {
+    /// Appends one row's attributes within `limits`; returns how many were dropped. Of
+    /// duplicate keys the last one wins (as in the SDKs).
+    pub fn append(&mut self, attrs: &[KeyValue], limits: &ItemLimits) -> u32 {
+        let resolved = Resolved::new(attrs, limits);
+        self.append_resolved(&resolved);
+        resolved.dropped
+    }
+
+    /// Appends one row of already resolved attributes.
+    pub fn append_resolved(&mut self, resolved: &Resolved<'_>) {
+        for (key, text, ty) in &resolved.kept {
+            self.values.keys().append_value(key);
+            self.values.values().append_option(text.as_deref());
             if let Some(ty) = ty {
-                self.types.keys().append_value(&kv.key);
+                self.types.keys().append_value(key);
                 self.types.values().append_value(ty);
             }
         }
         // Appending a present (non-null) map never fails: keys and values have equal lengths.
         let _ = self.values.append(true);
         let _ = self.types.append(true);
-        dropped
     }
 
     pub fn finish(mut self) -> (ArrayRef, ArrayRef) {
@@ -374,5 +410,46 @@ mod tests {
             vals.iter().flatten().collect::<Vec<_>>(),
             vec!["hél", "1", "2"]
         );
+    }
+
+    #[test]
+    fn long_lists_resolve_duplicates_the_same_way_as_short_ones() {
+        let limits = ItemLimits::default();
+        // 60,000 keys, each twice: the second (later) value wins, and past the count limit
+        // every unique key is one dropped attribute.
+        let attrs: Vec<KeyValue> = (0..2)
+            .flat_map(|round| {
+                (0..30_000).map(move |i| kv(&format!("k{i}"), Value::IntValue(round)))
+            })
+            .collect();
+        let resolved = Resolved::new(&attrs, &limits);
+        assert_eq!(resolved.kept.len(), limits.max_attributes);
+        assert_eq!(resolved.dropped as usize, 30_000 - limits.max_attributes);
+        assert!(
+            resolved
+                .kept
+                .iter()
+                .all(|(_, text, _)| text.as_deref() == Some("1"))
+        );
+        assert_eq!(resolved.kept[0].0, "k0");
+        // The same list short enough to be scanned gives the same answer.
+        let short: Vec<KeyValue> = (0..2)
+            .flat_map(|round| (0..5).map(move |i| kv(&format!("k{i}"), Value::IntValue(round))))
+            .collect();
+        let scanned = Resolved::new(&short, &limits);
+        assert_eq!(
+            scanned
+                .kept
+                .iter()
+                .map(|(k, t, _)| (*k, t.clone()))
+                .collect::<Vec<_>>(),
+            (0..5)
+                .map(|i| (["k0", "k1", "k2", "k3", "k4"][i], Some("1".to_string())))
+                .collect::<Vec<_>>()
+        );
+        let hashed_list: Vec<KeyValue> = short.iter().cycle().take(40).cloned().collect();
+        let hashed = Resolved::new(&hashed_list, &limits);
+        assert_eq!(hashed.kept.len(), 5);
+        assert_eq!(hashed.dropped, 0);
     }
 }

@@ -24,6 +24,12 @@ pub struct LimitsConfig {
     /// Disk ceiling for the write-ahead log.
     #[serde(deserialize_with = "sightline_common::config::size")]
     pub max_wal_bytes: usize,
+    /// Most memory one request may take to decode and store.
+    #[serde(deserialize_with = "sightline_common::config::size")]
+    pub max_request_memory_bytes: usize,
+    /// How long a request's body may take to arrive.
+    #[serde(deserialize_with = "sightline_common::config::duration")]
+    pub body_timeout: Duration,
     /// Attributes kept per attribute list; the rest are dropped and counted.
     pub max_attributes: usize,
     #[serde(deserialize_with = "sightline_common::config::size")]
@@ -52,6 +58,8 @@ impl LimitsConfig {
             max_resident_bytes: (self.max_resident_bytes > 0)
                 .then_some(self.max_resident_bytes as u64),
             max_wal_bytes: self.max_wal_bytes as u64,
+            max_request_memory_bytes: self.max_request_memory_bytes,
+            body_timeout: self.body_timeout,
             items: crate::limits::ItemLimits {
                 max_attributes: self.max_attributes,
                 max_key_bytes: self.max_attribute_key_bytes,
@@ -75,6 +83,8 @@ impl Default for LimitsConfig {
             max_memory_bytes: l.max_memory_bytes,
             max_resident_bytes: l.max_resident_bytes.unwrap_or(0) as usize,
             max_wal_bytes: l.max_wal_bytes as usize,
+            max_request_memory_bytes: l.max_request_memory_bytes,
+            body_timeout: l.body_timeout,
             max_attributes: l.items.max_attributes,
             max_attribute_key_bytes: l.items.max_key_bytes,
             max_attribute_value_bytes: l.items.max_value_bytes,
@@ -119,6 +129,12 @@ impl LimitsConfig {
                 "limits.max_attributes and limits.max_attribute_value_bytes must be positive"
                     .into(),
             );
+        }
+        if self.max_request_memory_bytes < 1 << 20 {
+            return Err("limits.max_request_memory_bytes must be at least 1MiB".into());
+        }
+        if self.body_timeout < Duration::from_millis(100) {
+            return Err("limits.body_timeout must be at least 100ms".into());
         }
         if self.max_past.is_zero() {
             return Err("limits.max_past must be positive".into());

@@ -65,27 +65,61 @@ impl Encoding {
 
 /// Decompresses `body`, refusing to produce more than `limit` bytes: the output is read in
 /// bounded steps, so a small "bomb" costs at most `limit` bytes of memory.
+///
+/// # Errors
+/// [`IngestError::TooLarge`] past `limit`, [`IngestError::Malformed`] for a corrupt body.
 pub fn decompress(body: &[u8], encoding: Encoding, limit: usize) -> Result<Vec<u8>, IngestError> {
-    let reader: Box<dyn Read + '_> = match encoding {
-        Encoding::Identity => return Ok(body.to_vec()),
+    decompress_reserving(body, encoding, limit, &mut |_| Ok(()))
+}
+
+/// Output is produced, and reserved, in steps of this size.
+const DECOMPRESS_STEP: usize = 1 << 20;
+
+/// [`decompress`], asking `reserve` for each step of output before producing it, so that
+/// what a compressed body expands to is admitted as it grows, not after.
+///
+/// # Errors
+/// As [`decompress`], and whatever `reserve` refuses with.
+pub fn decompress_reserving(
+    body: &[u8],
+    encoding: Encoding,
+    limit: usize,
+    reserve: &mut dyn FnMut(usize) -> Result<(), IngestError>,
+) -> Result<Vec<u8>, IngestError> {
+    let mut reader: Box<dyn Read + '_> = match encoding {
+        Encoding::Identity => {
+            if body.len() > limit {
+                return Err(IngestError::TooLarge { limit, stage: "" });
+            }
+            reserve(body.len())?;
+            return Ok(body.to_vec());
+        }
         Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
         Encoding::Zstd => Box::new(
             zstd::stream::read::Decoder::new(body)
                 .map_err(|e| IngestError::Malformed(format!("invalid zstd body: {e}")))?,
         ),
     };
-    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
-    let read = reader
-        .take(limit as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| IngestError::Malformed(format!("invalid compressed body: {e}")))?;
-    if read > limit {
-        return Err(IngestError::TooLarge {
-            limit,
-            stage: " after decompression",
-        });
+    let mut out = Vec::new();
+    loop {
+        // One byte past the limit tells a body of exactly `limit` from a larger one.
+        let step = DECOMPRESS_STEP.min(limit + 1 - out.len());
+        reserve(step)?;
+        out.reserve_exact(step);
+        let read = (&mut reader)
+            .take(step as u64)
+            .read_to_end(&mut out)
+            .map_err(|e| IngestError::Malformed(format!("invalid compressed body: {e}")))?;
+        if out.len() > limit {
+            return Err(IngestError::TooLarge {
+                limit,
+                stage: " after decompression",
+            });
+        }
+        if read < step {
+            return Ok(out);
+        }
     }
-    Ok(out)
 }
 
 /// Decodes an OTLP request message from protobuf or OTLP/JSON.
@@ -139,6 +173,32 @@ mod tests {
         assert!(matches!(err, IngestError::TooLarge { .. }), "{err}");
         let ok = decompress(&gzip(b"hello"), Encoding::Gzip, 5).expect("fits exactly");
         assert_eq!(ok, b"hello");
+    }
+
+    #[test]
+    fn decompression_reserves_before_it_expands() {
+        let body = gzip(&vec![7u8; 5 * DECOMPRESS_STEP / 2]);
+        let mut reserved = 0;
+        let out = decompress_reserving(&body, Encoding::Gzip, 64 << 20, &mut |n| {
+            reserved += n;
+            Ok(())
+        })
+        .expect("fits");
+        assert_eq!(out.len(), 5 * DECOMPRESS_STEP / 2);
+        assert!(reserved >= out.len() && reserved <= out.len() + DECOMPRESS_STEP);
+        // A refusal stops the expansion at the step it refuses.
+        let mut steps = 0;
+        let err = decompress_reserving(&body, Encoding::Gzip, 64 << 20, &mut |_| {
+            steps += 1;
+            if steps > 1 {
+                Err(IngestError::TooCostly("no more".into()))
+            } else {
+                Ok(())
+            }
+        })
+        .expect_err("refused");
+        assert!(matches!(err, IngestError::TooCostly(_)), "{err}");
+        assert_eq!(steps, 2);
     }
 
     #[test]

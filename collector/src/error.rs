@@ -17,6 +17,13 @@ pub enum IngestError {
     NotFound(String),
     #[error("request body exceeds the limit of {limit} bytes{stage}")]
     TooLarge { limit: usize, stage: &'static str },
+    /// The request would take more memory to decode or store than one request may; the
+    /// sender must split it (not retryable as it is).
+    #[error("{0}")]
+    TooCostly(String),
+    /// The body did not arrive within the request timeout.
+    #[error("{0}")]
+    Timeout(String),
     /// A passing condition (shutting down, a full disk); the sender should retry.
     #[error("{message}")]
     Unavailable {
@@ -33,7 +40,10 @@ impl IngestError {
             IngestError::Malformed(_) => StatusCode::BAD_REQUEST,
             IngestError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::NotFound(_) => StatusCode::NOT_FOUND,
-            IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::TooLarge { .. } | IngestError::TooCostly(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            IngestError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             IngestError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -46,7 +56,10 @@ impl IngestError {
             }
             IngestError::NotFound(_) => tonic::Code::Unimplemented,
             // Not retryable without RetryInfo, which the OTLP spec says makes it permanent.
-            IngestError::TooLarge { .. } => tonic::Code::InvalidArgument,
+            IngestError::TooLarge { .. } | IngestError::TooCostly(_) => {
+                tonic::Code::InvalidArgument
+            }
+            IngestError::Timeout(_) => tonic::Code::DeadlineExceeded,
             IngestError::Unavailable { .. } => tonic::Code::Unavailable,
             IngestError::Internal(_) => tonic::Code::Internal,
         }
@@ -67,6 +80,8 @@ impl IngestError {
             IngestError::UnsupportedMediaType(_) => "unsupported_media_type",
             IngestError::NotFound(_) => "not_found",
             IngestError::TooLarge { .. } => "too_large",
+            IngestError::TooCostly(_) => "too_costly",
+            IngestError::Timeout(_) => "timeout",
             IngestError::Unavailable { .. } => "unavailable",
             IngestError::Internal(_) => "internal",
         }

@@ -7,12 +7,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
-use crate::decode::{self, Encoding, Format};
+use crate::decode::{Encoding, Format};
 use crate::error::{IngestError, RpcStatus};
 use crate::ingest::{ExportRequest, Ingest, Transport};
 use crate::limits::Limits;
@@ -74,45 +73,24 @@ async fn receive<R: ExportRequest>(
     body: Body,
     format: Format,
 ) -> Result<Response, IngestError> {
+    let deadline = tokio::time::Instant::now() + state.limits.body_timeout;
     let encoding = Encoding::from_header(header_str(headers, header::CONTENT_ENCODING))?;
     let limit = state.limits.max_body_bytes;
-    let too_large = || IngestError::TooLarge { limit, stage: "" };
     let declared = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return Err(too_large());
+        return Err(IngestError::TooLarge { limit, stage: "" });
     }
-    // Admission before reading the body: an overloaded server refuses cheaply. A body of
-    // unknown length is reserved at the limit until its real size is known.
-    let mut admitted = state.ingest.admit(
-        R::SIGNAL,
-        Transport::Http,
-        declared.map_or(limit, |l| l as usize),
-    )?;
-    let raw = Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                too_large()
-            } else {
-                IngestError::Malformed(format!("could not read the request body: {e}"))
-            }
-        })?
-        .to_bytes();
+    // Admission before reading the body: an overloaded server refuses cheaply. The body is
+    // then admitted as it arrives, never reserved ahead from what the client announces.
+    let mut admitted = state.ingest.admit(R::SIGNAL, Transport::Http, 0)?;
+    let raw = crate::body::read(body, limit, deadline, &mut admitted).await?;
     state
         .ingest
         .count_bytes(R::SIGNAL, Transport::Http, raw.len());
-    let decoded_limit = state.limits.max_decoded_bytes;
-    let raw_len = raw.len();
-    let (request, decoded_len): (R, usize) = tokio::task::spawn_blocking(move || {
-        let bytes = decode::decompress(&raw, encoding, decoded_limit)?;
-        Ok::<_, IngestError>((decode::decode::<R>(&bytes, format)?, bytes.len()))
-    })
-    .await
-    .map_err(|e| IngestError::Internal(format!("decoder task failed: {e}")))??;
-    // The decoded request lives until the answer: account for it (roughly: its encoded size).
-    admitted.grow(decoded_len.saturating_sub(raw_len));
-    let outcome = state.ingest.export(&request, Transport::Http).await?;
+    let outcome = state
+        .ingest
+        .receive::<R>(raw, encoding, format, Transport::Http, admitted)
+        .await?;
     let body = match format {
         Format::Protobuf => prost::Message::encode_to_vec(&outcome.response::<R>()),
         Format::Json => outcome.json::<R>().to_string().into_bytes(),

@@ -15,7 +15,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use sightline_store::Store;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::limits::Limits;
+use crate::limits::{ItemLimits, Limits};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use crate::convert::{self, ConvertContext, Converted};
 use crate::error::IngestError;
@@ -60,19 +61,69 @@ pub trait ExportRequest:
     const SIGNAL: Signal;
     /// Name of the `rejected_<items>` field in OTLP/JSON.
     const REJECTED_FIELD: &'static str;
+    /// The OTLP/gRPC service that receives it.
+    const GRPC_SERVICE: &'static str;
     type Response: prost::Message + Default + Send + 'static;
 
     fn convert(&self, ctx: &ConvertContext) -> Result<Converted, arrow::error::ArrowError>;
     fn response(rejected: i64, message: String) -> Self::Response;
+    /// Bytes the stored rows will take, at most: every item with its resource's and scope's
+    /// attributes (as far as `limits` keep them) copied in — the resource is stored once per
+    /// row.
+    fn stored_bytes(&self, limits: &ItemLimits) -> u64;
+}
+
+/// Bytes of what `limits` can keep of `attrs`, at most: the largest `max_attributes` of
+/// them, each no longer than the longest key and value. Linear in the list's length.
+fn kept_bytes(attrs: &[KeyValue], limits: &ItemLimits) -> usize {
+    use prost::Message as _;
+    let most = limits.max_key_bytes + limits.max_value_bytes + 16;
+    let mut sizes: Vec<usize> = attrs.iter().map(|kv| kv.encoded_len().min(most)).collect();
+    if sizes.len() > limits.max_attributes && limits.max_attributes > 0 {
+        sizes.select_nth_unstable_by(limits.max_attributes - 1, |a, b| b.cmp(a));
+        sizes.truncate(limits.max_attributes);
+    }
+    sizes.iter().sum()
+}
+
+fn scope_bytes(
+    scope: &opentelemetry_proto::tonic::common::v1::InstrumentationScope,
+    limits: &ItemLimits,
+) -> usize {
+    scope.name.len() + scope.version.len() + kept_bytes(&scope.attributes, limits)
+}
+
+/// Bytes of the rows of `items` items of `item_bytes` under a resource and a scope of those
+/// encoded sizes (attributes are stored twice: as text, and their types).
+fn rows_bytes(resource: usize, scope: usize, items: usize, item_bytes: usize) -> u64 {
+    (2 * (resource + scope) * items + 2 * item_bytes) as u64
 }
 
 impl ExportRequest for ExportTraceServiceRequest {
     const SIGNAL: Signal = Signal::Traces;
     const REJECTED_FIELD: &'static str = "rejectedSpans";
+    const GRPC_SERVICE: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
     type Response = ExportTraceServiceResponse;
 
     fn convert(&self, ctx: &ConvertContext) -> Result<Converted, arrow::error::ArrowError> {
         convert::traces::convert(self, ctx)
+    }
+
+    fn stored_bytes(&self, limits: &ItemLimits) -> u64 {
+        use prost::Message as _;
+        let mut total = 0;
+        for rs in &self.resource_spans {
+            let resource = rs
+                .resource
+                .as_ref()
+                .map_or(0, |r| kept_bytes(&r.attributes, limits));
+            for ss in &rs.scope_spans {
+                let scope = ss.scope.as_ref().map_or(0, |s| scope_bytes(s, limits));
+                let items: usize = ss.spans.iter().map(|s| s.encoded_len()).sum();
+                total += rows_bytes(resource, scope, ss.spans.len(), items);
+            }
+        }
+        total
     }
 
     fn response(rejected: i64, message: String) -> Self::Response {
@@ -90,10 +141,40 @@ impl ExportRequest for ExportTraceServiceRequest {
 impl ExportRequest for ExportMetricsServiceRequest {
     const SIGNAL: Signal = Signal::Metrics;
     const REJECTED_FIELD: &'static str = "rejectedDataPoints";
+    const GRPC_SERVICE: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
     type Response = ExportMetricsServiceResponse;
 
     fn convert(&self, ctx: &ConvertContext) -> Result<Converted, arrow::error::ArrowError> {
         convert::metrics::convert(self, ctx)
+    }
+
+    fn stored_bytes(&self, limits: &ItemLimits) -> u64 {
+        use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+        use prost::Message as _;
+        let mut total = 0;
+        for rm in &self.resource_metrics {
+            let resource = rm
+                .resource
+                .as_ref()
+                .map_or(0, |r| kept_bytes(&r.attributes, limits));
+            for sm in &rm.scope_metrics {
+                let scope = sm.scope.as_ref().map_or(0, |s| scope_bytes(s, limits));
+                for m in &sm.metrics {
+                    let points = match &m.data {
+                        Some(Data::Gauge(g)) => g.data_points.len(),
+                        Some(Data::Sum(s)) => s.data_points.len(),
+                        Some(Data::Histogram(h)) => h.data_points.len(),
+                        Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+                        Some(Data::Summary(s)) => s.data_points.len(),
+                        None => 0,
+                    };
+                    // Every point also carries the metric's name, unit and description.
+                    let head = m.name.len() + m.unit.len() + m.description.len();
+                    total += rows_bytes(resource, scope + head, points, m.encoded_len());
+                }
+            }
+        }
+        total
     }
 
     fn response(rejected: i64, message: String) -> Self::Response {
@@ -111,10 +192,28 @@ impl ExportRequest for ExportMetricsServiceRequest {
 impl ExportRequest for ExportLogsServiceRequest {
     const SIGNAL: Signal = Signal::Logs;
     const REJECTED_FIELD: &'static str = "rejectedLogRecords";
+    const GRPC_SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
     type Response = ExportLogsServiceResponse;
 
     fn convert(&self, ctx: &ConvertContext) -> Result<Converted, arrow::error::ArrowError> {
         convert::logs::convert(self, ctx)
+    }
+
+    fn stored_bytes(&self, limits: &ItemLimits) -> u64 {
+        use prost::Message as _;
+        let mut total = 0;
+        for rl in &self.resource_logs {
+            let resource = rl
+                .resource
+                .as_ref()
+                .map_or(0, |r| kept_bytes(&r.attributes, limits));
+            for sl in &rl.scope_logs {
+                let scope = sl.scope.as_ref().map_or(0, |s| scope_bytes(s, limits));
+                let items: usize = sl.log_records.iter().map(|l| l.encoded_len()).sum();
+                total += rows_bytes(resource, scope, sl.log_records.len(), items);
+            }
+        }
+        total
     }
 
     fn response(rejected: i64, message: String) -> Self::Response {
@@ -167,32 +266,104 @@ impl Outcome {
 /// Converts and stores export requests; shared by the gRPC and HTTP receivers.
 #[derive(Debug, Clone)]
 pub struct Ingest {
-    store: Arc<Store>,
+    admission: Arc<Admission>,
     metrics: CollectorMetrics,
-    limits: Limits,
-    /// Bytes of requests admitted and not yet answered.
-    inflight: Arc<AtomicUsize>,
 }
 
-/// A request's share of the memory ceiling, given back when it is answered.
+/// What admission decides with: the store's memory, the requests in flight, the ceilings.
+#[derive(Debug)]
+struct Admission {
+    store: Arc<Store>,
+    limits: Limits,
+    /// Bytes of requests admitted and not yet answered.
+    inflight: AtomicUsize,
+}
+
+/// A request's share of the memory ceiling, grown as the request costs more (its body as it
+/// arrives, its decoded structs, its rows) and given back when it is answered.
 #[derive(Debug)]
 pub struct Admitted {
-    inflight: Arc<AtomicUsize>,
+    admission: Arc<Admission>,
+    signal: Signal,
+    transport: Transport,
     bytes: usize,
 }
 
 impl Admitted {
-    /// Grows the reservation (e.g. once a body is decompressed).
-    pub fn grow(&mut self, bytes: usize) {
-        self.inflight.fetch_add(bytes, Ordering::AcqRel);
+    /// Takes `bytes` more, or refuses (retryably) when that would pass a ceiling.
+    ///
+    /// # Errors
+    /// [`IngestError::Unavailable`] when memory is short.
+    pub fn try_grow(&mut self, bytes: usize) -> Result<(), IngestError> {
+        self.admission.check(self.signal, self.transport, bytes)?;
+        self.admission.inflight.fetch_add(bytes, Ordering::AcqRel);
         self.bytes += bytes;
+        Ok(())
+    }
+
+    /// Gives back `bytes` of what is held (memory the request no longer uses).
+    pub fn release(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.bytes);
+        self.admission.inflight.fetch_sub(bytes, Ordering::AcqRel);
+        self.bytes -= bytes;
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.inflight.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.admission
+            .inflight
+            .fetch_sub(self.bytes, Ordering::AcqRel);
     }
+}
+
+/// The blocking part of [`Ingest::receive`] once the body is decompressed.
+fn decode_and_convert<R: ExportRequest>(
+    bytes: bytes::Bytes,
+    format: crate::decode::Format,
+    limits: &Limits,
+    ctx: &ConvertContext,
+    admitted: &mut Admitted,
+) -> Result<Converted, IngestError> {
+    let budget = limits.request_budget(bytes.len());
+    let shape = match format {
+        crate::decode::Format::Protobuf => crate::shape::protobuf(R::SIGNAL, &bytes),
+        crate::decode::Format::Json => crate::shape::json(&bytes),
+    }
+    .map_err(|e| IngestError::Malformed(e.to_string()))?;
+    let decoded_len = bytes.len();
+    let too_costly = |what: &str, need: u64| {
+        IngestError::TooCostly(format!(
+            "this request would take about {} MiB of memory {what} ({} messages in {} \
+             decoded bytes), more than one request of its size may take ({} MiB; \
+             limits.max_request_memory_bytes): send smaller batches",
+            need >> 20,
+            shape.messages,
+            decoded_len,
+            budget >> 20
+        ))
+    };
+    // What the request holds already (its body, decompressed) counts against its budget.
+    let held = admitted.bytes() as u64;
+    if held + shape.memory_bytes > budget as u64 {
+        return Err(too_costly("to decode", held + shape.memory_bytes));
+    }
+    admitted.try_grow(shape.memory_bytes as usize)?;
+    let request: R = crate::decode::decode(&bytes, format)?;
+    drop(bytes);
+    admitted.release(decoded_len);
+    let stored = request.stored_bytes(&limits.items);
+    let need = admitted.bytes() as u64 + stored;
+    if need > budget as u64 {
+        return Err(too_costly("to store", need));
+    }
+    admitted.try_grow(stored as usize)?;
+    Ok(request.convert(ctx)?)
 }
 
 /// How long a refused sender should wait before retrying.
@@ -200,35 +371,15 @@ const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 use sightline_common::clock::now as now_ns;
 
-impl Ingest {
-    pub fn new(store: Arc<Store>, metrics: CollectorMetrics, limits: Limits) -> Self {
-        Self {
-            store,
-            metrics,
-            limits,
-            inflight: Arc::new(AtomicUsize::new(0)),
-        }
-    }
-
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
-    /// Memory in use: buffered rows, flush working memory, and requests being
-    /// processed.
-    pub fn memory_in_use(&self) -> usize {
+impl Admission {
+    /// Memory in use: buffered rows, flush working memory, and requests being processed.
+    fn memory_in_use(&self) -> usize {
         self.store.memory_in_use() + self.inflight.load(Ordering::Acquire)
     }
 
-    /// Admits a request of `bytes` (its size on the wire, or an estimate) or refuses it as
-    /// retryable when a ceiling is reached: the memory for buffered and in-flight data, or the
-    /// write-ahead log's disk space. Refusing early costs the server almost nothing.
-    pub fn admit(
-        &self,
-        signal: Signal,
-        transport: Transport,
-        bytes: usize,
-    ) -> Result<Admitted, IngestError> {
+    /// Whether `bytes` more fit under the ceilings: the memory for buffered and in-flight
+    /// data, the process's resident memory, the write-ahead log's disk space.
+    fn check(&self, signal: Signal, transport: Transport, bytes: usize) -> Result<(), IngestError> {
         let refuse = |what: String| {
             // Make room: write every buffer to Parquet now.
             self.store.request_flush();
@@ -266,11 +417,108 @@ impl Ingest {
                 self.limits.max_wal_bytes
             )));
         }
-        self.inflight.fetch_add(bytes, Ordering::AcqRel);
-        Ok(Admitted {
-            inflight: self.inflight.clone(),
-            bytes,
+        Ok(())
+    }
+}
+
+impl Ingest {
+    pub fn new(store: Arc<Store>, metrics: CollectorMetrics, limits: Limits) -> Self {
+        Self {
+            admission: Arc::new(Admission {
+                store,
+                limits,
+                inflight: AtomicUsize::new(0),
+            }),
+            metrics,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.admission.limits
+    }
+
+    /// Memory in use: buffered rows, flush working memory, and requests being
+    /// processed.
+    pub fn memory_in_use(&self) -> usize {
+        self.admission.memory_in_use()
+    }
+
+    /// Admits a request of `bytes` so far (more is reserved as it arrives and decodes), or
+    /// refuses it as retryable when a ceiling is reached. Refusing early costs the server
+    /// almost nothing.
+    ///
+    /// # Errors
+    /// [`IngestError::Unavailable`] when memory or the WAL's disk is short.
+    pub fn admit(
+        &self,
+        signal: Signal,
+        transport: Transport,
+        bytes: usize,
+    ) -> Result<Admitted, IngestError> {
+        let mut admitted = Admitted {
+            admission: self.admission.clone(),
+            signal,
+            transport,
+            bytes: 0,
+        };
+        admitted.try_grow(bytes)?;
+        Ok(admitted)
+    }
+
+    /// Decompresses, decodes, converts and stores a request whose body is `body`, reserving
+    /// what each step costs before it runs: the decompressed body as it expands, the decoded
+    /// structs (from the body's shape), then the rows. All of it runs on the blocking pool,
+    /// off the async threads.
+    ///
+    /// # Errors
+    /// [`IngestError::TooCostly`] when the request would take more memory than one request
+    /// may (not retryable: split it); [`IngestError::Unavailable`] when memory is short;
+    /// [`IngestError::TooLarge`] and [`IngestError::Malformed`]; the errors of
+    /// [`Ingest::export`].
+    pub async fn receive<R: ExportRequest>(
+        &self,
+        body: bytes::Bytes,
+        encoding: crate::decode::Encoding,
+        format: crate::decode::Format,
+        transport: Transport,
+        mut admitted: Admitted,
+    ) -> Result<Outcome, IngestError> {
+        let limits = *self.limits();
+        let ctx = ConvertContext::new(now_ns(), limits.items);
+        let decoded = tokio::task::spawn_blocking(move || {
+            let bytes = match encoding {
+                crate::decode::Encoding::Identity => body,
+                _ => {
+                    let out = crate::decode::decompress_reserving(
+                        &body,
+                        encoding,
+                        limits.max_decoded_bytes,
+                        &mut |n| admitted.try_grow(n),
+                    )?;
+                    admitted.release(body.len());
+                    drop(body);
+                    bytes::Bytes::from(out)
+                }
+            };
+            decode_and_convert::<R>(bytes, format, &limits, &ctx, &mut admitted)
+                .map(|converted| (converted, admitted))
         })
+        .await
+        .map_err(|e| IngestError::Internal(format!("decoder task failed: {e}")))?;
+        let labels = ItemLabels {
+            signal: R::SIGNAL.name(),
+            transport: transport.name(),
+        };
+        let result = match decoded {
+            // The reservation is held until the rows are buffered (and counted by the store).
+            Ok((converted, _admitted)) => self.store_converted(converted).await,
+            Err(e) => Err(e),
+        };
+        // Failures are counted by the receiver, with those that happen before this call.
+        if result.is_ok() {
+            self.count(&labels, &result);
+        }
+        result
     }
 
     pub fn metrics(&self) -> &CollectorMetrics {
@@ -299,7 +547,8 @@ impl Ingest {
             .inc_by(bytes as u64);
     }
 
-    /// Stores what can be stored of `req`.
+    /// Converts and stores what can be stored of an already decoded `req` (on the caller's
+    /// thread: for tools and tests; the receivers use [`Ingest::receive`]).
     ///
     /// # Errors
     /// [`IngestError`] for what the sender must hear: refused as retryable (memory, disk,
@@ -309,20 +558,29 @@ impl Ingest {
         req: &R,
         transport: Transport,
     ) -> Result<Outcome, IngestError> {
-        let result = self.export_inner(req).await;
         let labels = ItemLabels {
             signal: R::SIGNAL.name(),
             transport: transport.name(),
         };
-        match &result {
+        let converted = req.convert(&ConvertContext::new(now_ns(), self.limits().items));
+        let result = match converted {
+            Ok(c) => self.store_converted(c).await,
+            Err(e) => Err(e.into()),
+        };
+        self.count(&labels, &result);
+        result
+    }
+
+    fn count(&self, labels: &ItemLabels, result: &Result<Outcome, IngestError>) {
+        match result {
             Ok(outcome) => {
                 self.metrics
                     .accepted
-                    .get_or_create(&labels)
+                    .get_or_create(labels)
                     .inc_by(outcome.accepted);
                 self.metrics
                     .rejected
-                    .get_or_create(&labels)
+                    .get_or_create(labels)
                     .inc_by(outcome.rejected);
                 self.metrics
                     .requests
@@ -337,20 +595,27 @@ impl Ingest {
                     })
                     .inc();
             }
-            Err(e) => self.count_failure(R::SIGNAL, transport, e),
+            Err(e) => {
+                self.metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        signal: labels.signal,
+                        transport: labels.transport,
+                        outcome: e.reason(),
+                    })
+                    .inc();
+            }
         }
-        result
     }
 
-    async fn export_inner<R: ExportRequest>(&self, req: &R) -> Result<Outcome, IngestError> {
-        let converted = req.convert(&ConvertContext::new(now_ns(), self.limits.items))?;
+    async fn store_converted(&self, converted: Converted) -> Result<Outcome, IngestError> {
         let outcome = Outcome {
             accepted: converted.accepted,
             rejected: converted.rejected,
             message: converted.rejection,
         };
         if !converted.batches.is_empty() {
-            self.store.write(converted.batches).await?;
+            self.admission.store.write(converted.batches).await?;
         }
         Ok(outcome)
     }

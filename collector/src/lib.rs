@@ -7,7 +7,10 @@
 //! - [`decode`]: content types, decompression capped while streaming, protobuf and OTLP/JSON;
 //! - [`convert`]: OTLP → Arrow record batches for the store's tables, with per-item validation
 //!   that feeds OTLP partial success;
-//! - [`ingest`]: the shared path (convert → store → count → answer) both receivers call;
+//! - [`body`]: request bodies read within their size and time limits, admitted as they arrive;
+//! - [`shape`]: what a body will cost to decode, measured on its bytes before decoding it;
+//! - [`ingest`]: the shared path (admit → decode → convert → store → count → answer) both
+//!   receivers call;
 //! - [`error`]: ingest errors and their single mapping to HTTP and gRPC statuses;
 //! - [`limits`] and [`config`]: what a request may cost (the `[limits]` config section).
 //!
@@ -30,6 +33,7 @@
 )]
 
 pub mod attributes;
+pub mod body;
 pub mod config;
 pub mod convert;
 pub mod decode;
@@ -39,6 +43,7 @@ pub mod http;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
+pub mod shape;
 
 pub use error::IngestError;
 pub use ingest::{Ingest, Outcome, Signal, Transport};

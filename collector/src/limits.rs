@@ -17,8 +17,32 @@ pub struct Limits {
     pub max_resident_bytes: Option<u64>,
     /// Ceiling on the write-ahead log's size on disk; past it, requests are refused likewise.
     pub max_wal_bytes: u64,
+    /// Most memory one request may take to decode and store (its structs, and its rows with
+    /// the resource's attributes copied into each); a request also gets at most
+    /// [`EXPANSION_PER_DECODED_BYTE`] times its decoded size, or [`SMALL_REQUEST_BUDGET`].
+    pub max_request_memory_bytes: usize,
+    /// How long a request's body may take to arrive.
+    pub body_timeout: std::time::Duration,
     /// Limits on each item inside a request.
     pub items: ItemLimits,
+}
+
+/// A request may take this many times its decoded size in memory (prost structs are about 3×
+/// the wire size of attribute-heavy data; a rich resource copied into every small item can
+/// take more, which [`SMALL_REQUEST_BUDGET`] allows for small requests).
+pub const EXPANSION_PER_DECODED_BYTE: usize = 16;
+/// What any request may take, however small it is on the wire.
+pub const SMALL_REQUEST_BUDGET: usize = 16 << 20;
+
+impl Limits {
+    /// The memory a request of `decoded` bytes may take (never more than the whole ceiling).
+    pub fn request_budget(&self, decoded: usize) -> usize {
+        decoded
+            .saturating_mul(EXPANSION_PER_DECODED_BYTE)
+            .max(SMALL_REQUEST_BUDGET)
+            .min(self.max_request_memory_bytes)
+            .min(self.max_memory_bytes)
+    }
 }
 
 /// Share of `max_resident_bytes` past which requests are refused.
@@ -82,6 +106,8 @@ impl Default for Limits {
             max_memory_bytes: 512 * 1024 * 1024,
             max_resident_bytes: Some(1024 * 1024 * 1024),
             max_wal_bytes: 4 * 1024 * 1024 * 1024,
+            max_request_memory_bytes: 128 * 1024 * 1024,
+            body_timeout: std::time::Duration::from_secs(30),
             items: ItemLimits::default(),
         }
     }

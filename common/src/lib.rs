@@ -8,7 +8,8 @@
 //! - [`durable`]: file writes that survive a crash or power loss whole or not at all;
 //! - [`config`]: durations (`30s`) and sizes (`64MiB`) as written in the config file;
 //! - [`error`]: an error with its sources on one line;
-//! - [`process`]: the resident memory of this or another process.
+//! - [`process`]: the resident memory of this or another process;
+//! - [`listener`]: connection caps and timeouts, and the one HTTP serve loop.
 //!
 //! ```
 //! use sightline_common::clock::{Clock, ManualClock, MINUTE};
@@ -29,4 +30,5 @@ pub mod clock;
 pub mod config;
 pub mod durable;
 pub mod error;
+pub mod listener;
 pub mod process;

@@ -23,7 +23,7 @@ flush_interval = "1s"
 [limits]
 max_body_bytes = "2MiB"
 max_decoded_bytes = "4MiB"
-max_memory_bytes = "6MiB"
+max_memory_bytes = "16MiB"
 """
 
 

@@ -84,7 +84,7 @@ impl Columns {
             .append_option((!r.span_id.is_empty()).then(|| hex::encode(&r.span_id)));
         self.flags.append_value(r.flags);
         self.event_name.append_option(non_empty(&r.event_name));
-        self.rs.append(ctx, limits);
+        self.rs.append(ctx);
         let dropped = self.attrs.append(&r.attributes, limits);
         self.dropped
             .append_value(r.dropped_attributes_count.saturating_add(dropped));
@@ -134,6 +134,8 @@ pub fn convert(
             .as_ref()
             .map_or(&[][..], |r| r.attributes.as_slice());
         let service = service_name(resource_attrs);
+        // Resolved once: every item under the resource shares it.
+        let resource_attrs = &crate::attributes::Resolved::new(resource_attrs, &ctx.limits);
         for sl in &rl.scope_logs {
             let scope = sl.scope.as_ref();
             let scope_ctx = ResourceScope {

@@ -179,7 +179,7 @@ impl Columns {
         append_list(&mut self.quantiles, q);
         append_list(&mut self.quantile_values, qv);
         self.flags.append_value(flags);
-        self.rs.append(ctx, limits);
+        self.rs.append(ctx);
         // Data points have no dropped-attributes count in OTLP; the limit still applies.
         self.attrs.append(attrs, limits);
     }
@@ -382,6 +382,8 @@ pub fn convert(
             .as_ref()
             .map_or(&[][..], |r| r.attributes.as_slice());
         let service = service_name(resource_attrs);
+        // Resolved once: every item under the resource shares it.
+        let resource_attrs = &crate::attributes::Resolved::new(resource_attrs, &ctx.limits);
         for sm in &rm.scope_metrics {
             let scope = sm.scope.as_ref();
             let scope_ctx = ResourceScope {

@@ -115,15 +115,16 @@ pub(crate) struct ResourceScopeColumns {
 #[derive(Debug)]
 pub(crate) struct ResourceScope<'a> {
     pub service: &'a str,
-    pub resource_attrs: &'a [KeyValue],
+    /// The resource's attributes, resolved once for all its items.
+    pub resource_attrs: &'a attributes::Resolved<'a>,
     pub scope_name: Option<&'a str>,
     pub scope_version: Option<&'a str>,
 }
 
 impl ResourceScopeColumns {
-    pub fn append(&mut self, rs: &ResourceScope<'_>, limits: &ItemLimits) {
+    pub fn append(&mut self, rs: &ResourceScope<'_>) {
         self.service.append_value(rs.service);
-        self.resource.append(rs.resource_attrs, limits);
+        self.resource.append_resolved(rs.resource_attrs);
         self.scope_name.append_option(rs.scope_name);
         self.scope_version.append_option(rs.scope_version);
     }

@@ -130,7 +130,7 @@ impl Columns {
             .append_value(status_name(status.map_or(0, |s| s.code)));
         self.status_message
             .append_option(status.and_then(|s| non_empty(&s.message)));
-        self.rs.append(rs, limits);
+        self.rs.append(rs);
         let a = &span.attributes;
         self.http_route
             .append_option(attributes::find_str(a, "http.route"));
@@ -300,6 +300,8 @@ pub fn convert(
             .as_ref()
             .map_or(&[][..], |r| r.attributes.as_slice());
         let service = service_name(resource_attrs);
+        // Resolved once: every item under the resource shares it.
+        let resource_attrs = &attributes::Resolved::new(resource_attrs, &ctx.limits);
         for ss in &rs.scope_spans {
             let scope = ss.scope.as_ref();
             let scope_ctx = ResourceScope {
