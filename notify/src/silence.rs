@@ -86,6 +86,46 @@ pub struct ApiSilence {
     pub from_config: bool,
 }
 
+/// Most matchers in one silence.
+pub const MAX_MATCHERS: usize = 64;
+/// Longest comment, and longest `createdBy`.
+pub const MAX_COMMENT_BYTES: usize = 4096;
+pub const MAX_CREATED_BY_BYTES: usize = 256;
+/// Longest a silence may last, and furthest ahead it may start.
+pub const MAX_DURATION: Nanos = 90 * DAY;
+/// Most silences made through the API that have not ended.
+pub const MAX_SILENCES: usize = 1000;
+
+/// Labels every alert carries (see `sightline_slo::alert`).
+const ALERT_LABELS: [&str; 5] = ["alertname", "slo", "service", "severity", "tier"];
+
+/// Whether `matchers` would silence alerts whatever their labels are: they match label sets
+/// made of the labels every alert carries (and those the matchers name), all set to values
+/// no real alert is likely to have.
+fn matches_everything(matchers: &[Matcher]) -> bool {
+    // Every alert's labels have values; a label some alerts lack matches as "".
+    const PROBES: [&str; 5] = [
+        "x",
+        "0",
+        "sightline-probe-7f3a9c",
+        "Ω probe ✓",
+        "a-much-longer-probe-value-that-no-alert-label-has-0123456789-abcdefghijklmnopqrstuvwxyz",
+    ];
+    let alert = |value: &str, also: &[&str]| -> BTreeMap<String, String> {
+        ALERT_LABELS
+            .iter()
+            .chain(also)
+            .map(|n| (n.to_string(), value.to_string()))
+            .collect()
+    };
+    let named: Vec<&str> = matchers.iter().map(|m| m.name.as_str()).collect();
+    // Alerts with only the labels every alert has, or with every label the matchers name.
+    PROBES.iter().all(|v| matches_all(matchers, &alert(v, &[])))
+        || PROBES
+            .iter()
+            .all(|v| matches_all(matchers, &alert(v, &named)))
+}
+
 fn parse_time(s: &str, what: &str) -> Result<Nanos, String> {
     sightline_common::clock::parse_rfc3339(s)
         .ok_or_else(|| format!("{what} {s:?} is not an RFC 3339 time between 1677 and 2262"))
@@ -113,13 +153,30 @@ impl Silence {
         if a.matchers.is_empty() {
             return Err("a silence needs at least one matcher".into());
         }
+        if a.matchers.len() > MAX_MATCHERS {
+            return Err(format!(
+                "a silence has at most {MAX_MATCHERS} matchers; this one has {}",
+                a.matchers.len()
+            ));
+        }
+        if a.comment.len() > MAX_COMMENT_BYTES || a.created_by.len() > MAX_CREATED_BY_BYTES {
+            return Err(format!(
+                "comment is at most {MAX_COMMENT_BYTES} bytes and createdBy at most \
+                 {MAX_CREATED_BY_BYTES}"
+            ));
+        }
         let matchers = a
             .matchers
             .iter()
             .map(ApiMatcher::to_matcher)
             .collect::<Result<Vec<_>, _>>()?;
-        if matchers.iter().all(|m| m.matches(&BTreeMap::new())) {
-            return Err("these matchers match every alert (even one without labels); add a matcher that needs a label".into());
+        if matches_everything(&matchers) {
+            return Err(
+                "these matchers match every alert, whatever its labels (every alert has \
+                 alertname, slo, service, severity and tier); name what to silence, e.g. \
+                 slo=\"checkout-availability\""
+                    .into(),
+            );
         }
         let starts_at = match &a.starts_at {
             Some(s) => parse_time(s, "startsAt")?,
@@ -131,6 +188,14 @@ impl Silence {
         }
         if ends_at <= starts_at {
             return Err("endsAt must be after startsAt".into());
+        }
+        if ends_at.saturating_sub(starts_at.max(now)) > MAX_DURATION
+            || starts_at.saturating_sub(now) > MAX_DURATION
+        {
+            return Err(format!(
+                "a silence lasts at most {} days and starts at most as far ahead",
+                MAX_DURATION / DAY
+            ));
         }
         Ok(Self {
             id: a.id.clone().unwrap_or_else(new_id),
@@ -261,7 +326,19 @@ impl Silences {
                 Some(x) if x.from_config => return Err(NotifyError::SilenceFromConfig(id.clone())),
                 Some(x) => *x = s,
                 None if a.id.is_some() => return Err(NotifyError::SilenceNotFound(id.clone())),
-                None => list.push(s),
+                None => {
+                    let open = list
+                        .iter()
+                        .filter(|x| !x.from_config && x.ends_at > now)
+                        .count();
+                    if open >= MAX_SILENCES {
+                        return Err(NotifyError::InvalidSilence(format!(
+                            "there are {open} silences already, the most Sightline keeps; \
+                             expire some, or widen one"
+                        )));
+                    }
+                    list.push(s)
+                }
             }
             Ok(())
         })?;
@@ -342,7 +419,7 @@ mod tests {
         let now = sightline_common::clock::now();
         let s = Silences::open(dir.path(), &[]).expect("valid in this test");
         let id = s
-            .put(&api(&[("slo", "checkout")], "2200-01-01T00:00:00Z"), now)
+            .put(&api(&[("slo", "checkout")], &rfc3339(now + DAY)), now)
             .expect("valid in this test");
         let labels = BTreeMap::from([("slo".to_string(), "checkout".to_string())]);
         assert_eq!(s.silenced_by(&labels, now + 1), Some(id.clone()));
@@ -369,21 +446,84 @@ mod tests {
         let dir = tempfile::tempdir().expect("valid in this test");
         let s = Silences::open(dir.path(), &[]).expect("valid in this test");
         let now = sightline_common::clock::now();
+        let later = rfc3339(now + DAY);
+        let regex = |name: &str, value: &str, equal: bool| {
+            let mut a = api(&[], &later);
+            a.matchers.push(ApiMatcher {
+                name: name.into(),
+                value: value.into(),
+                is_regex: true,
+                is_equal: equal,
+            });
+            a
+        };
+        let not_equal = |name: &str, value: &str| {
+            let mut a = api(&[(name, value)], &later);
+            a.matchers[0].is_equal = false;
+            a
+        };
+        let many = (0..=MAX_MATCHERS)
+            .map(|i| (format!("l{i}"), "x".to_string()))
+            .collect::<Vec<_>>();
+        let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let mut long_comment = api(&[("slo", "x")], &later);
+        long_comment.comment = "c".repeat(MAX_COMMENT_BYTES + 1);
         for (a, want) in [
-            (api(&[], "2200-01-01T00:00:00Z"), "at least one matcher"),
+            (api(&[], &later), "at least one matcher"),
+            (regex("alertname", ".+", true), "match every alert"),
+            (regex("slo", ".*", true), "match every alert"),
+            (not_equal("slo", ""), "match every alert"),
+            (regex("severity", "x|.*", true), "match every alert"),
             (
-                api(&[("slo", "")], "2200-01-01T00:00:00Z"),
+                regex("service", "nothing-like-this", false),
                 "match every alert",
+            ),
+            (api(&[("group", "")], &later), "match every alert"),
+            (regex("slo", &"a".repeat(1 << 20), true), "bytes long"),
+            (regex("slo", "(", true), "invalid regex"),
+            (api(&many, &later), "at most 64 matchers"),
+            (long_comment, "comment is at most"),
+            (
+                api(&[("slo", "x")], "2200-01-01T00:00:00Z"),
+                "at most 90 days",
             ),
             (api(&[("slo", "x")], "2001-01-01T00:00:00Z"), "in the past"),
             (api(&[("slo", "x")], "tomorrow"), "RFC 3339"),
-            (
-                api(&[("s-lo", "x")], "2200-01-01T00:00:00Z"),
-                "invalid label name",
-            ),
+            (api(&[("s-lo", "x")], &later), "invalid label name"),
         ] {
             let e = s.put(&a, now).expect_err("must be refused").to_string();
-            assert!(e.contains(want), "{e}");
+            assert!(e.contains(want), "{want}: {e}");
         }
+        // Narrow ones pass, regexes included.
+        for a in [
+            regex("slo", "checkout-.*", true),
+            api(
+                &[("alertname", "SLOBurnRate"), ("severity", "page")],
+                &later,
+            ),
+        ] {
+            s.put(&a, now).expect("narrow enough");
+        }
+    }
+
+    #[test]
+    fn the_number_of_open_silences_is_bounded() {
+        let dir = tempfile::tempdir().expect("valid in this test");
+        let s = Silences::open(dir.path(), &[]).expect("valid in this test");
+        let now = sightline_common::clock::now();
+        let later = rfc3339(now + DAY);
+        for i in 0..MAX_SILENCES {
+            s.put(&api(&[("slo", &format!("s{i}"))], &later), now)
+                .expect("under the limit");
+        }
+        let e = s
+            .put(&api(&[("slo", "one-more")], &later), now)
+            .expect_err("over the limit");
+        assert!(e.to_string().contains("the most Sightline keeps"), "{e}");
+        // Ending one makes room.
+        let first = s.list(now)[0].id.clone().expect("has an id");
+        s.expire(&first, now).expect("expires");
+        s.put(&api(&[("slo", "one-more")], &later), now + 1)
+            .expect("room again");
     }
 }

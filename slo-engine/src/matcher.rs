@@ -41,6 +41,15 @@ impl PartialEq for Matcher {
     }
 }
 
+/// At most the first 64 bytes of `s`, for messages.
+fn truncated(s: &str) -> &str {
+    let mut end = s.len().min(64);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 fn valid_label_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars
@@ -49,17 +58,37 @@ fn valid_label_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Longest label name in a matcher.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Longest value (or regex) in a matcher.
+pub const MAX_VALUE_BYTES: usize = 4096;
+/// Most memory a matcher's compiled regex may take.
+const MAX_REGEX_BYTES: usize = 1 << 20;
+
 impl Matcher {
     pub fn new(name: &str, op: MatchOp, value: &str) -> Result<Self, String> {
-        if !valid_label_name(name) {
+        if name.len() > MAX_NAME_BYTES || !valid_label_name(name) {
             return Err(format!(
-                "invalid label name {name:?} in matcher: use letters, digits and _"
+                "invalid label name {:?} in matcher: use letters, digits and _, at most \
+                 {MAX_NAME_BYTES} of them",
+                truncated(name)
+            ));
+        }
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(format!(
+                "the value of the matcher on {name} is {} bytes long; at most {MAX_VALUE_BYTES}",
+                value.len()
             ));
         }
         let regex = match op {
             MatchOp::Regex | MatchOp::NotRegex => Some(
-                Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| format!("invalid regex {value:?} for label {name}: {e}"))?,
+                regex::RegexBuilder::new(&format!("^(?:{value})$"))
+                    .size_limit(MAX_REGEX_BYTES)
+                    .dfa_size_limit(MAX_REGEX_BYTES)
+                    .build()
+                    .map_err(|e| {
+                        format!("invalid regex {:?} for label {name}: {e}", truncated(value))
+                    })?,
             ),
             _ => None,
         };

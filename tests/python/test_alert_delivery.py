@@ -10,6 +10,7 @@ import time
 
 import requests
 from alerting import (
+    free_port,
     Hook,
     Smtp,
     check_alertmanager_v4,
@@ -147,6 +148,27 @@ def test_an_outage_notifies_each_group_once_by_webhook_and_email_then_resolves(t
         smtp.stop()
 
 
+def test_delivery_errors_never_show_the_receiver_url(tmp_path):
+    # Nobody listens: connection refused. The URL's credentials and token must not be stored.
+    port = free_port()
+    url = f"http://alert-user:s3cret-pass@127.0.0.1:{port}/hook?token=t0ken-value"
+    service = "checkout-leak"
+    server, _ = start(tmp_path, webhook_receiver("hook", url), service=service)
+    try:
+        outage(server, service)
+        rows = poll(
+            lambda: [r for r in history(server) if r["outcome"] == "retrying" and r["error"]],
+            what="a failed attempt",
+            timeout=30,
+        )
+        pending = requests.get(f"{server.api_url}/api/v1/notifications/pending", timeout=10)
+        for text in [r["error"] for r in rows] + [pending.text, server.log_path.read_text()]:
+            assert "s3cret-pass" not in text and "t0ken-value" not in text, text[:500]
+        assert any("refused" in r["error"].lower() for r in rows), rows
+    finally:
+        stop(server)
+
+
 def test_a_receiver_that_is_down_gets_everything_once_it_recovers(tmp_path):
     # First nobody listens (connection refused), then 503 with Retry-After, then 200.
     hook = Hook(answer=lambda n: (503, {"Retry-After": "1"}) if n <= 3 else (200, {}))
@@ -277,6 +299,13 @@ def test_an_undeliverable_notification_is_given_up_after_max_age_and_recorded(tm
         stop(server)
 
 
+def in_a_day() -> str:
+    import datetime
+
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+    return later.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def test_a_silenced_alert_sends_nothing(tmp_path):
     hook = Hook().start()
     service = "checkout-silenced"
@@ -289,7 +318,7 @@ def test_a_silenced_alert_sends_nothing(tmp_path):
         assert bad.status_code == 400
         body = {
             "matchers": [{"name": "slo", "value": SLO, "isRegex": False, "isEqual": True}],
-            "endsAt": "2200-01-01T00:00:00Z",
+            "endsAt": in_a_day(),
             "createdBy": "e2e",
             "comment": "planned failover drill",
         }
