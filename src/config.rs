@@ -72,6 +72,9 @@ pub struct ListenConfig {
     /// Largest request head (request line and headers; gRPC: header list).
     #[serde(deserialize_with = "sightline_common::config::size")]
     pub max_header_bytes: usize,
+    /// Host names the UI and API answer to, besides `localhost`, IP addresses and the host of
+    /// `notify.external_url` (a guard against DNS rebinding).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ListenConfig {
@@ -86,6 +89,7 @@ impl Default for ListenConfig {
             header_read_timeout: limits.header_read_timeout,
             idle_timeout: limits.idle_timeout,
             max_header_bytes: limits.max_header_bytes,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -163,6 +167,16 @@ impl Config {
             bail!(
                 "limits.max_memory_bytes must be at least twice storage.flush_max_bytes, or \
                  buffers would be refused before they are flushed"
+            );
+        }
+        if self.limits.max_resident_bytes != 0
+            && self.limits.max_memory_bytes + self.query.memory_limit + (64 << 20)
+                > self.limits.max_resident_bytes
+        {
+            bail!(
+                "limits.max_memory_bytes + query.memory_limit + 64MiB must fit in \
+                 limits.max_resident_bytes: ingest and queries each get their own memory, and \
+                 the process needs room of its own"
             );
         }
         if (self.limits.max_wal_bytes as u64) < 2 * self.storage.wal_segment_bytes as u64 {

@@ -147,11 +147,15 @@ pub async fn serve(
     config.data_dir = std::path::absolute(&config.data_dir)
         .with_context(|| format!("cannot resolve {}", config.data_dir.display()))?;
 
+    sightline_common::process::private_files();
+    std::fs::create_dir_all(&config.data_dir)
+        .and_then(|()| sightline_common::process::make_private(&config.data_dir))
+        .with_context(|| format!("cannot make {} private", config.data_dir.display()))?;
     let mut registry = Registry::default();
     let store = Store::open(config.store(), &mut registry)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let engine = store
-        .query_engine(config.query.limits())
+        .query_engine(config.query.limits(&config.data_dir))
         .await
         .context("cannot start the query engine")?;
     // SLOs: loaded, compiled and backfilled before any event arrives, so that live counting
@@ -235,6 +239,14 @@ pub async fn serve(
         readiness: readiness.clone(),
         slos: Some(slos.clone()),
         notify: Some(notifier.clone()),
+        allowed_hosts: sightline_ui::guard::AllowedHosts::new(
+            config
+                .listen
+                .allowed_hosts
+                .iter()
+                .map(String::as_str)
+                .chain(config.notify.external_url.as_deref()),
+        ),
     });
 
     let stop_intake = CancellationToken::new();

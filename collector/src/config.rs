@@ -24,6 +24,9 @@ pub struct LimitsConfig {
     /// Disk ceiling for the write-ahead log.
     #[serde(deserialize_with = "sightline_common::config::size")]
     pub max_wal_bytes: usize,
+    /// Disk ceiling for the Parquet files; 0 (the default) turns it off.
+    #[serde(deserialize_with = "sightline_common::config::size")]
+    pub max_parquet_bytes: usize,
     /// Most memory one request may take to decode and store.
     #[serde(deserialize_with = "sightline_common::config::size")]
     pub max_request_memory_bytes: usize,
@@ -58,6 +61,8 @@ impl LimitsConfig {
             max_resident_bytes: (self.max_resident_bytes > 0)
                 .then_some(self.max_resident_bytes as u64),
             max_wal_bytes: self.max_wal_bytes as u64,
+            max_parquet_bytes: (self.max_parquet_bytes > 0)
+                .then_some(self.max_parquet_bytes as u64),
             max_request_memory_bytes: self.max_request_memory_bytes,
             body_timeout: self.body_timeout,
             items: crate::limits::ItemLimits {
@@ -83,6 +88,7 @@ impl Default for LimitsConfig {
             max_memory_bytes: l.max_memory_bytes,
             max_resident_bytes: l.max_resident_bytes.unwrap_or(0) as usize,
             max_wal_bytes: l.max_wal_bytes as usize,
+            max_parquet_bytes: l.max_parquet_bytes.unwrap_or(0) as usize,
             max_request_memory_bytes: l.max_request_memory_bytes,
             body_timeout: l.body_timeout,
             max_attributes: l.items.max_attributes,

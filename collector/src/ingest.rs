@@ -399,15 +399,33 @@ impl Admission {
         }
         // The resident ceiling holds new data back only while Sightline holds data a flush
         // will free: memory the allocator keeps after a flush must never lock ingest out.
-        if let (Some(ceiling), Some(rss)) =
-            (self.limits.max_resident_bytes, self.store.resident_bytes())
-            && rss as f64 >= ceiling as f64 * crate::limits::RESIDENT_ADMISSION_SHARE
+        // What queries hold is theirs (query.memory_limit, counted apart in the config's
+        // check): a heavy query must not push ingest into refusals.
+        if let (Some(ceiling), Some(rss)) = (
+            self.limits.max_resident_bytes,
+            self.store
+                .resident_bytes()
+                .map(|rss| rss.saturating_sub(self.store.query_memory_bytes() as u64)),
+        ) && rss as f64 >= ceiling as f64 * crate::limits::RESIDENT_ADMISSION_SHARE
             && in_use >= self.limits.max_memory_bytes / 8
         {
             return Err(refuse(format!(
                 "Sightline's resident memory is near its ceiling ({rss} of {ceiling} bytes, \
                  {in_use} bytes of it buffered or in flight); retry later"
             )));
+        }
+        if let Some(ceiling) = self.limits.max_parquet_bytes {
+            let parquet = self.store.parquet_disk_bytes();
+            if parquet > ceiling {
+                return Err(IngestError::Unavailable {
+                    message: format!(
+                        "Sightline's Parquet files are over their disk ceiling ({parquet} of \
+                         {ceiling} bytes, limits.max_parquet_bytes); retry once retention has \
+                         made room"
+                    ),
+                    retry_after: RETRY_AFTER,
+                });
+            }
         }
         let wal = self.store.wal_disk_bytes();
         if wal > self.limits.max_wal_bytes {

@@ -17,6 +17,9 @@ pub struct Limits {
     pub max_resident_bytes: Option<u64>,
     /// Ceiling on the write-ahead log's size on disk; past it, requests are refused likewise.
     pub max_wal_bytes: u64,
+    /// Ceiling on the Parquet files' size on disk (None: no ceiling); past it, requests are
+    /// refused likewise until retention or an operator makes room.
+    pub max_parquet_bytes: Option<u64>,
     /// Most memory one request may take to decode and store (its structs, and its rows with
     /// the resource's attributes copied into each); a request also gets at most
     /// [`EXPANSION_PER_DECODED_BYTE`] times its decoded size, or [`SMALL_REQUEST_BUDGET`].
@@ -106,6 +109,7 @@ impl Default for Limits {
             max_memory_bytes: 512 * 1024 * 1024,
             max_resident_bytes: Some(1024 * 1024 * 1024),
             max_wal_bytes: 4 * 1024 * 1024 * 1024,
+            max_parquet_bytes: None,
             max_request_memory_bytes: 128 * 1024 * 1024,
             body_timeout: std::time::Duration::from_secs(30),
             items: ItemLimits::default(),

@@ -1,4 +1,21 @@
-//! Memory of processes, as Linux reports it under `/proc` (`None` elsewhere).
+//! Memory of processes, as Linux reports it under `/proc` (`None` elsewhere), and the modes
+//! of the files the process makes.
+
+/// From now on, files and directories this process makes are its user's alone (`0600` and
+/// `0700`): a WAL, an outbox or a silence file holds data others on the machine must not read.
+pub fn private_files() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// Makes `dir` its user's alone (`0700`): whatever an earlier version left inside it with
+/// wider modes is then out of others' reach too.
+///
+/// # Errors
+/// When the directory's mode cannot be changed.
+pub fn make_private(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
 
 /// Resident memory of this process (`/proc/self/statm`: cheap enough to sample every few
 /// milliseconds).

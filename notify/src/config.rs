@@ -373,6 +373,13 @@ fn validate_email(e: &EmailConfig) -> Result<(), String> {
     if (e.password.is_some() || e.password_file.is_some()) != e.username.is_some() {
         return Err("username and password go together".into());
     }
+    if e.username.is_some() && e.tls == SmtpTls::None {
+        return Err(
+            "a username and password are never sent without TLS: use tls = \"starttls\" or \
+             \"tls\", or a relay that needs no login"
+                .into(),
+        );
+    }
     if e.timeout.is_zero() {
         return Err("timeout must be positive".into());
     }

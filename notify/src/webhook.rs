@@ -154,10 +154,11 @@ impl Integration for Webhook {
                 Attempt::new(outcome, code, error, wait)
             }
             Err(e) => {
+                // The URL may carry credentials or tokens: never in a stored error.
                 let msg = if e.is_timeout() {
                     format!("timed out after {:?}", self.timeout)
                 } else {
-                    sightline_common::error::chain(&e)
+                    sightline_common::error::chain(&e.without_url())
                 };
                 Attempt::new(Outcome::Retryable, None, Some(clip(&msg)), None)
             }

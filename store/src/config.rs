@@ -119,10 +119,30 @@ pub struct QueryConfig {
     #[serde(deserialize_with = "sightline_common::config::duration")]
     pub timeout: Duration,
     pub max_rows: usize,
+    /// Bytes of answer returned at most (Arrow size; the JSON is about as large).
+    #[serde(deserialize_with = "sightline_common::config::size")]
+    pub max_result_bytes: usize,
+    /// Memory of all queries together.
     #[serde(deserialize_with = "sightline_common::config::size")]
     pub memory_limit: usize,
-    /// Worker threads of the query runtime (separate from ingestion).
+    /// Memory of one query.
+    #[serde(deserialize_with = "sightline_common::config::size")]
+    pub max_query_memory_bytes: usize,
+    /// Worker threads of each query (they run at a lower priority than ingestion).
     pub threads: usize,
+    /// Queries running at once.
+    pub max_running: usize,
+    /// Queries waiting for a place at once; past it, queries are refused with 429.
+    pub max_queued: usize,
+    /// What one call of `repeat`, `lpad`, `range` and the like may build per batch of rows.
+    #[serde(deserialize_with = "sightline_common::config::size")]
+    pub max_function_bytes: usize,
+    /// Where sorts and aggregations spill when they outgrow their memory (emptied at start);
+    /// default `<data_dir>/spill`.
+    pub spill_dir: Option<std::path::PathBuf>,
+    /// Disk the spill directory may take; `0` turns spilling off.
+    #[serde(deserialize_with = "sightline_common::config::size")]
+    pub max_spill_bytes: usize,
     /// Longest SQL text accepted, checked before parsing.
     #[serde(deserialize_with = "sightline_common::config::size")]
     pub max_sql_bytes: usize,
@@ -137,8 +157,15 @@ impl Default for QueryConfig {
         Self {
             timeout: l.timeout,
             max_rows: l.max_rows,
+            max_result_bytes: l.max_result_bytes,
             memory_limit: l.memory_bytes,
+            max_query_memory_bytes: l.max_query_memory_bytes,
             threads: l.threads,
+            max_running: l.max_running,
+            max_queued: l.max_queued,
+            max_function_bytes: l.max_function_bytes,
+            spill_dir: None,
+            max_spill_bytes: 4 << 30,
             max_sql_bytes: l.sql.max_sql_bytes,
             max_sql_depth: l.sql.max_depth,
         }
@@ -237,16 +264,48 @@ impl QueryConfig {
         check(
             self.memory_limit >= 16 << 20,
             "query.memory_limit must be at least 16MiB",
+        )?;
+        check(
+            (1 << 20..=self.memory_limit).contains(&self.max_query_memory_bytes),
+            "query.max_query_memory_bytes must be at least 1MiB and at most query.memory_limit",
+        )?;
+        check(
+            self.max_result_bytes >= 1024,
+            "query.max_result_bytes must be at least 1KiB",
+        )?;
+        check(
+            (1..=1024).contains(&self.max_running),
+            "query.max_running must be between 1 and 1024",
+        )?;
+        check(
+            self.max_queued <= 65_536,
+            "query.max_queued must be at most 65536",
+        )?;
+        check(
+            self.max_function_bytes >= 1 << 20,
+            "query.max_function_bytes must be at least 1MiB",
         )
     }
 
-    /// The limits every query runs under.
-    pub fn limits(&self) -> crate::query::QueryLimits {
+    /// The limits every query runs under; spilling under `data_dir` unless `spill_dir` says.
+    pub fn limits(&self, data_dir: &std::path::Path) -> crate::query::QueryLimits {
         crate::query::QueryLimits {
             timeout: self.timeout,
             max_rows: self.max_rows,
+            max_result_bytes: self.max_result_bytes,
             memory_bytes: self.memory_limit,
+            max_query_memory_bytes: self.max_query_memory_bytes,
             threads: self.threads,
+            max_running: self.max_running,
+            max_queued: self.max_queued,
+            max_function_bytes: self.max_function_bytes,
+            spill: (self.max_spill_bytes > 0).then(|| crate::query::Spill {
+                dir: self
+                    .spill_dir
+                    .clone()
+                    .unwrap_or_else(|| data_dir.join("spill")),
+                max_bytes: self.max_spill_bytes as u64,
+            }),
             sql: crate::query::SqlBounds {
                 max_sql_bytes: self.max_sql_bytes,
                 max_depth: self.max_sql_depth,

@@ -180,6 +180,10 @@ pub struct Store {
     /// Writes hold it shared from deriving to committing; [`Store::pause_writes`] holds it
     /// exclusively, so that a hook can change between two writes and nothing in between.
     write_gate: tokio::sync::RwLock<()>,
+    /// The query engines over this store, for the memory their queries hold.
+    query_engines: std::sync::Mutex<Vec<query::QueryEngine>>,
+    /// Bytes of Parquet files, and when they were last added up.
+    parquet_bytes: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
     /// Held (locked) for the store's lifetime: one process per data directory.
     _lock: std::fs::File,
 }
@@ -263,6 +267,8 @@ impl Store {
             rss: memory::RssSampler::start(),
             hook: std::sync::RwLock::new(None),
             write_gate: tokio::sync::RwLock::new(()),
+            query_engines: Default::default(),
+            parquet_bytes: Default::default(),
             _lock: lock,
         });
         for table in Table::ALL {
@@ -291,7 +297,23 @@ impl Store {
         &self,
         limits: query::QueryLimits,
     ) -> std::result::Result<query::QueryEngine, query::QueryError> {
-        query::QueryEngine::new(&self.catalogs(), limits).await
+        let engine = query::QueryEngine::new(&self.catalogs(), limits).await?;
+        self.query_engines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(engine.clone());
+        Ok(engine)
+    }
+
+    /// Bytes the queries over this store hold of their memory pools now (counted in the
+    /// process's resident memory, but not Sightline's to free by flushing).
+    pub fn query_memory_bytes(&self) -> usize {
+        self.query_engines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(query::QueryEngine::memory_in_use)
+            .sum()
     }
 
     /// Stores batches durably: when this returns they are in the write-ahead log (fsync'd,
@@ -370,6 +392,25 @@ impl Store {
     /// The process's resident memory, sampled every few milliseconds.
     pub fn resident_bytes(&self) -> Option<u64> {
         self.rss.as_ref().map(memory::RssSampler::bytes)
+    }
+
+    /// Bytes of the Parquet files of every table (added up at most twice a second: cheap to
+    /// ask for every request).
+    pub fn parquet_disk_bytes(&self) -> u64 {
+        let mut cached = self.parquet_bytes.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = cached
+            .0
+            .is_some_and(|at| at.elapsed() < std::time::Duration::from_millis(500));
+        if !fresh {
+            let total = self
+                .catalogs
+                .values()
+                .flat_map(|c| c.files())
+                .map(|f| f.size)
+                .sum();
+            *cached = (Some(std::time::Instant::now()), total);
+        }
+        cached.1
     }
 
     /// Bytes the write-ahead log holds on disk.

@@ -52,9 +52,22 @@ impl SqlBounds {
         Ok(())
     }
 
-    /// Refuses a parsed statement that nests deeper than the limit.
+    /// Refuses a parsed statement that nests deeper than the limit, or whose common table
+    /// expressions expand to more than [`MAX_EXPANDED_TABLES`] table references.
     pub fn check(&self, statement: &Statement) -> Result<(), String> {
-        self.check_visited(|depth| depth.statement(statement))
+        self.check_visited(|depth| depth.statement(statement))?;
+        // Only now is the statement known to be shallow enough to walk recursively.
+        let mut ctes = Expansion;
+        match statement {
+            Statement::Statement(s) => s.visit(&mut ctes),
+            Statement::Explain(e) => match &*e.statement {
+                Statement::Statement(s) => s.visit(&mut ctes),
+                _ => ControlFlow::Continue(()),
+            },
+            _ => ControlFlow::Continue(()),
+        }
+        .break_value()
+        .map_or(Ok(()), Err)
     }
 
     /// Refuses what `walk` visits (a statement or an expression) when it nests deeper than the
@@ -78,6 +91,53 @@ impl SqlBounds {
             )),
         }
     }
+}
+
+/// Most table references a statement may have once its common table expressions are
+/// expanded: the planner copies a CTE's plan into every place that names it, so CTEs that each
+/// name the one before twice make a plan that doubles with every CTE (16 of them took 18 s to
+/// plan).
+pub const MAX_EXPANDED_TABLES: u128 = 4096;
+
+/// Finds `WITH` clauses whose expansion passes [`MAX_EXPANDED_TABLES`].
+struct Expansion;
+
+impl Visitor for Expansion {
+    type Break = String;
+
+    fn pre_visit_query(&mut self, query: &ast::Query) -> ControlFlow<String> {
+        let Some(with) = &query.with else {
+            return ControlFlow::Continue(());
+        };
+        // Each CTE's size: itself, plus every earlier CTE it names, expanded.
+        let mut sizes: Vec<(String, u128)> = Vec::new();
+        for cte in &with.cte_tables {
+            let size = 1 + references(&*cte.query, &sizes);
+            sizes.push((cte.alias.name.value.to_lowercase(), size));
+        }
+        let total = references(&*query.body, &sizes);
+        if total.max(sizes.iter().map(|(_, s)| *s).max().unwrap_or(0)) > MAX_EXPANDED_TABLES {
+            return ControlFlow::Break(format!(
+                "the SQL is too complex: its common table expressions (WITH) name each other so often that the query \
+                 expands to more than {MAX_EXPANDED_TABLES} table references; name each CTE \
+                 fewer times, or split the query"
+            ));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The expanded size of the CTEs of `sizes` that `node` names (each time it names them).
+fn references<V: Visit>(node: &V, sizes: &[(String, u128)]) -> u128 {
+    let mut total = 0u128;
+    let _ = ast::visit_relations(node, |name: &ast::ObjectName| {
+        let name = name.to_string().to_lowercase();
+        if let Some((_, size)) = sizes.iter().rev().find(|(n, _)| *n == name) {
+            total = total.saturating_add(*size);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    total
 }
 
 /// Walks a statement, keeping the current nesting level; stops as soon as it passes the limit,
@@ -201,6 +261,36 @@ mod tests {
         );
         let e = b.check(&parse(&joins)).expect_err("joins");
         assert!(e.contains("tables joined"), "{e}");
+    }
+
+    #[test]
+    fn ctes_that_expand_exponentially_are_refused() {
+        let b = SqlBounds::default();
+        let doubling = |k: usize| {
+            let mut ctes = vec!["c0 AS (SELECT 1 AS x)".to_string()];
+            for i in 1..=k {
+                ctes.push(format!(
+                    "c{i} AS (SELECT * FROM c{p} UNION ALL SELECT * FROM c{p})",
+                    p = i - 1
+                ));
+            }
+            format!("WITH {} SELECT count(*) FROM c{k}", ctes.join(", "))
+        };
+        assert!(b.check(&parse(&doubling(8))).is_ok(), "256 references");
+        let e = b
+            .check(&parse(&doubling(16)))
+            .expect_err("65536 references");
+        assert!(e.contains("common table expressions"), "{e}");
+        let e = b
+            .check(&parse(&format!("EXPLAIN {}", doubling(20))))
+            .expect_err("explained too");
+        assert!(e.contains("common table expressions"), "{e}");
+        // A CTE named many times once each is fine.
+        let flat = format!(
+            "WITH a AS (SELECT 1 AS x) SELECT * FROM {}",
+            vec!["a"; 50].join(", ")
+        );
+        assert!(b.check(&parse(&flat)).is_ok());
     }
 
     #[test]

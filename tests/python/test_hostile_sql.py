@@ -51,6 +51,10 @@ HOSTILE = {
     + " OR ".join(["duration_ns = 1"] * 5_000),
     "EXPLAIN of a chain": "EXPLAIN " + chain("+", 10_000),
     "text over the length limit": "SELECT 1 -- " + "x" * (70 * 1024),
+    # Each CTE names the one before twice: the plan doubles with every CTE.
+    "doubling CTEs": "WITH c0 AS (SELECT 1 AS x), "
+    + ", ".join(f"c{i} AS (SELECT * FROM c{i - 1} UNION ALL SELECT * FROM c{i - 1})" for i in range(1, 21))
+    + " SELECT count(*) FROM c20",
 }
 
 

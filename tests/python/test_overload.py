@@ -168,8 +168,12 @@ flush_interval = "1s"
 [limits]
 max_body_bytes = "2MiB"
 max_decoded_bytes = "4MiB"
-max_memory_bytes = "{ceiling_mib - 64}MiB"
+max_memory_bytes = "{ceiling_mib - 80}MiB"
 max_resident_bytes = "{ceiling_mib}MiB"
+
+[query]
+memory_limit = "16MiB"
+max_query_memory_bytes = "16MiB"
 """
     )
     stop = threading.Event()

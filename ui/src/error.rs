@@ -17,6 +17,8 @@ pub enum ApiError {
     Timeout(String),
     /// Try again later.
     Unavailable(String),
+    /// Too much asked at once: try again in a moment (429 with `Retry-After`).
+    TooManyRequests(String),
     /// Ours to fix; logged.
     Internal(String),
 }
@@ -29,6 +31,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -40,6 +43,7 @@ impl ApiError {
             | ApiError::Conflict(m)
             | ApiError::Timeout(m)
             | ApiError::Unavailable(m)
+            | ApiError::TooManyRequests(m)
             | ApiError::Internal(m) => m,
         }
     }
@@ -50,11 +54,21 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(m) = &self {
             tracing::error!(error = %m, "API request failed");
         }
-        (
+        let mut response = (
             self.status(),
             axum::Json(serde_json::json!({ "error": self.message() })),
         )
-            .into_response()
+            .into_response();
+        if matches!(
+            self,
+            ApiError::TooManyRequests(_) | ApiError::Unavailable(_)
+        ) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 
@@ -66,6 +80,7 @@ impl From<QueryError> for ApiError {
                 ApiError::BadRequest(m)
             }
             QueryError::Timeout(_) => ApiError::Timeout(m),
+            QueryError::Busy(_) => ApiError::TooManyRequests(m),
             QueryError::Internal(_) => ApiError::Internal(m),
         }
     }

@@ -226,11 +226,7 @@ mod tests {
             ],
         )
         .expect("batch");
-        QueryOutput {
-            schema,
-            batches: vec![batch],
-            truncated: false,
-        }
+        QueryOutput::new(schema, vec![batch], false)
     }
 
     #[test]

@@ -23,6 +23,7 @@
 pub mod alerts;
 pub mod error;
 pub mod format;
+pub mod guard;
 pub mod slos;
 pub mod sql;
 pub mod traces;
@@ -66,15 +67,22 @@ pub struct ApiState {
     pub slos: Option<sightline_slo::Engine>,
     /// Alert delivery (silences, maintenance windows, the outbox), when running.
     pub notify: Option<sightline_notify::Notifier>,
+    /// Host names the API answers to besides `localhost` and IP addresses (see [`guard`]).
+    pub allowed_hosts: guard::AllowedHosts,
 }
 
 /// The API routes.
 pub fn router(state: ApiState) -> Router {
     let notify = state.notify.clone().map(alerts::router);
+    let allowed_hosts = state.allowed_hosts.clone();
+    let last_flush = Arc::new(tokio::sync::Mutex::new(None));
     let api = Router::new()
         .route("/api/v1", get(index))
         .route("/api/v1/sql", post(sql::handle))
-        .route("/api/v1/flush", post(flush))
+        .route(
+            "/api/v1/flush",
+            post(move |state: State<ApiState>| flush(state, last_flush.clone())),
+        )
         .route("/api/v1/traces/{trace_id}", get(traces::get))
         .route("/api/v1/slos", get(slos::list))
         .route("/api/v1/slos/{name}", get(slos::get))
@@ -84,11 +92,19 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .fallback(web::serve)
         .with_state(state);
-    match notify {
+    let api = match notify {
         Some(n) => api.merge(n),
         None => api,
-    }
+    };
+    api.layer(axum::middleware::from_fn_with_state(
+        allowed_hosts,
+        guard::check,
+    ))
 }
+
+/// Flushes on demand run one at a time, at most one a second: each writes a file per table
+/// that holds rows, and a client calling in a loop would fill the disk with small files.
+const MIN_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn index() -> Response {
     axum::Json(serde_json::json!({
@@ -115,7 +131,19 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     }
 }
 
-async fn flush(State(state): State<ApiState>) -> Result<Response, error::ApiError> {
+async fn flush(
+    State(state): State<ApiState>,
+    last: Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>,
+) -> Result<Response, error::ApiError> {
+    let Ok(mut last) = last.try_lock() else {
+        return Err(error::ApiError::TooManyRequests(
+            "a flush is running or about to; retry in a second".into(),
+        ));
+    };
+    if let Some(at) = *last {
+        tokio::time::sleep_until(at + MIN_FLUSH_INTERVAL).await;
+    }
+    *last = Some(tokio::time::Instant::now());
     let report = state
         .store
         .flush_all()

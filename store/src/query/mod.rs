@@ -1,11 +1,14 @@
-//! The SQL engine: DataFusion over the stored tables, read-only, with a timeout, a row limit
-//! and a memory limit, on a runtime of its own so heavy scans never stall ingestion.
+//! The SQL engine: DataFusion over the stored tables, read-only and bounded — in time (a
+//! timeout, after which the query stops), in places (a bounded number running, a bounded queue,
+//! "busy" past it), in CPU (query threads run at a lower priority than ingest), in memory (a
+//! pool for all queries with a share per query, functions that build large values bounded,
+//! spilling to a bounded directory or not at all) and in the size of the answer (rows and
+//! bytes).
 //!
 //! Every query, also the store's internal readers' (SLO backfills), goes through
 //! [`QueryEngine`]: [`QueryEngine::execute`] for an answer, or [`QueryEngine::plan`] (which
 //! fixes the snapshot of the store it reads) then [`QueryEngine::collect`] or
-//! [`QueryEngine::stream`]. Work runs on the query runtime, within the timeout, and is
-//! cancelled when its caller goes away; DataFusion itself stays inside this crate.
+//! [`QueryEngine::stream`]. DataFusion itself stays inside this crate.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +16,12 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::TaskContext;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{
+    GreedyMemoryPool, MemoryConsumer, MemoryPool, MemoryReservation, TrackConsumersPool,
+};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
@@ -23,21 +31,51 @@ use futures::StreamExt;
 use crate::catalog::TableCatalog;
 use crate::provider::StoreTable;
 use crate::schema::{TRACES_VIEW_SQL, Table};
-use crate::sql_bounds::QUERY_THREAD_STACK_BYTES;
 pub use crate::sql_bounds::SqlBounds;
+pub use slots::SlotStats;
+
+mod functions;
+mod pool;
+mod slots;
+
+/// Rows per batch inside a query (DataFusion's default is 8192).
+const BATCH_ROWS: usize = 1024;
 
 /// Limits applied to every query.
 #[derive(Debug, Clone)]
 pub struct QueryLimits {
+    /// From the moment a query is asked for (its wait for a place included) to its answer.
     pub timeout: Duration,
     /// Rows returned at most; the answer says when it was cut.
     pub max_rows: usize,
-    /// Memory the query engine may use for sorts, joins and aggregations, in bytes.
+    /// Bytes of (Arrow) answer returned at most; the answer says when it was cut.
+    pub max_result_bytes: usize,
+    /// Memory all queries together may use for sorts, joins, aggregations and answers.
     pub memory_bytes: usize,
-    /// Worker threads of the query runtime.
+    /// Memory one query may use of it.
+    pub max_query_memory_bytes: usize,
+    /// Worker threads of each query.
     pub threads: usize,
+    /// Queries running at once; more wait.
+    pub max_running: usize,
+    /// Queries waiting at once; more are refused as busy.
+    pub max_queued: usize,
+    /// What one call of a function that builds values (repeat, lpad, range...) may build per
+    /// batch of rows.
+    pub max_function_bytes: usize,
+    /// Where sorts and aggregations that outgrow their memory spill, and how much; `None`:
+    /// they fail instead.
+    pub spill: Option<Spill>,
     /// Length and nesting depth of the SQL text, checked before planning.
     pub sql: SqlBounds,
+}
+
+/// A directory for spilled query data and its size limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spill {
+    /// Emptied when the engine starts.
+    pub dir: std::path::PathBuf,
+    pub max_bytes: u64,
 }
 
 impl Default for QueryLimits {
@@ -45,8 +83,14 @@ impl Default for QueryLimits {
         Self {
             timeout: Duration::from_secs(30),
             max_rows: 10_000,
-            memory_bytes: 512 * 1024 * 1024,
+            max_result_bytes: 32 << 20,
+            memory_bytes: 256 << 20,
+            max_query_memory_bytes: 128 << 20,
             threads: 2,
+            max_running: 16,
+            max_queued: 64,
+            max_function_bytes: 64 << 20,
+            spill: None,
             sql: SqlBounds::default(),
         }
     }
@@ -61,6 +105,9 @@ pub enum QueryError {
     Invalid(String),
     #[error("query exceeded the timeout of {0:?}")]
     Timeout(Duration),
+    /// Too many queries running and waiting: retry later.
+    #[error("{0}")]
+    Busy(String),
     #[error("query exceeded the memory limit: {0}")]
     ResourcesExhausted(String),
     #[error("internal error: {0}")]
@@ -79,13 +126,27 @@ impl From<DataFusionError> for QueryError {
     }
 }
 
-/// The answer to a query.
+/// The answer to a query; its memory counts in the query pool until it is dropped.
 #[derive(Debug, Clone)]
 pub struct QueryOutput {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
-    /// True when rows past `max_rows` were left out.
+    /// True when rows past `max_rows` (or bytes past `max_result_bytes`) were left out.
     pub truncated: bool,
+    /// The answer's share of the query pool.
+    _memory: Option<Arc<MemoryReservation>>,
+}
+
+impl QueryOutput {
+    /// An answer made elsewhere (tests, tools), outside the query pool.
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>, truncated: bool) -> Self {
+        Self {
+            schema,
+            batches,
+            truncated,
+            _memory: None,
+        }
+    }
 }
 
 impl QueryOutput {
@@ -94,13 +155,15 @@ impl QueryOutput {
     }
 }
 
-/// Runs SQL over the store. Cheap to clone; clones share the runtime, the memory pool and the
-/// tables (see [`QueryEngine::with_timeout`]).
+/// Runs SQL over the store. Cheap to clone; clones share the query places, the memory pool and
+/// the tables (see [`QueryEngine::with_timeout`]).
 #[derive(Clone)]
 pub struct QueryEngine {
     ctx: SessionContext,
     limits: QueryLimits,
-    runtime: Arc<QueryRuntime>,
+    slots: Arc<slots::Slots>,
+    /// The pool of all queries.
+    pool: Arc<dyn MemoryPool>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -108,27 +171,6 @@ impl std::fmt::Debug for QueryEngine {
         f.debug_struct("QueryEngine")
             .field("limits", &self.limits)
             .finish_non_exhaustive()
-    }
-}
-
-/// The query threads; stopped when the last engine sharing them goes.
-struct QueryRuntime(Option<tokio::runtime::Runtime>);
-
-impl Drop for QueryRuntime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-/// A task on the query runtime that is cancelled when its owner goes (a client that hangs up,
-/// a caller that stops reading).
-struct Owned<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for Owned<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -157,7 +199,14 @@ impl PlannedQuery {
 pub struct QueryStream {
     schema: SchemaRef,
     rx: tokio::sync::mpsc::Receiver<Result<RecordBatch, QueryError>>,
-    _task: Owned<()>,
+    /// Runs the query; dropped with the stream, which stops it.
+    _running: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for QueryStream {
+    fn drop(&mut self) {
+        self._running.abort();
+    }
 }
 
 impl std::fmt::Debug for QueryStream {
@@ -180,38 +229,59 @@ impl QueryStream {
 }
 
 impl QueryEngine {
-    /// Registers the tables over `catalogs` and starts the query runtime.
+    /// Registers the tables over `catalogs`, and the bounded functions.
     ///
     /// # Errors
-    /// [`QueryError::Internal`] when the runtime cannot start or a table cannot be registered.
+    /// [`QueryError::Internal`] when the spill directory cannot be made or a table cannot be
+    /// registered.
     pub async fn new(
         catalogs: &[Arc<TableCatalog>],
         limits: QueryLimits,
     ) -> Result<Self, QueryError> {
+        let pool: Arc<dyn MemoryPool> = Arc::new(TrackConsumersPool::new(
+            GreedyMemoryPool::new(limits.memory_bytes),
+            std::num::NonZeroUsize::new(3).unwrap_or(std::num::NonZeroUsize::MIN),
+        ));
+        let disk = match &limits.spill {
+            Some(spill) => {
+                // Whatever an earlier run left there is garbage now.
+                let _ = std::fs::remove_dir_all(&spill.dir);
+                std::fs::create_dir_all(&spill.dir).map_err(|e| {
+                    QueryError::Internal(format!("cannot create {}: {e}", spill.dir.display()))
+                })?;
+                DiskManagerBuilder::default()
+                    .with_mode(DiskManagerMode::Directories(vec![spill.dir.clone()]))
+                    .with_max_temp_directory_size(spill.max_bytes)
+            }
+            None => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        };
         let runtime_env = RuntimeEnvBuilder::new()
-            .with_memory_limit(limits.memory_bytes, 1.0)
+            .with_memory_pool(pool.clone())
+            .with_disk_manager_builder(disk)
             .build_arc()?;
         let config = SessionConfig::new()
             .with_target_partitions(limits.threads.max(1))
+            // A stopped query stops between batches: smaller batches stop sooner (an
+            // expensive expression is evaluated a batch at a time, without a pause).
+            .with_batch_size(BATCH_ROWS)
             .with_information_schema(true);
         let ctx = SessionContext::new_with_config_rt(config, runtime_env);
+        functions::register(&ctx, limits.max_function_bytes);
         for catalog in catalogs {
             ctx.register_table(
                 catalog.table().name(),
                 Arc::new(StoreTable::new(catalog.clone())),
             )?;
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(limits.threads.max(1))
-            .thread_stack_size(QUERY_THREAD_STACK_BYTES)
-            .thread_name("sightline-query")
-            .enable_all()
-            .build()
-            .map_err(|e| QueryError::Internal(format!("cannot start query runtime: {e}")))?;
         let engine = Self {
             ctx,
+            slots: Arc::new(slots::Slots::new(
+                limits.max_running,
+                limits.max_queued,
+                limits.threads,
+            )),
             limits,
-            runtime: Arc::new(QueryRuntime(Some(runtime))),
+            pool,
         };
         if catalogs.iter().any(|c| c.table() == Table::TraceFragments) {
             let plan = engine
@@ -223,6 +293,16 @@ impl QueryEngine {
             engine.ctx.register_table("traces", Arc::new(view))?;
         }
         Ok(engine)
+    }
+
+    /// Bytes all queries hold of their pool now.
+    pub fn memory_in_use(&self) -> usize {
+        self.pool.reserved()
+    }
+
+    /// Queries running and waiting now.
+    pub fn slot_stats(&self) -> slots::SlotStats {
+        self.slots.stats()
     }
 
     pub fn limits(&self) -> &QueryLimits {
@@ -237,26 +317,19 @@ impl QueryEngine {
         e
     }
 
-    /// Runs `work` on the query runtime within the timeout; cancelled when the returned future
-    /// is dropped.
+    /// Runs `work` in a query place within the timeout; stopped when the returned future is
+    /// dropped.
     async fn run<T: Send + 'static>(
         &self,
         work: impl Future<Output = Result<T, QueryError>> + Send + 'static,
     ) -> Result<T, QueryError> {
-        let rt = self
-            .runtime
-            .0
-            .as_ref()
-            .ok_or_else(|| QueryError::Internal("query runtime stopped".into()))?;
-        let mut task = Owned(rt.spawn(work));
-        match tokio::time::timeout(self.limits.timeout, &mut task.0).await {
-            Err(_) => Err(QueryError::Timeout(self.limits.timeout)),
-            Ok(Err(join)) => Err(QueryError::Internal(format!("query task failed: {join}"))),
-            Ok(Ok(result)) => result,
-        }
+        let timeout = self.limits.timeout;
+        self.slots
+            .run(tokio::time::Instant::now() + timeout, timeout, work)
+            .await
     }
 
-    /// Plans one read-only SQL statement on the query runtime: its snapshot of the store is
+    /// Plans one read-only SQL statement in a query place: its snapshot of the store is
     /// taken now.
     ///
     /// # Errors
@@ -267,9 +340,23 @@ impl QueryEngine {
             .sql
             .check_len(sql)
             .map_err(QueryError::Invalid)?;
-        let (ctx, bounds, sql) = (self.ctx.clone(), self.limits.sql, sql.to_string());
+        let ctx = self.query_context();
+        let (bounds, sql) = (self.limits.sql, sql.to_string());
         self.run(async move { plan(&ctx, bounds, &sql).await })
             .await
+    }
+
+    /// A context for one query: the shared tables and functions, its own share of memory.
+    fn query_context(&self) -> SessionContext {
+        let mut env = (*self.ctx.runtime_env()).clone();
+        env.memory_pool = Arc::new(pool::QueryPool::new(
+            self.pool.clone(),
+            self.limits.max_query_memory_bytes,
+        ));
+        let state = SessionStateBuilder::new_from_existing(self.ctx.state())
+            .with_runtime_env(Arc::new(env))
+            .build();
+        SessionContext::new_with_state(state)
     }
 
     /// Runs a planned query to its end, keeping at most `max_rows` rows.
@@ -278,8 +365,8 @@ impl QueryEngine {
     /// [`QueryError::Timeout`], [`QueryError::ResourcesExhausted`] past the memory limit,
     /// [`QueryError::Invalid`] for errors of evaluation (a cast that fails on a value).
     pub async fn collect(&self, planned: PlannedQuery) -> Result<QueryOutput, QueryError> {
-        let max_rows = self.limits.max_rows;
-        self.run(async move { collect(planned, max_rows).await })
+        let (max_rows, max_bytes) = (self.limits.max_rows, self.limits.max_result_bytes);
+        self.run(async move { collect(planned, max_rows, max_bytes).await })
             .await
     }
 
@@ -290,9 +377,10 @@ impl QueryEngine {
             .sql
             .check_len(sql)
             .map_err(QueryError::Invalid)?;
-        let (ctx, bounds, sql) = (self.ctx.clone(), self.limits.sql, sql.to_string());
-        let max_rows = self.limits.max_rows;
-        self.run(async move { collect(plan(&ctx, bounds, &sql).await?, max_rows).await })
+        let ctx = self.query_context();
+        let (bounds, sql) = (self.limits.sql, sql.to_string());
+        let (max_rows, max_bytes) = (self.limits.max_rows, self.limits.max_result_bytes);
+        self.run(async move { collect(plan(&ctx, bounds, &sql).await?, max_rows, max_bytes).await })
             .await
     }
 
@@ -303,28 +391,26 @@ impl QueryEngine {
     /// # Errors
     /// The stream yields the errors of [`Self::collect`], then ends.
     pub fn stream(&self, planned: PlannedQuery) -> Result<QueryStream, QueryError> {
-        let rt = self
-            .runtime
-            .0
-            .as_ref()
-            .ok_or_else(|| QueryError::Internal("query runtime stopped".into()))?;
         let schema = planned.schema();
         let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let timeout = self.limits.timeout;
-        let task = rt.spawn(async move {
-            let run = async {
-                let mut batches = execute_stream(planned.plan, planned.task)?;
-                while let Some(batch) = batches.next().await {
-                    if tx.send(batch.map_err(QueryError::from)).await.is_err() {
-                        break; // the reader is gone
+        let engine = self.clone();
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "owned by the stream, aborted with it"
+        )]
+        let running = tokio::spawn(async move {
+            let sender = tx.clone();
+            let outcome = engine
+                .run(async move {
+                    let mut batches = execute_stream(planned.plan, planned.task)?;
+                    while let Some(batch) = batches.next().await {
+                        if sender.send(batch.map_err(QueryError::from)).await.is_err() {
+                            break; // the reader is gone
+                        }
                     }
-                }
-                Ok::<_, QueryError>(())
-            };
-            let outcome = match tokio::time::timeout(timeout, run).await {
-                Ok(r) => r,
-                Err(_) => Err(QueryError::Timeout(timeout)),
-            };
+                    Ok::<_, QueryError>(())
+                })
+                .await;
             if let Err(e) = outcome {
                 let _ = tx.send(Err(e)).await;
             }
@@ -332,7 +418,7 @@ impl QueryEngine {
         Ok(QueryStream {
             schema,
             rx,
-            _task: Owned(task),
+            _running: running,
         })
     }
 }
@@ -364,28 +450,66 @@ async fn plan(
     Ok(PlannedQuery { plan, task })
 }
 
-/// Runs a planned query, keeping at most `max_rows` rows.
-async fn collect(planned: PlannedQuery, max_rows: usize) -> Result<QueryOutput, QueryError> {
+/// Runs a planned query, keeping at most `max_rows` rows and `max_bytes` bytes, and what the
+/// query's memory share has room for; the answer holds its memory in the share.
+async fn collect(
+    planned: PlannedQuery,
+    max_rows: usize,
+    max_bytes: usize,
+) -> Result<QueryOutput, QueryError> {
     let schema = planned.schema();
+    let memory = MemoryConsumer::new("the query's answer").register(planned.task.memory_pool());
     let mut stream = execute_stream(planned.plan, planned.task)?;
     let mut batches = Vec::new();
-    let mut rows = 0usize;
+    let (mut rows, mut bytes) = (0usize, 0usize);
     let mut truncated = false;
     while let Some(batch) = stream.next().await {
-        let batch = batch?;
+        let mut batch = batch?;
         if rows + batch.num_rows() > max_rows {
-            batches.push(batch.slice(0, max_rows - rows));
+            batch = batch.slice(0, max_rows - rows);
+            truncated = true;
+        }
+        let size = batch_bytes(&batch);
+        if bytes + size > max_bytes {
+            // Keep the rows that fit, about.
+            let fit = (batch.num_rows() as u128 * (max_bytes - bytes) as u128 / size.max(1) as u128)
+                as usize;
+            batch = batch.slice(0, fit);
+            truncated = true;
+        }
+        let size = batch_bytes(&batch).min(size);
+        if memory.try_grow(size).is_err() {
+            // No memory for more of the answer: it is cut here, as it is at its limits.
             truncated = true;
             break;
         }
         rows += batch.num_rows();
+        bytes += size;
         batches.push(batch);
+        if truncated {
+            break;
+        }
     }
     Ok(QueryOutput {
         schema,
         batches,
         truncated,
+        _memory: Some(Arc::new(memory)),
     })
+}
+
+/// Bytes of the rows of `batch` (not of the buffers it may share with other batches, as the
+/// slices an aggregation emits do).
+fn batch_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
 }
 
 /// The parser's own nesting bound, said in the words of [`SqlBounds::check`].

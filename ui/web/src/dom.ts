@@ -17,6 +17,9 @@ export function h<K extends keyof HTMLElementTagNameMap>(
       el.addEventListener(k.slice(2), v as EventListener);
     } else if (k === "class") {
       el.className += (el.className ? " " : "") + String(v);
+    } else if (k === "style" && typeof v === "string") {
+      // Through the CSSOM: the content security policy refuses inline style attributes.
+      el.style.cssText = v;
     } else if (k === "dataset") {
       Object.assign(el.dataset, v);
     } else if (k in el && typeof v !== "string") {

@@ -84,6 +84,10 @@ const budget = async () => (await api("/api/v1/slos/checkout-availability")).bud
 async function open(path, { theme = "light" } = {}) {
   const context = await browser.newContext({ viewport: { width: 1366, height: 860 }, acceptDownloads: true });
   await context.addInitScript((t) => localStorage.setItem("sightline-theme", t), theme);
+  // The content security policy the server sends must never stop the app itself.
+  await context.addInitScript(() =>
+    document.addEventListener("securitypolicyviolation", (e) =>
+      console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || "inline"}`)));
   const page = await context.newPage();
   const errors = [];
   page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
@@ -95,6 +99,23 @@ async function open(path, { theme = "light" } = {}) {
 async function shot(page, name) {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
 }
+
+test("pages come with a content security policy, anti-framing and nosniff", async () => {
+  for (const path of ["/", "/slos", "/api/v1/slos"]) {
+    const r = await fetch(`${base}${path}`);
+    assert.equal(r.status, 200, path);
+    assert.match(r.headers.get("content-security-policy") ?? "", /frame-ancestors 'none'/, path);
+    assert.match(r.headers.get("content-security-policy") ?? "", /script-src 'self'/, path);
+    assert.equal(r.headers.get("x-frame-options"), "DENY", path);
+    assert.equal(r.headers.get("x-content-type-options"), "nosniff", path);
+  }
+  // A page of another site cannot make this server run queries or flush.
+  const foreign = { "content-type": "text/plain", origin: "https://elsewhere.example" };
+  const sql = await fetch(`${base}/api/v1/sql`, { method: "POST", headers: foreign, body: '{"sql":"SELECT 1"}' });
+  assert.equal(sql.status, 403);
+  const flush = await fetch(`${base}/api/v1/flush`, { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded" }, body: "a=1" });
+  assert.equal(flush.status, 415);
+});
 
 test("the SLO list shows each SLO with the API's budget", async () => {
   const before = await budget();
