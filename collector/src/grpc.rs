@@ -292,7 +292,7 @@ where
 }
 
 /// The one length-prefixed message of a unary call: whether it is compressed, and its bytes.
-fn unframe(mut frame: Bytes) -> Result<(bool, Bytes), IngestError> {
+pub(crate) fn unframe(mut frame: Bytes) -> Result<(bool, Bytes), IngestError> {
     let malformed = |what: &str| {
         IngestError::Malformed(format!(
             "a gRPC export carries exactly one length-prefixed message; {what}"

@@ -38,6 +38,8 @@ pub mod config;
 pub mod convert;
 pub mod decode;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod ingest;

@@ -244,10 +244,44 @@ fn walk(kind: Kind, mut buf: &[u8], depth: usize, shape: &mut Shape) -> Result<(
                     Child::Plain => shape.memory_bytes += bytes.len() as u64,
                 }
             }
+            3 => {
+                let start = buf.len();
+                skip_group(&mut buf, field, depth + 1)?;
+                shape.memory_bytes += (start - buf.len()) as u64;
+            }
             _ => return Err(ShapeError::Protobuf("unsupported wire type")),
         }
     }
     Ok(())
+}
+
+/// Skips a (deprecated) group up to its end, as prost does for fields it does not know.
+fn skip_group(buf: &mut &[u8], field: u32, depth: usize) -> Result<(), ShapeError> {
+    if depth > MAX_DEPTH {
+        return Err(ShapeError::TooDeep);
+    }
+    loop {
+        let key = varint(buf)?;
+        let inner = u32::try_from(key >> 3).map_err(|_| ShapeError::Protobuf("field number"))?;
+        match key & 7 {
+            0 => {
+                varint(buf)?;
+            }
+            1 => {
+                take(buf, 8)?;
+            }
+            5 => {
+                take(buf, 4)?;
+            }
+            2 => {
+                let len = varint(buf)?;
+                take(buf, len)?;
+            }
+            3 => skip_group(buf, inner, depth + 1)?,
+            4 if inner == field => return Ok(()),
+            _ => return Err(ShapeError::Protobuf("unmatched group end")),
+        }
+    }
 }
 
 /// The shape of a protobuf export request of `signal`.

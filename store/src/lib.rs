@@ -45,6 +45,8 @@ pub mod expr;
 #[cfg(test)]
 mod fixtures;
 mod flush;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod maintenance;
 pub mod memory;
 pub mod memtable;

@@ -1,0 +1,1 @@
+SELECT service_name, count(*) FROM spans WHERE duration_ns > 1000000 GROUP BY service_name ORDER BY 2 DESC LIMIT 10

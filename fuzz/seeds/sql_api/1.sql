@@ -1,0 +1,1 @@
+WITH t AS (SELECT trace_id FROM spans WHERE status_code = 'error') SELECT count(*) FROM t

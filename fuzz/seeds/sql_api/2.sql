@@ -1,0 +1,1 @@
+SELECT repeat('ab', 3), range(5), regexp_replace('a1', '([0-9])', '<$1>', 'g')
