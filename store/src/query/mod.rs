@@ -35,6 +35,7 @@ pub use crate::sql_bounds::SqlBounds;
 pub use slots::SlotStats;
 
 mod functions;
+mod pace;
 mod pool;
 mod slots;
 
@@ -265,7 +266,13 @@ impl QueryEngine {
             // expensive expression is evaluated a batch at a time, without a pause).
             .with_batch_size(BATCH_ROWS)
             .with_information_schema(true);
-        let ctx = SessionContext::new_with_config_rt(config, runtime_env);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime_env)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(pace::PaceNestedLoops))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         functions::register(&ctx, limits.max_function_bytes);
         for catalog in catalogs {
             ctx.register_table(
