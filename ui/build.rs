@@ -119,10 +119,12 @@ fn main() {
     for a in &assets {
         let rel = a.strip_prefix(&dist).expect("under dist");
         let url = format!("/{}", rel.display()).replace('\\', "/");
+        // The path is relative to OUT_DIR, so the table stays right if the target
+        // directory is moved or shared between checkouts.
+        let inner = format!("/web/{}", rel.display()).replace('\\', "/");
         code.push_str(&format!(
-            "    ({url:?}, {:?}, include_bytes!({:?})),\n",
+            "    ({url:?}, {:?}, include_bytes!(concat!(env!(\"OUT_DIR\"), {inner:?}))),\n",
             mime(a),
-            a.display().to_string()
         ));
     }
     code.push_str("];\n");

@@ -85,21 +85,7 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    /// A small, seeded generator: the same inputs every run.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
+    use sightline_common::seeded::Seeded as Rng;
 
     fn seeds(dir: &str) -> Vec<Vec<u8>> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -121,7 +107,7 @@ mod tests {
             let at = rng.below(d.len());
             match rng.below(6) {
                 0 if !d.is_empty() => d[at] ^= 1 << rng.below(8),
-                1 if !d.is_empty() => d[at] = rng.next() as u8,
+                1 if !d.is_empty() => d[at] = rng.next_u64() as u8,
                 2 => d.truncate(at),
                 3 => {
                     let end = (at + rng.below(64)).min(d.len());
@@ -156,7 +142,7 @@ mod tests {
 
     #[test]
     fn otlp_protobuf_and_json_seeds_and_mutations() {
-        let mut rng = Rng(0x5eed_0001);
+        let mut rng = Rng::new(0x5eed_0001);
         for (dir, format) in [
             ("otlp_protobuf", Format::Protobuf),
             ("otlp_json", Format::Json),
@@ -172,7 +158,7 @@ mod tests {
 
     #[test]
     fn grpc_bodies_seeds_and_mutations() {
-        let mut rng = Rng(0x5eed_0002);
+        let mut rng = Rng::new(0x5eed_0002);
         for seed in seeds("otlp_protobuf") {
             for body in [frame(0, &seed), frame(1, &gzip(&seed))] {
                 grpc_body(&body);

@@ -1,5 +1,6 @@
 //! Writes that survive a crash or a power loss: a file is replaced whole or not at all, and a
-//! new name in a directory is on disk before the caller goes on.
+//! new name in a directory is on disk before the caller goes on. And [`copy_tree`], for tests
+//! that start from a fixture.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -50,6 +51,25 @@ pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
         Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
         _ => Ok(()),
     }
+}
+
+/// Copies the directory tree `from` to `to` (made if missing): for tests that start from a
+/// checked-in fixture of a data directory.
+///
+/// # Errors
+/// The first file or directory that cannot be read or written.
+pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

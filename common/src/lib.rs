@@ -32,3 +32,4 @@ pub mod durable;
 pub mod error;
 pub mod listener;
 pub mod process;
+pub mod seeded;

@@ -75,17 +75,9 @@ fn silence() -> ApiSilence {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read fixture") {
-        let e = e.expect("entry");
-        let target = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_tree(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).expect("copy");
-        }
-    }
+/// Copies a fixture's directory tree.
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
+    sightline_common::durable::copy_tree(from, to).expect("copy the fixture");
 }
 
 #[cfg(test)]

@@ -68,20 +68,7 @@ impl SqlTarget {
 mod tests {
     use super::*;
 
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-            items[(self.next() % items.len() as u64) as usize]
-        }
-    }
+    use sightline_common::seeded::Seeded as Rng;
 
     const TOKENS: &[&str] = &[
         "SELECT",
@@ -155,10 +142,11 @@ mod tests {
     fn statements(rng: &mut Rng, n: usize) -> Vec<String> {
         let mut out = Vec::new();
         for i in 0..n {
-            let len = 1 + (rng.next() % 40) as usize;
+            let len = 1 + rng.below(40);
             let mut s = String::from(if i % 2 == 0 { "SELECT " } else { "" });
             for _ in 0..len {
-                s.push_str(rng.pick(TOKENS));
+                let token: &&str = rng.pick(TOKENS);
+                s.push_str(token);
                 s.push(' ');
             }
             out.push(s);
@@ -187,7 +175,7 @@ mod tests {
     fn random_and_hostile_sql_is_answered_or_refused() {
         let dir = tempfile::tempdir().expect("dir");
         let target = SqlTarget::new(dir.path(), Duration::from_secs(2));
-        let mut rng = Rng(0x05ee_d5a1);
+        let mut rng = Rng::new(0x05ee_d5a1);
         let (mut answered, mut refused) = (0, 0);
         for sql in statements(&mut rng, 400) {
             match target.run(&sql) {

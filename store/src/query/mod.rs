@@ -343,14 +343,22 @@ impl QueryEngine {
     /// [`QueryError::Invalid`] for SQL that does not parse or plan (or is too long or too
     /// deep), [`QueryError::Refused`] for anything but a query, [`QueryError::Timeout`].
     pub async fn plan(&self, sql: &str) -> Result<PlannedQuery, QueryError> {
+        self.run(self.planning(sql)?).await
+    }
+
+    /// The work of planning `sql` (its length checked at once), to run in a query place.
+    fn planning(
+        &self,
+        sql: &str,
+    ) -> Result<impl Future<Output = Result<PlannedQuery, QueryError>> + Send + 'static, QueryError>
+    {
         self.limits
             .sql
             .check_len(sql)
             .map_err(QueryError::Invalid)?;
         let ctx = self.query_context();
         let (bounds, sql) = (self.limits.sql, sql.to_string());
-        self.run(async move { plan(&ctx, bounds, &sql).await })
-            .await
+        Ok(async move { plan(&ctx, bounds, &sql).await })
     }
 
     /// A context for one query: the shared tables and functions, its own share of memory.
@@ -380,14 +388,9 @@ impl QueryEngine {
     /// Plans and runs one read-only SQL statement within one timeout (see [`Self::plan`] and
     /// [`Self::collect`] for the errors).
     pub async fn execute(&self, sql: &str) -> Result<QueryOutput, QueryError> {
-        self.limits
-            .sql
-            .check_len(sql)
-            .map_err(QueryError::Invalid)?;
-        let ctx = self.query_context();
-        let (bounds, sql) = (self.limits.sql, sql.to_string());
+        let planning = self.planning(sql)?;
         let (max_rows, max_bytes) = (self.limits.max_rows, self.limits.max_result_bytes);
-        self.run(async move { collect(plan(&ctx, bounds, &sql).await?, max_rows, max_bytes).await })
+        self.run(async move { collect(planning.await?, max_rows, max_bytes).await })
             .await
     }
 
