@@ -32,6 +32,7 @@
     )
 )]
 
+mod admission;
 pub mod attributes;
 pub mod body;
 pub mod config;

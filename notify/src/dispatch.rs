@@ -60,6 +60,14 @@ pub fn slo_url(external_url: &str, slo: &str) -> String {
     format!("{}/slos/{u}", external_url.trim_end_matches('/'))
 }
 
+/// Annotations a resolved alert also carries as they were when it fired.
+const AT_FIRING: &[&str] = &[
+    "burn_rate_long",
+    "burn_rate_short",
+    "budget_remaining",
+    "description",
+];
+
 impl Dispatcher {
     /// `log` and `next_seq` come from the outbox; groups that announced firing alerts are
     /// rebuilt from the log, so that alerts which resolved while Sightline was down are
@@ -105,8 +113,24 @@ impl Dispatcher {
         d
     }
 
-    /// Takes the engine's firing alerts: new ones join their groups, missing ones resolve.
+    /// Takes the engine's firing alerts: new ones join their groups, missing ones resolve
+    /// (keeping the annotations they fired with).
     pub fn observe(&mut self, firing: &[FiringAlert], now: Nanos) {
+        self.observe_with(firing, now, |_| None);
+    }
+
+    /// As [`Self::observe`], with `resolved(fingerprint)` giving a resolving alert's
+    /// annotations now (the engine's [`Engine::resolved_annotations`]): a resolved
+    /// notification then carries the figures that cleared it, and those it fired with as
+    /// `<name>_at_firing`.
+    ///
+    /// [`Engine::resolved_annotations`]: sightline_slo::Engine::resolved_annotations
+    pub fn observe_with(
+        &mut self,
+        firing: &[FiringAlert],
+        now: Nanos,
+        resolved: impl Fn(&str) -> Option<BTreeMap<String, String>>,
+    ) {
         let mut seen = BTreeSet::new();
         for f in firing {
             seen.insert(f.fingerprint.as_str());
@@ -145,6 +169,17 @@ impl Dispatcher {
             if a.status == "firing" && !seen.contains(a.fingerprint.as_str()) {
                 a.status = "resolved".into();
                 a.ends_at = Some(now);
+                if let Some(mut current) = resolved(&a.fingerprint) {
+                    for k in AT_FIRING {
+                        if let Some(v) = a.annotations.get(*k) {
+                            current.insert(format!("{k}_at_firing"), v.clone());
+                        }
+                    }
+                    if let Some(url) = a.annotations.get("slo_url") {
+                        current.insert("slo_url".into(), url.clone());
+                    }
+                    a.annotations = current;
+                }
             }
         }
     }
@@ -400,6 +435,42 @@ mod tests {
         q.iter()
             .map(|q| (q.notification.status.clone(), q.notification.alerts.len()))
             .collect()
+    }
+
+    #[test]
+    fn a_resolved_alert_carries_the_figures_that_cleared_it_and_those_it_fired_with() {
+        let never = |_: &BTreeMap<String, String>| false;
+        let mut d = dispatcher(BTreeMap::new(), 0);
+        let mut a = firing("checkout", "page-1h");
+        a.annotations
+            .insert("burn_rate_long".into(), "22.65".into());
+        a.annotations
+            .insert("description".into(), "Burn rate 22.65 over 1h".into());
+        d.observe(std::slice::from_ref(&a), 0);
+        assert_eq!(
+            statuses(&d.flush(10 * SECOND, &never).0),
+            [("firing".into(), 1)]
+        );
+        let now = |fp: &str| {
+            (fp == a.fingerprint).then(|| {
+                BTreeMap::from([
+                    ("burn_rate_long".to_string(), "0.80".to_string()),
+                    (
+                        "description".to_string(),
+                        "Resolved: burn rate now 0.80".to_string(),
+                    ),
+                ])
+            })
+        };
+        d.observe_with(&[], 20 * SECOND, now);
+        let (q, _) = d.flush(80 * SECOND, &never);
+        assert_eq!(statuses(&q), [("resolved".into(), 1)]);
+        let got = &q[0].notification.alerts[0].annotations;
+        assert_eq!(got["burn_rate_long"], "0.80");
+        assert_eq!(got["description"], "Resolved: burn rate now 0.80");
+        assert_eq!(got["burn_rate_long_at_firing"], "22.65");
+        assert_eq!(got["description_at_firing"], "Burn rate 22.65 over 1h");
+        assert_eq!(got["slo_url"], "http://s/slos/checkout");
     }
 
     #[test]

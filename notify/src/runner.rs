@@ -247,7 +247,9 @@ impl Runner {
             return;
         }
         let now = s.clock.now();
-        self.dispatcher.observe(&s.engine.firing(), now);
+        let engine = &s.engine;
+        self.dispatcher
+            .observe_with(&engine.firing(), now, |fp| engine.resolved_annotations(fp));
         if self.dispatcher.next_due().is_none_or(|t| t > now) {
             return;
         }

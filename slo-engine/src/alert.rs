@@ -219,7 +219,8 @@ fn percent(x: f64) -> String {
     format!("{p}%")
 }
 
-fn window_name(d: Nanos) -> String {
+/// `1h`, `30m`, `7d`: a window as specs write it.
+pub fn window_name(d: Nanos) -> String {
     use sightline_common::clock::{DAY, HOUR, MINUTE};
     match d {
         d if d % DAY == 0 => format!("{}d", d / DAY),
@@ -301,6 +302,80 @@ pub fn annotations(
                 Some(s) => format!("The last event arrived {s:.0}s ago."),
                 None => "No event has arrived since the SLO was loaded.".into(),
             },
+        ),
+    };
+    a.entry("summary".into()).or_insert(summary);
+    a.entry("description".into()).or_insert(description);
+    a
+}
+
+/// The annotations of an alert that has resolved, with `values` from the evaluation that
+/// cleared it: the same facts as [`annotations`], numbers as they are now, and a summary and
+/// description that say it is over (the SLO's own `summary`/`description` win, as for firing).
+pub fn resolved_annotations(
+    slo: &Slo,
+    rule: &Rule,
+    group: &str,
+    values: &BTreeMap<String, f64>,
+) -> BTreeMap<String, String> {
+    let mut a = annotations(slo, rule, group, values);
+    for k in ["summary", "description"] {
+        if slo.annotations.contains_key(k) {
+            continue;
+        }
+        a.remove(k);
+    }
+    let v = |k: &str| values.get(k).copied().filter(|x| x.is_finite());
+    let what = if group.is_empty() {
+        slo.name.clone()
+    } else {
+        format!("{} ({group})", slo.name)
+    };
+    let budget = v("budget_remaining").map_or(String::new(), |b| {
+        if b > 0.0 {
+            format!(" {} of the error budget remains.", percent(b))
+        } else {
+            format!(
+                " The error budget is still spent ({} of it used).",
+                percent(1.0 - b)
+            )
+        }
+    });
+    let num = |k: &str| v(k).map_or_else(|| "no data".to_string(), |x| format!("{x:.2}"));
+    let (summary, description) = match rule {
+        Rule::Tier(name) => {
+            let (long, short) = slo
+                .alerting
+                .tiers
+                .iter()
+                .find(|t| &t.name == name)
+                .map_or((String::new(), String::new()), |t| {
+                    (window_name(t.long), window_name(t.short))
+                });
+            (
+                format!("{what} is no longer burning its error budget too fast ({name})"),
+                format!(
+                    "Resolved: burn rate now {} over {long} and {} over {short}, threshold {} \
+                     (objective {} over {}).{budget}",
+                    num("burn_rate_long"),
+                    num("burn_rate_short"),
+                    num("threshold"),
+                    percent(slo.objective),
+                    slo.window.describe(),
+                ),
+            )
+        }
+        Rule::BudgetExhausted => (
+            format!("{what} has error budget again"),
+            format!(
+                "Resolved: the error budget of {} over {} is no longer exhausted.{budget}",
+                percent(slo.objective),
+                slo.window.describe()
+            ),
+        ),
+        Rule::NoData => (
+            format!("{what} receives events again"),
+            "Resolved: events arrive again.".into(),
         ),
     };
     a.entry("summary".into()).or_insert(summary);

@@ -184,6 +184,24 @@ impl Series {
         self.fine.iter()
     }
 
+    /// Where the per-minute counts start: sums that begin earlier begin at 15-minute
+    /// boundaries.
+    pub fn fine_from(&self) -> Nanos {
+        self.fine_from
+    }
+
+    /// The start of the oldest slice with events: a minute if it is within the per-minute
+    /// counts, else 15 minutes.
+    pub fn first_slice(&self) -> Option<Nanos> {
+        let (coarse, _) = self.coarse.iter().next()?;
+        if coarse + COARSE > self.fine_from
+            && let Some((minute, _)) = self.fine.iter().next()
+        {
+            return Some(minute.max(coarse));
+        }
+        Some(coarse)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.coarse.slots.is_empty()
     }

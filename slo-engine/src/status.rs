@@ -3,8 +3,8 @@
 use serde::Serialize;
 
 use crate::rollup::{Counts, Series};
-use crate::window::{Window, trailing};
-use sightline_common::clock::{DAY, HOUR, MINUTE, Nanos};
+use crate::window::{COARSE, FINE_HORIZON, MAX_WINDOW, Window, trailing};
+use sightline_common::clock::{DAY, HOUR, MINUTE, Nanos, floor};
 
 /// The windows burn rates are reported over.
 pub const BURN_WINDOWS: [(&str, Nanos); 7] = [
@@ -56,9 +56,12 @@ pub struct Status {
     pub sli: Option<f64>,
     pub budget: Option<Budget>,
     pub burn_rates: Vec<BurnRate>,
-    /// When the budget runs out if the last hour's burn rate goes on; `None` when it does not
-    /// run out within the window (or there is no data).
+    /// While budget remains: when it runs out if the last hour's burn rate goes on; `None`
+    /// when it does not run out within the window (or there is no data, or it is spent).
     pub exhausted_at: Option<Nanos>,
+    /// While the budget is spent: since when (the start of the minute, or of the 15 minutes
+    /// for counts older than the per-minute ones, in which it ran out). `None` otherwise.
+    pub exhausted_since: Option<Nanos>,
 }
 
 pub fn budget(c: Counts, objective: f64) -> Option<Budget> {
@@ -100,7 +103,7 @@ pub fn status(series: &Series, objective: f64, window: &Window, now: Nanos) -> S
     let (_, period_end) = window.period(now);
     let length = window.length(now);
     let exhausted_at = match (&budget, hourly) {
-        (Some(b), _) if b.remaining <= 0.0 => Some(now),
+        (Some(b), _) if b.remaining <= 0.0 => None,
         (Some(b), Some(rate)) if rate > 0.0 => {
             // A burn rate of 1 spends the whole budget in one window length.
             let at = now as f64 + b.remaining * length as f64 / rate;
@@ -122,7 +125,76 @@ pub fn status(series: &Series, objective: f64, window: &Window, now: Nanos) -> S
         budget,
         burn_rates,
         exhausted_at,
+        exhausted_since: exhausted_since(
+            |from, to| series.sum(from, to),
+            series.fine_from(),
+            objective,
+            window,
+            now,
+        ),
     }
+}
+
+fn spent(c: Counts, objective: f64) -> bool {
+    budget(c, objective).is_some_and(|b| b.remaining <= 0.0)
+}
+
+/// While the budget of the window at `now` is spent: the start of the time slice in which it
+/// ran out, that is the end of the latest window before `now` that still had budget left.
+/// `sum(from, to)` counts events in `[from, to)`; counts are per minute from `fine_from` on
+/// and per 15 minutes before. Walks back one slice at a time, adjusting one running sum, so it
+/// costs one step per minute of the fine horizon and per 15 minutes before, at most.
+pub fn exhausted_since(
+    sum: impl Fn(Nanos, Nanos) -> Counts,
+    fine_from: Nanos,
+    objective: f64,
+    window: &Window,
+    now: Nanos,
+) -> Option<Nanos> {
+    let (mut start, mut end) = window.bounds(now);
+    let mut c = sum(start, end);
+    if !spent(c, objective) {
+        return None;
+    }
+    // One step per minute of the fine counts and per 15 minutes of the longest window.
+    let most = FINE_HORIZON / MINUTE + MAX_WINDOW / COARSE + 2;
+    for _ in 0..most {
+        let earlier = if end - MINUTE >= fine_from {
+            end - MINUTE
+        } else if end % COARSE != 0 {
+            floor(end, COARSE)
+        } else {
+            end - COARSE
+        };
+        // The window that ends at `earlier`: its events are this one's, less the slice
+        // between the ends, plus what its (earlier or equal) start adds.
+        if earlier <= start {
+            // Back at the start of a calendar period: spent since its first slice.
+            return Some(start);
+        }
+        let (earlier_start, _) = window.bounds(earlier - 1);
+        if earlier_start < fine_from && earlier_start % COARSE != 0 {
+            // A short window reaching past the per-minute counts: spent at least since `end`.
+            return Some(end);
+        }
+        if end % COARSE != 0 && earlier < fine_from {
+            // From the per-minute counts to the 15-minute ones: a part of a 15-minute slice
+            // cannot be taken away, so count this window afresh.
+            c = sum(earlier_start, earlier);
+        } else {
+            let gone = sum(earlier, end);
+            c.good = c.good.saturating_sub(gone.good);
+            c.total = c.total.saturating_sub(gone.total);
+            if earlier_start < start {
+                c.add(sum(earlier_start, start));
+            }
+        }
+        if !spent(c, objective) {
+            return Some(earlier);
+        }
+        (start, end) = (earlier_start, earlier);
+    }
+    Some(end)
 }
 
 #[cfg(test)]
@@ -157,7 +229,11 @@ mod tests {
         let b = st.budget.expect("budget");
         assert!((b.allowed_bad - 10.0).abs() < 1e-9);
         assert!((b.consumed - 2.0).abs() < 1e-9);
-        assert_eq!(st.exhausted_at, Some(now), "overspent");
+        assert_eq!(st.exhausted_at, None, "overspent: no forecast");
+        assert!(
+            st.exhausted_since.is_some_and(|t| t <= now),
+            "overspent: since when"
+        );
         let five = st.burn_rates.iter().find(|b| b.window == "5m").expect("5m");
         assert_eq!(five.total, 0);
         assert_eq!(five.burn_rate, None);
@@ -245,6 +321,28 @@ mod reference {
                     .then(|| ((c.total - c.good) as f64 / c.total as f64) / (1.0 - objective));
                 prop_assert!(close(b.burn_rate, want), "{} {:?} {:?}", b.window, b.burn_rate, want);
                 prop_assert!(b.burn_rate.is_none_or(|r| r.is_finite()));
+            }
+            // Spent since: every window end on the slice grid from then to now has its
+            // budget spent, and the one ending then does not (or begins the period).
+            let spent_at = |end: Nanos| {
+                let (f, _) = window.bounds(end - 1);
+                spent(in_window(&events, f, end), objective)
+            };
+            prop_assert_eq!(st.exhausted_since.is_some(), spent_at(to));
+            if let Some(since) = st.exhausted_since {
+                prop_assert!(since == from || !spent_at(since), "not spent at {since}");
+                let mut end = to;
+                while end > since {
+                    prop_assert!(spent_at(end), "spent at {end}, since {since}");
+                    end = if end - MINUTE >= series.fine_from() {
+                        end - MINUTE
+                    } else if end % COARSE != 0 {
+                        floor(end, COARSE)
+                    } else {
+                        end - COARSE
+                    };
+                }
+                prop_assert!(st.exhausted_at.is_none());
             }
         }
     }

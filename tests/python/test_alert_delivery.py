@@ -121,6 +121,17 @@ def test_an_outage_notifies_each_group_once_by_webhook_and_email_then_resolves(t
             check_alertmanager_v4(resolved)
             assert resolved["status"] == "resolved"
             assert {a["status"] for a in resolved["alerts"]} == {"resolved"}
+            # With the figures that cleared it (a tier clears when either window is under
+            # its threshold) and, labelled, those it fired with.
+            for a in resolved["alerts"]:
+                ann = a["annotations"]
+                threshold = float(ann["threshold"])
+                now = [float(ann[k]) for k in ("burn_rate_long", "burn_rate_short") if k in ann]
+                assert min(now, default=0.0) < threshold, ann
+                assert float(ann["burn_rate_long_at_firing"]) >= threshold, ann
+                assert ann["description"].startswith("Resolved: burn rate now"), ann
+                assert ann["description_at_firing"].startswith("Burn rate "), ann
+                assert "no longer burning" in ann["summary"], ann
             assert smtp.messages()[1]["subject"] == f"[RESOLVED] {SLO} page"
             time.sleep(5)  # two more group intervals: nothing more
             assert len(hook.requests) == 2 and len(smtp.inbox) == 2

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sightline_common::clock::{DAY, HOUR, MINUTE, Nanos, rfc3339};
+use sightline_common::clock::{MINUTE, Nanos, floor, rfc3339};
 use sightline_slo::SloState;
-use sightline_slo::alert::State as AlertState;
+use sightline_slo::alert::{Rule, State as AlertState, window_name};
 use sightline_slo::engine::HistoryPoint;
 use sightline_slo::spec::Indicator;
 use sightline_slo::status::{Budget, BurnRate, Status};
@@ -100,7 +100,11 @@ pub struct StatusView {
     pub sli: Option<f64>,
     pub budget: Option<Budget>,
     pub burn_rates: Vec<BurnRate>,
+    /// While budget remains: when it runs out at the last hour's burn rate (if within the
+    /// window).
     pub exhausted_at: Option<String>,
+    /// While the budget is spent: since when.
+    pub exhausted_since: Option<String>,
 }
 
 impl From<&Status> for StatusView {
@@ -115,6 +119,7 @@ impl From<&Status> for StatusView {
             budget: s.budget.clone(),
             burn_rates: s.burn_rates.clone(),
             exhausted_at: s.exhausted_at.map(rfc3339),
+            exhausted_since: s.exhausted_since.map(rfc3339),
         }
     }
 }
@@ -137,6 +142,9 @@ pub struct AlertView {
     pub since: Option<String>,
     pub firing_since: Option<String>,
     pub values: BTreeMap<String, f64>,
+    /// Burn-rate tiers: their windows (`1h`, `5m`).
+    pub long_window: Option<String>,
+    pub short_window: Option<String>,
 }
 
 /// One point of an SLO's history as the API shows it.
@@ -197,6 +205,10 @@ impl From<&SloState> for SloView {
                 threshold: Some(*threshold),
             },
         };
+        let tier = |rule: &Rule| match rule {
+            Rule::Tier(name) => slo.alerting.tiers.iter().find(|t| &t.name == name),
+            _ => None,
+        };
         let alerts = s
             .alerts
             .iter()
@@ -214,6 +226,8 @@ impl From<&SloState> for SloView {
                     .as_ref()
                     .map(|o| o.values.clone())
                     .unwrap_or_default(),
+                long_window: tier(&a.rule).map(|t| window_name(t.long)),
+                short_window: tier(&a.rule).map(|t| window_name(t.short)),
             })
             .collect();
         SloView {
@@ -247,11 +261,13 @@ impl From<&SloState> for SloView {
 
 #[derive(Debug, Deserialize)]
 pub struct HistoryParams {
-    /// RFC 3339 or Unix seconds; default: 7 days before `to`.
+    /// RFC 3339 or Unix seconds; default: the start of the SLO's window, or a minute before
+    /// its first events if they are younger.
     from: Option<String>,
     /// Default: now.
     to: Option<String>,
-    /// e.g. 15m, 1h, 1d; default 1h (rounded up to 15 minutes).
+    /// e.g. 1m, 15m, 1h; default: the range in about 500 points (at least a minute). Points
+    /// older than the per-minute counts (3 days) come at most every 15 minutes.
     step: Option<String>,
 }
 
@@ -292,21 +308,40 @@ pub async fn history(
         .as_deref()
         .map(parse_time)
         .transpose()
-        .map_err(|e| bad("from", e))?
-        .unwrap_or(to.saturating_sub(7 * DAY));
+        .map_err(|e| bad("from", e))?;
+    // By default, the SLO's window, from its first events if they are younger.
+    let from = match from {
+        Some(from) => from,
+        None => {
+            let window_start = engine
+                .get(&name)
+                .ok_or_else(|| no_slo(&name))?
+                .status
+                .window_start;
+            let first = engine.first_event(&name).flatten();
+            first.map_or(window_start, |f| {
+                window_start.max(floor(f, MINUTE) - MINUTE)
+            })
+        }
+    };
     let step = p
         .step
         .as_deref()
         .map(sightline_slo::spec::parse_duration)
         .transpose()
         .map_err(|e| bad("step", e))?
-        .unwrap_or(HOUR);
+        .unwrap_or(((to - from) / 500).max(MINUTE));
     if from > to {
         return Err(ApiError::BadRequest("from is after to".into()));
     }
-    let points = engine
+    let history = engine
         .history(&name, from, to, step)
         .ok_or_else(|| no_slo(&name))?;
-    let points: Vec<HistoryView> = points.iter().map(HistoryView::from).collect();
-    Ok(axum::Json(serde_json::json!({ "slo": name, "points": points })).into_response())
+    let points: Vec<HistoryView> = history.points.iter().map(HistoryView::from).collect();
+    Ok(axum::Json(serde_json::json!({
+        "slo": name,
+        "first_event": history.first_event.map(rfc3339),
+        "points": points,
+    }))
+    .into_response())
 }

@@ -167,5 +167,16 @@ pub(super) fn overall_status(e: &Entry, now: Nanos) -> Status {
         budget: status::budget(c, slo.objective),
         burn_rates,
         exhausted_at: None,
+        exhausted_since: status::exhausted_since(
+            |from, to| sum_all(e.evaluated(), from, to),
+            e.evaluated()
+                .values()
+                .map(Series::fine_from)
+                .max()
+                .unwrap_or(i64::MIN),
+            slo.objective,
+            &slo.window,
+            now,
+        ),
     }
 }

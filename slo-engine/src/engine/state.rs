@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::Serialize;
-use sightline_common::clock::{DAY, HOUR, Nanos, floor};
+use sightline_common::clock::{DAY, HOUR, MINUTE, Nanos, floor};
 
 use super::Engine;
 use super::entry::{Entry, keep, overall_status, sum_all};
 use crate::alert::{self, Alert, State};
+use crate::rollup::Series;
 use crate::spec::Slo;
 use crate::status::{self, Status};
-use crate::window::{COARSE, MAX_WINDOW, Window};
+use crate::window::{COARSE, MAX_WINDOW, window_end};
 
 /// A firing alert as notifications present it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -50,6 +51,18 @@ impl SloState {
             "ok"
         }
     }
+}
+
+/// The most points one history answer has.
+pub const MAX_HISTORY_POINTS: usize = 5_000;
+
+/// An SLO's history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct History {
+    pub points: Vec<HistoryPoint>,
+    /// The start of the oldest time slice with events (a minute, or 15 minutes for counts
+    /// older than the per-minute ones): where the SLO's life begins, as far as counts are kept.
+    pub first_event: Option<Nanos>,
 }
 
 /// One point of an SLO's history.
@@ -113,6 +126,31 @@ impl Engine {
         out
     }
 
+    /// The annotations of the alert `fingerprint` if it is not firing now: with the values of
+    /// the evaluation that cleared it and wording that says it resolved (what a resolved
+    /// notification carries). `None` when it fires or no longer exists.
+    pub fn resolved_annotations(&self, fingerprint: &str) -> Option<BTreeMap<String, String>> {
+        let entries = self.inner.entries();
+        entries.values().find_map(|e| {
+            let a = e.alerts.values().find(|a| a.fingerprint == fingerprint)?;
+            if a.state == State::Firing {
+                return None;
+            }
+            let values = a.last.as_ref()?.values.clone();
+            Some(alert::resolved_annotations(
+                &e.slo, &a.rule, &a.group, &values,
+            ))
+        })
+    }
+
+    /// The start of the SLO's oldest slice with events (see [`History::first_event`]);
+    /// `None` for an unknown SLO.
+    pub fn first_event(&self, name: &str) -> Option<Option<Nanos>> {
+        let entries = self.inner.entries();
+        let e = entries.get(name)?;
+        Some(e.evaluated().values().filter_map(Series::first_slice).min())
+    }
+
     /// Every SLO now, by name.
     pub fn list(&self) -> Vec<SloState> {
         let now = self.inner.clock.now();
@@ -129,42 +167,62 @@ impl Engine {
         self.inner.entries().get(name).map(|e| state_of(e, now))
     }
 
-    /// The SLO's SLI, budget remaining and 1h burn rate at every `step` (rounded up to 15
-    /// minutes) from `from` to `to` (at most the counts kept in memory).
-    pub fn history(
-        &self,
-        name: &str,
-        from: Nanos,
-        to: Nanos,
-        step: Nanos,
-    ) -> Option<Vec<HistoryPoint>> {
+    /// The SLO's SLI, budget remaining and 1h burn rate at every `step` (at least a minute)
+    /// from `from` to `to`, as far back as counts are kept: at multiples of `step` (of 15
+    /// minutes, where the counts are older than the per-minute ones), and a last point now.
+    /// At most [`MAX_HISTORY_POINTS`]; `None` for an unknown SLO.
+    pub fn history(&self, name: &str, from: Nanos, to: Nanos, step: Nanos) -> Option<History> {
         let now = self.inner.clock.now();
         let entries = self.inner.entries();
         let e = entries.get(name)?;
-        let step = step.clamp(COARSE, MAX_WINDOW);
-        let step = (step + COARSE - 1) / COARSE * COARSE;
-        let from = from.max(now - MAX_WINDOW - DAY);
+        let groups = e.evaluated();
+        let step = step.clamp(MINUTE, MAX_WINDOW);
+        let step = (step + MINUTE - 1) / MINUTE * MINUTE;
+        // Sums that start before every group's per-minute counts start at 15-minute bounds.
+        let fine_from = groups
+            .values()
+            .map(Series::fine_from)
+            .max()
+            .unwrap_or(i64::MIN);
         let oldest = now - keep(&e.slo) + DAY;
-        let mut t = floor(from.max(oldest), COARSE) + COARSE;
+        let last = window_end(now);
         let end = to.min(now);
-        let mut points = Vec::new();
-        while t <= end && points.len() < 10_000 {
-            let (ws, _) = match e.slo.window {
-                Window::Rolling(d) => (floor(t - d, COARSE), t),
-                Window::Calendar { .. } => e.slo.window.period(t - 1),
-            };
-            let total = sum_all(e.evaluated(), ws, t);
-            let hour = sum_all(e.evaluated(), t - HOUR, t);
-            points.push(HistoryPoint {
-                at: t,
+        let point = |t: Nanos| {
+            let (ws, _) = e.slo.window.bounds(t - 1);
+            let total = sum_all(groups, ws, t);
+            let hour = sum_all(groups, t - HOUR, t);
+            HistoryPoint {
+                at: t.min(now),
                 good: total.good,
                 total: total.total,
                 sli: total.ratio(),
                 budget_remaining: status::budget(total, e.slo.objective).map(|b| b.remaining),
                 burn_rate_1h: status::burn_rate(hour, e.slo.objective),
-            });
+            }
+        };
+        let mut points = Vec::new();
+        let mut t = floor(from.max(oldest), step) + step;
+        while t < last && t <= end && points.len() < MAX_HISTORY_POINTS {
+            let aligned = if t - HOUR < fine_from {
+                floor(t + COARSE - 1, COARSE)
+            } else {
+                t
+            };
+            if aligned != t {
+                t = aligned;
+                continue;
+            }
+            points.push(point(t));
             t += step;
         }
-        Some(points)
+        // `to` in the minute in progress: the window ending now.
+        if to >= floor(now, MINUTE) && points.len() < MAX_HISTORY_POINTS {
+            points.push(point(last));
+        }
+        let first_event = groups.values().filter_map(Series::first_slice).min();
+        Some(History {
+            points,
+            first_event,
+        })
     }
 }

@@ -75,6 +75,8 @@ export interface AlertView {
   since: string | null;
   firing_since: string | null;
   values: Record<string, number>;
+  long_window: string | null;
+  short_window: string | null;
 }
 
 export interface SloView {
@@ -93,9 +95,12 @@ export interface SloView {
   good: number;
   total: number;
   sli: number | null;
-  budget: { allowed: number; bad: number; consumed: number; remaining: number } | null;
+  budget: { allowed_bad: number; bad: number; consumed: number; remaining: number } | null;
   burn_rates: BurnRate[];
+  /// While budget remains: when it runs out at the last hour's burn rate (within the window).
   exhausted_at: string | null;
+  /// While the budget is spent: since when.
+  exhausted_since: string | null;
   alerts: AlertView[];
 }
 
@@ -110,10 +115,20 @@ export interface HistoryPoint {
 
 export const slos = () => call<{ slos: SloView[] }>("/api/v1/slos").then((r) => r.slos);
 export const slo = (name: string) => call<SloView>(`/api/v1/slos/${encodeURIComponent(name)}`);
-export const sloHistory = (name: string, from: Date, to: Date, step: string) =>
-  call<HistoryPoint[] | { points: HistoryPoint[] }>(
-    `/api/v1/slos/${encodeURIComponent(name)}/history?from=${from.toISOString()}&to=${to.toISOString()}&step=${step}`,
-  ).then((r) => (Array.isArray(r) ? r : r.points));
+export interface History {
+  slo: string;
+  /// The start of the SLO's oldest counted minute (or 15 minutes).
+  first_event: string | null;
+  points: HistoryPoint[];
+}
+
+/// Without a range: the SLO's window, from its first events if they are younger, in about 500
+/// points (at least a minute apart).
+export const sloHistory = (name: string, range?: { from: Date; to: Date }) =>
+  call<History>(
+    `/api/v1/slos/${encodeURIComponent(name)}/history` +
+      (range ? `?from=${range.from.toISOString()}&to=${range.to.toISOString()}` : ""),
+  );
 
 export interface Matcher {
   name: string;

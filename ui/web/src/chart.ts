@@ -28,12 +28,33 @@ export function track(plot: uPlot, ro?: ResizeObserver): void {
 
 const PALETTE = ["#3b82f6", "#ef4444", "#10b981", "#f59e0b", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16"];
 
+/// Shades `bands` (seconds) behind the lines.
+function shade(u: uPlot, bands: [number, number][]): void {
+  const ctx = u.ctx;
+  const { top, height } = u.bbox;
+  ctx.save();
+  ctx.fillStyle = "rgba(239, 68, 68, 0.14)";
+  for (const [from, to] of bands) {
+    const x0 = Math.max(u.valToPos(from, "x", true), u.bbox.left);
+    const x1 = Math.min(u.valToPos(to, "x", true), u.bbox.left + u.bbox.width);
+    if (x1 > x0) ctx.fillRect(x0, top, Math.max(x1 - x0, 2), height);
+  }
+  ctx.restore();
+}
+
 /// A line chart of `series` over `times` (seconds since the epoch) in `el`, resized with it.
 export function lineChart(
   el: HTMLElement,
   times: number[],
   series: Series[],
-  opts: { height?: number; yLabel?: string; yRange?: [number | null, number | null]; spark?: boolean } = {},
+  opts: {
+    height?: number;
+    yLabel?: string;
+    yRange?: [number | null, number | null];
+    spark?: boolean;
+    /// Periods to shade (seconds since the epoch), e.g. while an alert fired.
+    bands?: [number, number][];
+  } = {},
 ): uPlot {
   const min = opts.spark ? 120 : 320;
   // The content width (clientWidth includes the padding): a plot as wide as the padding box
@@ -55,6 +76,7 @@ export function lineChart(
       },
       axes: opts.spark ? [{ show: false }, { show: false }] : [axis, { ...axis, label: opts.yLabel, size: 60 }],
       legend: { show: !opts.spark },
+      hooks: opts.bands?.length ? { drawClear: [(u: uPlot) => shade(u, opts.bands!)] } : {},
       cursor: opts.spark ? { show: false } : {},
       series: [
         {},

@@ -6,7 +6,7 @@ import * as api from "../api";
 import { lineChart } from "../chart";
 import { clear, h, note } from "../dom";
 import { ago, num, pct, time } from "../format";
-import { onNavigate } from "../state";
+import { onNavigate, timeRange } from "../state";
 
 function budgetBar(remaining: number | null | undefined): HTMLElement {
   if (remaining === null || remaining === undefined) return h("span.muted", {}, "no events");
@@ -84,12 +84,10 @@ export function sloPage(name: string) {
   return async (root: HTMLElement): Promise<void> => {
     clear(root, h("h1", {}, name), note("loading", "Loading…"));
     const s = await api.slo(name);
-    const end = new Date(s.at);
-    const start = new Date(s.window_start);
-    const span = end.getTime() - start.getTime();
-    const step = span > 8 * 86400e3 ? "6h" : span > 2 * 86400e3 ? "1h" : "15m";
+    // The page's own range when it has one, else the SLO's window from its first events.
+    const ranged = new URLSearchParams(location.search).has("from");
     const [history, transitions] = await Promise.all([
-      api.sloHistory(name, start, end, step),
+      api.sloHistory(name, ranged ? timeRange() : undefined),
       api.rows(
         `SELECT time, rule, group_value, state, burn_rate_long, burn_rate_short, threshold FROM slo_alerts ` +
           `WHERE slo = ${api.quote(name)} AND state <> 'pending' ORDER BY time DESC LIMIT 50`,
@@ -98,6 +96,7 @@ export function sloPage(name: string) {
     const bad = badEventsSql(s);
     const budgetChart = h("div", { "data-testid": "budget-chart" });
     const sliChart = h("div", { "data-testid": "sli-chart" });
+    const burnChart = h("div", { "data-testid": "burn-chart" });
     const tiers = s.alerts.filter((a) => a.values.threshold !== undefined);
     clear(
       root,
@@ -113,7 +112,9 @@ export function sloPage(name: string) {
           ["SLI", pct(s.sli, 3)],
           ["Budget remaining", pct(s.budget?.remaining)],
           ["Good / valid events", `${s.good.toLocaleString()} / ${s.total.toLocaleString()}`],
-          ["Budget runs out", s.exhausted_at ? time(s.exhausted_at) : "not at this rate"],
+          s.exhausted_since
+            ? ["Budget exhausted", `since ${time(s.exhausted_since)} (${ago(s.exhausted_since)})`]
+            : ["Budget runs out", s.exhausted_at ? time(s.exhausted_at) : s.budget ? "not at this rate" : "–"],
         ].map(([label, value]) =>
           h("div.stat", {}, h("div.label", {}, label), h("div.value", { "data-testid": `stat-${label}` }, value)),
         ),
@@ -123,6 +124,7 @@ export function sloPage(name: string) {
         {},
         h("div.card", {}, h("h2", { style: "margin-top:0" }, "Error budget remaining"), budgetChart),
         h("div.card", {}, h("h2", { style: "margin-top:0" }, "SLI"), sliChart),
+        h("div.card", {}, h("h2", { style: "margin-top:0" }, "Burn rate over 1h"), burnChart),
       ),
       h(
         "div.grid",
@@ -194,16 +196,78 @@ export function sloPage(name: string) {
         ),
       ),
     );
-    const times = history.map((p) => Date.parse(p.at) / 1000);
-    if (history.length > 1) {
-      lineChart(budgetChart, times, [{ label: "budget remaining", values: history.map((p) => p.budget_remaining) }], { yRange: [null, 1] });
-      lineChart(sliChart, times, [
-        { label: "SLI", values: history.map((p) => p.sli) },
-        { label: "objective", values: history.map(() => s.objective), dash: [6, 4], color: "#94a3b8" },
-      ]);
+    const points = history.points;
+    const times = points.map((p) => Date.parse(p.at) / 1000);
+    const withData = points.filter((p) => p.total > 0);
+    for (const c of [budgetChart, sliChart, burnChart]) {
+      c.dataset.points = String(withData.length);
+      c.dataset.first = withData.length ? withData[0].at : "";
+    }
+    const tierRules = new Set(s.alerts.filter((a) => a.values.threshold !== undefined).map((a) => a.rule));
+    const bands = firingPeriods(transitions, tierRules);
+    if (withData.length > 1) {
+      lineChart(
+        budgetChart,
+        times,
+        [
+          { label: "budget remaining", values: points.map((p) => p.budget_remaining) },
+          { label: "exhausted", values: points.map(() => 0), dash: [6, 4], color: "#94a3b8" },
+        ],
+        { yRange: [null, 1], bands },
+      );
+      lineChart(
+        sliChart,
+        times,
+        [
+          { label: "SLI", values: points.map((p) => p.sli) },
+          { label: "objective", values: points.map(() => s.objective), dash: [6, 4], color: "#94a3b8" },
+        ],
+        { bands },
+      );
+      // Tiers whose long window is the hour this line is over: their thresholds apply to it.
+      const hourly = s.alerts.filter((a) => a.long_window === "1h" && a.values.threshold !== undefined);
+      const seen = new Set<string>();
+      lineChart(
+        burnChart,
+        times,
+        [
+          { label: "burn rate (1h)", values: points.map((p) => p.burn_rate_1h) },
+          ...hourly
+            .filter((a) => !seen.has(a.rule) && seen.add(a.rule))
+            .map((a) => ({
+              label: `${a.rule} threshold`,
+              values: points.map(() => a.values.threshold),
+              dash: [6, 4],
+              color: "#ef4444",
+            })),
+        ],
+        { bands },
+      );
     } else {
-      clear(budgetChart, note("empty", "Not enough history yet: points come every 15 minutes."));
-      clear(sliChart, note("empty", "Not enough history yet."));
+      const why = "Not enough history yet: the first points come a minute after the first events.";
+      clear(budgetChart, note("empty", why));
+      clear(sliChart, note("empty", why));
+      clear(burnChart, note("empty", why));
     }
   };
+}
+
+/// When each burn-rate tier fired (seconds), from its firing and resolved transitions; one
+/// still firing lasts until now.
+export function firingPeriods(transitions: Record<string, unknown>[], rules: Set<string>): [number, number][] {
+  const open = new Map<string, number>();
+  const out: [number, number][] = [];
+  const ordered = [...transitions].sort((a, b) => Date.parse(String(a.time)) - Date.parse(String(b.time)));
+  for (const t of ordered) {
+    if (!rules.has(String(t.rule))) continue;
+    const key = `${String(t.rule)}\u0000${String(t.group_value)}`;
+    const at = Date.parse(String(t.time)) / 1000;
+    if (t.state === "firing") open.set(key, at);
+    else if (t.state === "resolved" && open.has(key)) {
+      out.push([open.get(key)!, at]);
+      open.delete(key);
+    }
+  }
+  for (const from of open.values()) out.push([from, Date.now() / 1000]);
+  return out;
 }

@@ -1,0 +1,138 @@
+//! Admission: whether a request's next bytes fit under the memory, resident-memory and disk
+//! ceilings, and the share of the memory ceiling each request holds until it is answered.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use sightline_store::Store;
+
+use crate::error::IngestError;
+use crate::ingest::{Signal, Transport};
+use crate::limits::Limits;
+
+/// What admission decides with: the store's memory, the requests in flight, the ceilings.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    pub(crate) store: Arc<Store>,
+    pub(crate) limits: Limits,
+    /// Bytes of requests admitted and not yet answered.
+    pub(crate) inflight: AtomicUsize,
+}
+
+/// A request's share of the memory ceiling, grown as the request costs more (its body as it
+/// arrives, its decoded structs, its rows) and given back when it is answered.
+#[derive(Debug)]
+pub struct Admitted {
+    pub(crate) admission: Arc<Admission>,
+    pub(crate) signal: Signal,
+    pub(crate) transport: Transport,
+    pub(crate) bytes: usize,
+}
+
+impl Admitted {
+    /// Takes `bytes` more, or refuses (retryably) when that would pass a ceiling.
+    ///
+    /// # Errors
+    /// [`IngestError::Unavailable`] when memory is short.
+    pub fn try_grow(&mut self, bytes: usize) -> Result<(), IngestError> {
+        self.admission.check(self.signal, self.transport, bytes)?;
+        self.admission.inflight.fetch_add(bytes, Ordering::AcqRel);
+        self.bytes += bytes;
+        Ok(())
+    }
+
+    /// Gives back `bytes` of what is held (memory the request no longer uses).
+    pub fn release(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.bytes);
+        self.admission.inflight.fetch_sub(bytes, Ordering::AcqRel);
+        self.bytes -= bytes;
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.admission
+            .inflight
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Admission {
+    /// Memory in use: buffered rows, flush working memory, and requests being processed.
+    pub(crate) fn memory_in_use(&self) -> usize {
+        self.store.memory_in_use() + self.inflight.load(Ordering::Acquire)
+    }
+
+    /// Whether `bytes` more fit under the ceilings: the memory for buffered and in-flight
+    /// data, the process's resident memory, the write-ahead log's disk space.
+    pub(crate) fn check(
+        &self,
+        signal: Signal,
+        transport: Transport,
+        bytes: usize,
+    ) -> Result<(), IngestError> {
+        let refuse = |what: String| {
+            // Make room: write every buffer to Parquet now.
+            self.store.request_flush();
+            tracing::debug!(signal = signal.name(), transport = transport.name(), %what, "refusing a request");
+            IngestError::Unavailable {
+                message: what,
+                retry_after: RETRY_AFTER,
+            }
+        };
+        let in_use = self.memory_in_use();
+        if in_use.saturating_add(bytes) > self.limits.max_memory_bytes {
+            return Err(refuse(format!(
+                "Sightline is over its memory ceiling ({in_use} of {} bytes buffered or in \
+                 flight); retry later",
+                self.limits.max_memory_bytes
+            )));
+        }
+        // The resident ceiling holds new data back only while Sightline holds data a flush
+        // will free: memory the allocator keeps after a flush must never lock ingest out.
+        // What queries hold is theirs (query.memory_limit, counted apart in the config's
+        // check): a heavy query must not push ingest into refusals.
+        if let (Some(ceiling), Some(rss)) = (
+            self.limits.max_resident_bytes,
+            self.store
+                .resident_bytes()
+                .map(|rss| rss.saturating_sub(self.store.query_memory_bytes() as u64)),
+        ) && rss as f64 >= ceiling as f64 * crate::limits::RESIDENT_ADMISSION_SHARE
+            && in_use >= self.limits.max_memory_bytes / 8
+        {
+            return Err(refuse(format!(
+                "Sightline's resident memory is near its ceiling ({rss} of {ceiling} bytes, \
+                 {in_use} bytes of it buffered or in flight); retry later"
+            )));
+        }
+        if let Some(ceiling) = self.limits.max_parquet_bytes {
+            let parquet = self.store.parquet_disk_bytes();
+            if parquet > ceiling {
+                return Err(IngestError::Unavailable {
+                    message: format!(
+                        "Sightline's Parquet files are over their disk ceiling ({parquet} of \
+                         {ceiling} bytes, limits.max_parquet_bytes); retry once retention has \
+                         made room"
+                    ),
+                    retry_after: RETRY_AFTER,
+                });
+            }
+        }
+        let wal = self.store.wal_disk_bytes();
+        if wal > self.limits.max_wal_bytes {
+            return Err(refuse(format!(
+                "Sightline's write-ahead log is over its disk ceiling ({wal} of {} bytes); \
+                 retry later",
+                self.limits.max_wal_bytes
+            )));
+        }
+        Ok(())
+    }
+}
