@@ -18,6 +18,7 @@
     )
 )]
 
+pub mod history;
 pub mod instrument;
 pub mod load;
 pub mod shop;

@@ -117,6 +117,17 @@ pub struct Telemetry {
     logger: SdkLoggerProvider,
 }
 
+/// The resource the shop's telemetry carries as `service`.
+pub fn resource(service: &str) -> Resource {
+    Resource::builder()
+        .with_attributes([
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("deployment.environment.name", "demo"),
+        ])
+        .with_service_name(service.to_string())
+        .build()
+}
+
 fn http_protocol() -> anyhow::Result<bool> {
     let p = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or_else(|_| "grpc".into());
     match p.as_str() {
@@ -130,14 +141,10 @@ fn http_protocol() -> anyhow::Result<bool> {
 /// stderr and bridges to OTLP logs. `service` is used unless `OTEL_SERVICE_NAME` is set.
 pub fn init(service: &str) -> anyhow::Result<Telemetry> {
     let http = http_protocol()?;
-    let mut resource = Resource::builder().with_attributes([
-        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-        KeyValue::new("deployment.environment.name", "demo"),
-    ]);
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
-        resource = resource.with_service_name(service.to_string());
-    }
-    let resource = resource.build();
+    let resource = match std::env::var("OTEL_SERVICE_NAME") {
+        Ok(name) if !name.is_empty() => resource(&name),
+        _ => resource(service),
+    };
 
     let spans = if http {
         SpanExporter::builder()

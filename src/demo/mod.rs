@@ -5,6 +5,7 @@
 //! outage, the page alert firing and reaching the receiver, recovery, the alert resolving —
 //! and keeps the traffic going until Ctrl-C.
 
+mod past;
 mod receiver;
 mod scenario;
 mod shop;
@@ -63,6 +64,13 @@ pub struct DemoArgs {
     /// Share of payments that fail during the outage.
     #[arg(long, default_value_t = 0.5)]
     outage_error_rate: f64,
+    /// How much past traffic to send before the live shop starts (backdated checkouts through
+    /// OTLP, so the SLOs start with a history); 0s for none.
+    #[arg(long, default_value = "7d", value_parser = crate::config::parse_duration)]
+    history: Duration,
+    /// Checkouts per minute in that past.
+    #[arg(long, default_value_t = 6.0)]
+    history_rate: f64,
     /// Stop when the scenario is over instead of keeping the traffic going.
     #[arg(long)]
     exit_when_done: bool,
@@ -289,6 +297,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let receiver = Receiver::start(args.receiver_listen).await?;
     let sightline = Sightline::start(demo_config(&args, &data_dir, receiver.addr)?).await?;
     let api = format!("http://localhost:{}", sightline.bound.http.port());
+    if !args.history.is_zero() {
+        past::send(&story, &args, &api, &sightline.bound).await?;
+    }
     let shop = Shop::start(&args, &data_dir, sightline.bound).await?;
     if let Some(path) = &args.ready_file {
         write_ready_file(path, &sightline.bound, &shop, receiver.addr)?;

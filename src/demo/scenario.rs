@@ -128,8 +128,69 @@ pub(super) async fn run(
         resolved.as_secs(),
         now_rfc3339()
     ));
+    still_firing(story, &http, api).await;
     story.say(format!(
         "        what happened, in SQL: curl -s {api}/api/v1/sql -d '{{\"sql\": \"SELECT time, slo, rule, state FROM slo_alerts ORDER BY time\"}}'"
     ));
     Ok(())
+}
+
+/// Says which alerts still fire once the page resolved, and why each does.
+async fn still_firing(story: &Story, http: &reqwest::Client, api: &str) {
+    let slos: Option<Value> = match http.get(format!("{api}/api/v1/slos")).send().await {
+        Ok(r) => r.json().await.ok(),
+        Err(_) => None,
+    };
+    let Some(slos) = slos else {
+        story.say("        (cannot read the SLOs to say what still fires)");
+        return;
+    };
+    let mut lines = Vec::new();
+    for slo in slos["slos"].as_array().into_iter().flatten() {
+        let name = slo["name"].as_str().unwrap_or("?");
+        let budget = slo["budget"]["remaining"].as_f64();
+        for a in slo["alerts"].as_array().into_iter().flatten() {
+            if a["state"] != "firing" {
+                continue;
+            }
+            lines.push(format!(
+                "{name} {}: {}",
+                a["rule"].as_str().unwrap_or("?"),
+                why(a, budget)
+            ));
+        }
+    }
+    if lines.is_empty() {
+        story.say("        still firing: nothing");
+        return;
+    }
+    story.say(format!(
+        "        still firing ({}), as expected:",
+        lines.len()
+    ));
+    for l in lines {
+        story.say(format!("          {l}"));
+    }
+}
+
+/// Why a firing alert still fires, from its figures.
+fn why(alert: &Value, budget: Option<f64>) -> String {
+    let v = |k: &str| alert["values"][k].as_f64();
+    match alert["rule"].as_str() {
+        Some("budget-exhausted") => format!(
+            "the error budget is spent ({:.0}% left); it clears as the failures leave the window",
+            budget.unwrap_or(f64::NAN) * 100.0
+        ),
+        Some("no-data") => "no events arrive".into(),
+        _ => match (v("burn_rate_long"), v("burn_rate_short"), v("threshold")) {
+            (Some(long), Some(short), Some(t)) => format!(
+                "burn rate {long:.1} over {} and {short:.1} over {}, threshold {t:.1}: the outage is \
+                 still inside both windows; it resolves when it leaves the {} one",
+                alert["long_window"].as_str().unwrap_or("?"),
+                alert["short_window"].as_str().unwrap_or("?"),
+                alert["short_window"].as_str().unwrap_or("short"),
+            ),
+            _ => "its condition still holds".into(),
+        },
+    }
 }

@@ -74,6 +74,26 @@ def test_the_demo_scenario_fires_and_resolves_the_page_alert(tmp_path):
         outage_at, recovered_at = at(line("2/5 outage")), at(line("4/5 recovery"))
         assert at(done) > recovered_at > outage_at
 
+        # A past: a week of backdated checkouts, so the budget starts near a healthy level
+        # (0.1% of them failed against 0.5% allowed: about 80% left) and the SLO's counts begin
+        # a week ago.
+        past = line("0/5 a past:")
+        assert past, output()
+        seeded = int(re.search(r"starts with (\d+)% of its error budget", past).group(1))
+        assert 70 <= seeded <= 90, past
+        history = requests.get(f"{api}/api/v1/slos/checkout-availability/history", timeout=30).json()
+        first = datetime.fromisoformat(history["first_event"].replace("Z", "+00:00"))
+        assert first <= outage_at - timedelta(days=6, hours=23), history["first_event"]
+        points = [p for p in history["points"] if p["budget_remaining"] is not None]
+        before = [p["budget_remaining"] for p in points
+                  if datetime.fromisoformat(p["at"].replace("Z", "+00:00")) <= outage_at]  # fmt: skip
+        assert before and abs(before[-1] * 100 - seeded) <= 5, (before[-3:], seeded)
+        # The outage spent a visible part of it, not all of it, and it stopped falling.
+        slo = requests.get(f"{api}/api/v1/slos/checkout-availability", timeout=10).json()
+        after = slo["budget"]["remaining"]
+        assert 0.05 < after < seeded / 100 - 0.08, (seeded, after)
+        assert slo["exhausted_since"] is None
+
         # The public API: the page alert's transitions.
         rows = sql(
             "SELECT time, state FROM slo_alerts WHERE slo = 'checkout-availability' "
@@ -90,6 +110,28 @@ def test_the_demo_scenario_fires_and_resolves_the_page_alert(tmp_path):
         assert "receiver ← webhook FIRING:1 page checkout-availability  (signature valid)" in text
         assert "receiver ← webhook RESOLVED page checkout-availability  (signature valid)" in text
         assert "INVALID" not in text
+        # The resolved notification says how things stand now, not how they stood at firing.
+        resolved_line = next(ln for ln in text.splitlines() if ln.strip().startswith("resolved page:"))
+        m = re.search(r"burn rate now ([\d.]+) over 1h and ([\d.]+) over 2m, threshold ([\d.]+)", resolved_line)
+        assert m, resolved_line
+        # (a tier clears when either of its windows is under the threshold)
+        assert min(float(m.group(1)), float(m.group(2))) < float(m.group(3)), resolved_line
+
+        # After the scenario, the demo says what still fires and why: nothing of the span
+        # SLO, whose page resolved and whose ticket never fired (the past keeps its 6h burn
+        # rate under 6); what it lists is what the API says fires.
+        said = text[text.index("still firing"):].splitlines()
+        listed = set()
+        if "still firing: nothing" not in said[0]:
+            for ln in said[1:]:
+                m = re.match(r"\[\d\d:\d\d\]\s+(\S+) (\S+): ", ln)
+                if not m:
+                    break
+                listed.add((m.group(1), m.group(2)))
+        assert not {a for a in listed if a[0] == "checkout-availability"}, listed
+        slos = requests.get(f"{api}/api/v1/slos", timeout=10).json()["slos"]
+        firing_now = {(s["name"], a["rule"]) for s in slos for a in s["alerts"] if a["state"] == "firing"}
+        assert firing_now <= listed, (firing_now, listed)  # some may have resolved since
         sent = sql(
             "SELECT status, outcome, status_code FROM notifications "
             "WHERE group_key LIKE '%checkout-availability%' AND group_key LIKE '%page%' "

@@ -202,18 +202,16 @@ impl Engine {
         };
         let mut points = Vec::new();
         let mut t = floor(from.max(oldest), step) + step;
+        // Where counts are per 15 minutes: the nearest multiple of 15 minutes at or under step.
+        let coarse_step = (step / COARSE * COARSE).max(COARSE);
         while t < last && t <= end && points.len() < MAX_HISTORY_POINTS {
-            let aligned = if t - HOUR < fine_from {
-                floor(t + COARSE - 1, COARSE)
-            } else {
-                t
-            };
-            if aligned != t {
-                t = aligned;
+            let coarse = t - HOUR < fine_from;
+            if coarse && t % COARSE != 0 {
+                t = floor(t + COARSE - 1, COARSE);
                 continue;
             }
             points.push(point(t));
-            t += step;
+            t += if coarse { coarse_step } else { step };
         }
         // `to` in the minute in progress: the window ending now.
         if to >= floor(now, MINUTE) && points.len() < MAX_HISTORY_POINTS {

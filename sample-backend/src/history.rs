@@ -1,0 +1,246 @@
+//! A past for the shop: its normal traffic over the last hours or days, sent to an OTLP
+//! endpoint with the times it would have had. Spans and logs are made with the OpenTelemetry
+//! SDK, with explicit start, end and log times, and exported over OTLP/gRPC like the live
+//! shop's; the resource is the live shop's, so SLOs, the Services page and SQL see one shop
+//! with a history.
+//!
+//! Each past checkout is the live one's trace in small: the `POST /api/checkout` server span,
+//! the client call to payment and payment's server span, and the log line that says how the
+//! checkout ended (`checkout.outcome`), in that trace. A share of them fail (status 500, the
+//! spans' status error) and a share are slow.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+use opentelemetry::trace::{
+    Span as _, SpanKind, Status, TraceContextExt as _, TraceFlags, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{LogExporter, SpanExporter, WithExportConfig as _};
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use rand::rngs::StdRng;
+use rand::{RngExt as _, SeedableRng as _};
+
+use crate::telemetry::{OnRuntime, resource};
+
+/// What to send.
+#[derive(Debug, Clone)]
+pub struct Past {
+    /// How far back from now the traffic starts.
+    pub length: Duration,
+    /// It stops this long before now (the live shop takes over).
+    pub until_before_now: Duration,
+    /// Checkouts per minute, on average (Poisson arrivals).
+    pub checkouts_per_minute: f64,
+    /// The share of checkouts that fail.
+    pub error_rate: f64,
+    /// The share that take 0.6–1.5 s instead of 40–250 ms.
+    pub slow_rate: f64,
+    /// For the same past on every run.
+    pub seed: u64,
+}
+
+/// What was sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sent {
+    pub checkouts: u64,
+    pub failed: u64,
+    pub spans: u64,
+    pub logs: u64,
+    pub elapsed: Duration,
+}
+
+/// Checkouts between exports, so the SDK's queues never fill (three spans and a log each).
+const CHUNK: u64 = 4_000;
+
+/// Sends `past` to the OTLP/gRPC endpoint `endpoint` (e.g. `http://127.0.0.1:4317`) as the
+/// shop `service`, and waits until all of it is exported.
+///
+/// # Errors
+/// An exporter that cannot be built, or an export that fails.
+pub async fn send(endpoint: &str, service: &str, past: &Past) -> anyhow::Result<Sent> {
+    let spans = SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .context("cannot build the OTLP span exporter")?;
+    let logs = LogExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()
+        .context("cannot build the OTLP log exporter")?;
+    let batch = |queue: usize| {
+        opentelemetry_sdk::trace::BatchConfigBuilder::default()
+            .with_max_queue_size(queue)
+            .with_max_export_batch_size(2_048)
+            .build()
+    };
+    let tracer = SdkTracerProvider::builder()
+        .with_span_processor(
+            opentelemetry_sdk::trace::BatchSpanProcessor::builder(OnRuntime::new(spans))
+                .with_batch_config(batch(4 * CHUNK as usize))
+                .build(),
+        )
+        .with_resource(resource(service))
+        .build();
+    let logger = SdkLoggerProvider::builder()
+        .with_log_processor(
+            opentelemetry_sdk::logs::BatchLogProcessor::builder(OnRuntime::new(logs))
+                .with_batch_config(
+                    opentelemetry_sdk::logs::BatchConfigBuilder::default()
+                        .with_max_queue_size(2 * CHUNK as usize)
+                        .with_max_export_batch_size(2_048)
+                        .build(),
+                )
+                .build(),
+        )
+        .with_resource(resource(service))
+        .build();
+    let past = past.clone();
+    // The SDK's flushes block: off the async threads.
+    tokio::task::spawn_blocking(move || {
+        let sent = generate(&tracer, &logger, &past, SystemTime::now());
+        let flushed = tracer
+            .shutdown()
+            .context("exporting the past spans")
+            .and_then(|()| logger.shutdown().context("exporting the past logs"));
+        flushed.and(sent)
+    })
+    .await
+    .context("the history thread panicked")?
+}
+
+fn generate(
+    provider: &SdkTracerProvider,
+    logger: &SdkLoggerProvider,
+    past: &Past,
+    now: SystemTime,
+) -> anyhow::Result<Sent> {
+    let started = Instant::now();
+    let tracer = provider.tracer("sample-backend.history");
+    let log = logger.logger("sample-backend.history");
+    let mut rng = StdRng::seed_from_u64(past.seed);
+    let mut sent = Sent::default();
+    let first = now - past.length;
+    let last = now - past.until_before_now;
+    let mean_gap = 60.0 / past.checkouts_per_minute.max(1e-6);
+    let mut t = first;
+    let mut order = 1_000_000u64;
+    loop {
+        // Exponential gaps: Poisson arrivals.
+        let gap = -mean_gap * (1.0 - rng.random::<f64>()).ln();
+        t += Duration::from_secs_f64(gap);
+        if t >= last {
+            break;
+        }
+        order += 1;
+        let failed = rng.random::<f64>() < past.error_rate;
+        let slow = rng.random::<f64>() < past.slow_rate;
+        let ms = if slow {
+            rng.random_range(600..1_500)
+        } else {
+            rng.random_range(40..250)
+        };
+        checkout(&tracer, &log, t, Duration::from_millis(ms), failed, order);
+        sent.checkouts += 1;
+        sent.failed += u64::from(failed);
+        sent.spans += 3;
+        sent.logs += 1;
+        if sent.checkouts % CHUNK == 0 {
+            provider.force_flush().context("exporting the past spans")?;
+            logger.force_flush().context("exporting the past logs")?;
+        }
+    }
+    sent.elapsed = started.elapsed();
+    Ok(sent)
+}
+
+/// One past checkout: its three spans and its log line.
+fn checkout(
+    tracer: &opentelemetry_sdk::trace::SdkTracer,
+    log: &opentelemetry_sdk::logs::SdkLogger,
+    start: SystemTime,
+    took: Duration,
+    failed: bool,
+    order: u64,
+) {
+    let end = start + took;
+    let status: i64 = if failed { 500 } else { 200 };
+    let mut server = tracer.build(
+        tracer
+            .span_builder("POST /api/checkout")
+            .with_kind(SpanKind::Server)
+            .with_start_time(start)
+            .with_attributes([
+                KeyValue::new("http.request.method", "POST"),
+                KeyValue::new("http.route", "/api/checkout"),
+                KeyValue::new("url.path", "/api/checkout"),
+                KeyValue::new("url.scheme", "http"),
+                KeyValue::new("http.response.status_code", status),
+            ]),
+    );
+    let cx = Context::current().with_remote_span_context(server.span_context().clone());
+    // Payment takes most of the checkout.
+    let call_start = start + took / 5;
+    let call_end = end - took / 10;
+    let mut client = tracer.build_with_context(
+        tracer
+            .span_builder("POST")
+            .with_kind(SpanKind::Client)
+            .with_start_time(call_start)
+            .with_attributes([
+                KeyValue::new("http.request.method", "POST"),
+                KeyValue::new("peer.service", "payment"),
+                KeyValue::new("url.full", "http://127.0.0.1/internal/payment/charge"),
+                KeyValue::new("http.response.status_code", status),
+            ]),
+        &cx,
+    );
+    let client_cx = Context::current().with_remote_span_context(client.span_context().clone());
+    let mut payment = tracer.build_with_context(
+        tracer
+            .span_builder("POST /internal/payment/charge")
+            .with_kind(SpanKind::Server)
+            .with_start_time(call_start + Duration::from_millis(1))
+            .with_attributes([
+                KeyValue::new("http.request.method", "POST"),
+                KeyValue::new("http.route", "/internal/payment/charge"),
+                KeyValue::new("url.path", "/internal/payment/charge"),
+                KeyValue::new("url.scheme", "http"),
+                KeyValue::new("http.response.status_code", status),
+            ]),
+        &client_cx,
+    );
+    if failed {
+        for s in [&mut server, &mut client, &mut payment] {
+            s.set_attribute(KeyValue::new("error.type", "500"));
+            s.set_status(Status::error("payment failed"));
+        }
+    }
+    payment.end_with_timestamp(call_end - Duration::from_millis(1));
+    client.end_with_timestamp(call_end);
+
+    let mut record = log.create_log_record();
+    record.set_timestamp(end);
+    record.set_observed_timestamp(end);
+    let sc = server.span_context().clone();
+    record.set_trace_context(sc.trace_id(), sc.span_id(), Some(TraceFlags::SAMPLED));
+    if failed {
+        record.set_severity_number(Severity::Error);
+        record.set_severity_text("ERROR");
+        record.set_body(AnyValue::from(
+            "checkout failed: payment declined or unavailable",
+        ));
+        record.add_attribute("checkout.outcome", "error");
+    } else {
+        record.set_severity_number(Severity::Info);
+        record.set_severity_text("INFO");
+        record.set_body(AnyValue::from("checkout completed"));
+        record.add_attribute("checkout.outcome", "ok");
+    }
+    record.add_attribute("order_id", order as i64);
+    log.emit(record);
+    server.end_with_timestamp(end);
+}
