@@ -24,6 +24,7 @@ pub mod alerts;
 pub mod error;
 pub mod format;
 pub mod guard;
+pub mod services;
 pub mod slos;
 pub mod sql;
 pub mod traces;
@@ -84,6 +85,7 @@ pub fn router(state: ApiState) -> Router {
             post(move |state: State<ApiState>| flush(state, last_flush.clone())),
         )
         .route("/api/v1/traces/{trace_id}", get(traces::get))
+        .route("/api/v1/services/map", get(services::map))
         .route("/api/v1/slos", get(slos::list))
         .route("/api/v1/slos/{name}", get(slos::get))
         .route("/api/v1/slos/{name}/history", get(slos::history))

@@ -271,7 +271,7 @@ pub struct HistoryParams {
     step: Option<String>,
 }
 
-fn parse_time(s: &str) -> Result<Nanos, String> {
+pub(crate) fn parse_time(s: &str) -> Result<Nanos, String> {
     if let Ok(secs) = s.parse::<i64>() {
         return secs
             .checked_mul(1_000_000_000)

@@ -16,7 +16,7 @@ use crate::format::json_rows;
 /// Logs of a trace may be stamped a little before or after its spans (clock skew, batching).
 const LOG_MARGIN_NS: i64 = 60_000_000_000;
 
-fn objects(out: &QueryOutput) -> Result<Vec<Value>, ApiError> {
+pub(crate) fn objects(out: &QueryOutput) -> Result<Vec<Value>, ApiError> {
     let names: Vec<String> = out
         .schema
         .fields()

@@ -130,6 +130,24 @@ export const sloHistory = (name: string, range?: { from: Date; to: Date }) =>
       (range ? `?from=${range.from.toISOString()}&to=${range.to.toISOString()}` : ""),
   );
 
+export interface Edge {
+  caller: string;
+  callee: string;
+  calls: number;
+  rate_per_s: number;
+  errors: number;
+  error_rate: number | null;
+  p50_ms: number | null;
+  p95_ms: number | null;
+  p99_ms: number | null;
+}
+
+/// The calls between services in a range of at most a day.
+export const serviceMap = (from: Date, to: Date) =>
+  call<{ from: string; to: string; edges: Edge[] }>(
+    `/api/v1/services/map?from=${from.toISOString()}&to=${to.toISOString()}`,
+  ).then((r) => r.edges);
+
 export interface Matcher {
   name: string;
   value: string;

@@ -21,7 +21,9 @@ export async function servicesPage(root: HTMLElement): Promise<void> {
   const seconds = (to.getTime() - from.getTime()) / 1000;
   const b = bucket();
   const range = timeFilter("start_time");
-  const [stats, all, series] = await Promise.all([
+  // The map covers at most a day: longer ranges show its last day.
+  const mapFrom = new Date(Math.max(from.getTime(), to.getTime() - 86400e3));
+  const [stats, all, series, edges] = await Promise.all([
     api.rows(
       `SELECT service_name, count(*) AS requests, ` +
         `sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) AS errors, ` +
@@ -36,6 +38,7 @@ export async function servicesPage(root: HTMLElement): Promise<void> {
         `sum(CASE WHEN status_code = 'error' THEN 1 ELSE 0 END) AS errors ` +
         `FROM spans WHERE kind IN ('server', 'consumer') AND ${range} GROUP BY 1, 2 ORDER BY 2`,
     ),
+    api.serviceMap(mapFrom, to),
   ]);
   if (all.length === 0) {
     clear(
@@ -92,6 +95,7 @@ export async function servicesPage(root: HTMLElement): Promise<void> {
         ),
       ),
     ),
+    callsCard(edges, mapFrom.getTime() !== from.getTime()),
   );
   const times = [...new Set(series.map((r) => Number(r.t)))].sort((a, b) => a - b);
   for (const [el, name] of sparks) {
@@ -107,4 +111,43 @@ export async function servicesPage(root: HTMLElement): Promise<void> {
       { height: 70, spark: true },
     );
   }
+}
+
+/// An edge fails when this share of its calls or more are errors.
+const FAILING = 0.05;
+
+/// The calls between services: one row per caller → callee, failing edges in red.
+function callsCard(edges: api.Edge[], lastDay: boolean): HTMLElement {
+  return h(
+    "div.card",
+    {},
+    h("h2", { style: "margin-top:0" }, "Calls between services"),
+    lastDay ? h("p.muted", {}, "The last day of the range.") : null,
+    edges.length
+      ? h(
+          "table.data",
+          { "data-testid": "service-map" },
+          h("thead", {}, h("tr", {}, ["Caller", "", "Callee", "Calls/s", "Error rate", "p50 ms", "p95 ms", "p99 ms"].map((t) => h("th", {}, t)))),
+          h(
+            "tbody",
+            {},
+            edges.map((e) => {
+              const failing = (e.error_rate ?? 0) >= FAILING;
+              return h(
+                "tr",
+                { "data-edge": `${e.caller} -> ${e.callee}`, class: failing ? "failing" : "" },
+                h("td", {}, h("b", {}, e.caller)),
+                h("td", {}, "→"),
+                h("td", {}, h("b", {}, e.callee)),
+                h("td.num", {}, num(e.rate_per_s)),
+                h("td.num", { class: failing ? "bad" : "" }, pct(e.error_rate ?? 0)),
+                h("td.num", {}, num(e.p50_ms)),
+                h("td.num", {}, num(e.p95_ms)),
+                h("td.num", {}, num(e.p99_ms)),
+              );
+            }),
+          ),
+        )
+      : note("empty", "No calls between services in this range (spans whose parent is in another service)."),
+  );
 }
