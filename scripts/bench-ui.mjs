@@ -24,6 +24,9 @@ const [[metric]] = await sql("SELECT metric_name FROM metrics WHERE metric_type 
 const [[count]] = await sql("SELECT count(*) FROM spans");
 console.log(`${count} spans stored; ${runs} loads per page`);
 
+const slos = await (await fetch(`${base}/api/v1/slos`)).json();
+const slo = slos.slos?.[0]?.name;
+
 const pages = [
   ["services", "/services?from=now-1h", '[data-testid="services"]'],
   ["traces (search, one service)", `/traces?from=now-1h&service=${encodeURIComponent(service)}`, '[data-testid="trace-results"]'],
@@ -31,6 +34,7 @@ const pages = [
   ["logs (errors)", "/logs?from=now-1h&severity=error", '[data-testid="log-lines"], .note'],
   ["metrics", `/metrics/explore?from=now-15m${metric ? `&metric=${encodeURIComponent(metric)}` : ""}`, '[data-testid="metric-chart"] canvas, .note'],
   ["SLOs", "/slos", '[data-testid="slo-list"], .note'],
+  ...(slo ? [[`SLO page (${slo}, its window)`, `/slos/${encodeURIComponent(slo)}`, '[data-testid="burn-chart"] canvas, [data-testid="burn-chart"] .note']] : []),
   ["SQL console", `/sql?q=${encodeURIComponent("SELECT service_name, count(*) FROM spans GROUP BY 1")}`, '[data-testid="sql-results"]'],
 ];
 
