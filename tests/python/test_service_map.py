@@ -5,6 +5,7 @@ quarter of its charges), with calls, error rates and latencies per edge; bad ran
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import requests
@@ -67,6 +68,13 @@ def test_the_map_has_an_edge_per_pair_of_services_with_their_figures(server, ote
         assert abs(payment["rate_per_s"] - 20 / 3600) < 1e-9
         catalog = got[(names["frontend"], names["catalog"])]
         assert catalog["calls"] == 20 and catalog["errors"] == 0 and catalog["error_rate"] == 0
+
+    # docs/sql.md's example gives the same calls.
+    example = (Path(__file__).resolve().parents[2] / "docs" / "sql.md").read_text()
+    query = example.split("SELECT p.service_name AS caller", 1)[1].split("```", 1)[0]
+    rows = server.sql("SELECT p.service_name AS caller" + query)
+    calls = {(r["caller"], r["callee"]): r["calls"] for r in rows if r["caller"].startswith(service_name)}
+    assert calls == {k: e["calls"] for k, e in got.items()}, calls
 
     # A range that does not hold the calls has none of them.
     old = datetime.now(timezone.utc) - timedelta(days=2)

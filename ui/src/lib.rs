@@ -116,6 +116,7 @@ async fn index() -> Response {
             "sql": "POST /api/v1/sql {\"sql\": \"SELECT ...\"}",
             "flush": "POST /api/v1/flush",
             "trace": "GET /api/v1/traces/{trace_id}",
+            "service_map": "GET /api/v1/services/map?from=&to=",
             "slos": "GET /api/v1/slos, GET /api/v1/slos/{name}, GET /api/v1/slos/{name}/history?from=&to=&step=",
             "metrics": "GET /metrics",
             "health": "GET /healthz, GET /readyz",
