@@ -229,6 +229,15 @@ pub fn window_name(d: Nanos) -> String {
     }
 }
 
+/// What an alert is about: the SLO, and its group if it has one.
+fn subject(slo: &Slo, group: &str) -> String {
+    if group.is_empty() {
+        slo.name.clone()
+    } else {
+        format!("{} ({group})", slo.name)
+    }
+}
+
 /// Alertmanager-style annotations of an alert: the SLO's own (runbook…) plus `summary`,
 /// `description` and the facts behind the alert (`objective`, `window`, the tier's windows,
 /// burn rates and threshold, `budget_remaining`), numbers rounded for people.
@@ -240,11 +249,7 @@ pub fn annotations(
 ) -> BTreeMap<String, String> {
     let mut a = slo.annotations.clone();
     let v = |k: &str| values.get(k).copied().filter(|x| x.is_finite());
-    let what = if group.is_empty() {
-        slo.name.clone()
-    } else {
-        format!("{} ({group})", slo.name)
-    };
+    let what = subject(slo, group);
     a.insert("objective".into(), percent(slo.objective));
     a.insert("window".into(), slo.window.describe());
     if let Some(b) = v("budget_remaining") {
@@ -326,11 +331,7 @@ pub fn resolved_annotations(
         a.remove(k);
     }
     let v = |k: &str| values.get(k).copied().filter(|x| x.is_finite());
-    let what = if group.is_empty() {
-        slo.name.clone()
-    } else {
-        format!("{} ({group})", slo.name)
-    };
+    let what = subject(slo, group);
     let budget = v("budget_remaining").map_or(String::new(), |b| {
         if b > 0.0 {
             format!(" {} of the error budget remains.", percent(b))

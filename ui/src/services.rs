@@ -11,7 +11,7 @@ use sightline_common::clock::{HOUR, Nanos, rfc3339};
 
 use crate::ApiState;
 use crate::error::ApiError;
-use crate::slos::parse_time;
+use crate::slos::time_range;
 
 /// The longest range one map may cover: the join reads both sides of every call in it.
 pub const MAX_RANGE: Nanos = 24 * HOUR;
@@ -57,21 +57,8 @@ pub async fn map(
     State(state): State<ApiState>,
     Query(p): Query<MapParams>,
 ) -> Result<Response, ApiError> {
-    let bad = |what: &str, e: String| ApiError::BadRequest(format!("{what}: {e}"));
-    let now = sightline_common::clock::now();
-    let to =
-        p.to.as_deref()
-            .map(parse_time)
-            .transpose()
-            .map_err(|e| bad("to", e))?
-            .unwrap_or(now);
-    let from = p
-        .from
-        .as_deref()
-        .map(parse_time)
-        .transpose()
-        .map_err(|e| bad("from", e))?
-        .unwrap_or(to.saturating_sub(HOUR));
+    let (from, to) = time_range(p.from.as_deref(), p.to.as_deref())?;
+    let from = from.unwrap_or(to.saturating_sub(HOUR));
     if from >= to {
         return Err(ApiError::BadRequest("from must be before to".into()));
     }

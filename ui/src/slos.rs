@@ -285,6 +285,23 @@ pub(crate) fn parse_time(s: &str) -> Result<Nanos, String> {
         })
 }
 
+/// A range's `from` (if given) and `to` (default now), RFC 3339 or Unix seconds each.
+///
+/// # Errors
+/// 400 naming the parameter that does not parse.
+pub(crate) fn time_range(
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(Option<Nanos>, Nanos), ApiError> {
+    let parse = |what: &str, v: Option<&str>| {
+        v.map(parse_time)
+            .transpose()
+            .map_err(|e| ApiError::BadRequest(format!("{what}: {e}")))
+    };
+    let to = parse("to", to)?.unwrap_or_else(sightline_common::clock::now);
+    Ok((parse("from", from)?, to))
+}
+
 /// One SLO's history between `from` and `to`.
 ///
 /// # Errors
@@ -296,19 +313,7 @@ pub async fn history(
 ) -> Result<Response, ApiError> {
     let engine = state.slos.as_ref().ok_or_else(|| no_slo(&name))?;
     let bad = |what: &str, e: String| ApiError::BadRequest(format!("{what}: {e}"));
-    let now = sightline_slo::Clock::now(&sightline_slo::SystemClock);
-    let to =
-        p.to.as_deref()
-            .map(parse_time)
-            .transpose()
-            .map_err(|e| bad("to", e))?
-            .unwrap_or(now);
-    let from = p
-        .from
-        .as_deref()
-        .map(parse_time)
-        .transpose()
-        .map_err(|e| bad("from", e))?;
+    let (from, to) = time_range(p.from.as_deref(), p.to.as_deref())?;
     // By default, the SLO's window, from its first events if they are younger.
     let from = match from {
         Some(from) => from,

@@ -40,7 +40,7 @@ use crate::spec::SpecError;
 use crate::status;
 use entry::{Entry, keep, overall_status};
 pub use spec_dir::load_dir;
-pub use state::{FiringAlert, HistoryPoint, SloState};
+pub use state::{FiringAlert, History, HistoryPoint, MAX_HISTORY_POINTS, SloState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
