@@ -117,21 +117,26 @@ def test_the_demo_scenario_fires_and_resolves_the_page_alert(tmp_path):
         # (a tier clears when either of its windows is under the threshold)
         assert min(float(m.group(1)), float(m.group(2))) < float(m.group(3)), resolved_line
 
-        # After the scenario, the demo says what still fires and why: nothing of the span
-        # SLO, whose page resolved and whose ticket never fired (the past keeps its 6h burn
-        # rate under 6); what it lists is what the API says fires.
+        # After the scenario, the demo says what still fires and why: never the span SLO's
+        # page (it resolved); its ticket only if the outage ran long enough to pass 3% errors
+        # over 6 hours, which the demo's own figures then show; what it lists is what the API
+        # says fires.
         said = text[text.index("still firing"):].splitlines()
-        listed = set()
+        listed = {}
         if "still firing: nothing" not in said[0]:
             for ln in said[1:]:
-                m = re.match(r"\[\d\d:\d\d\]\s+(\S+) (\S+): ", ln)
+                m = re.match(r"\[\d\d:\d\d\]\s+(\S+) (\S+): (.*)", ln)
                 if not m:
                     break
-                listed.add((m.group(1), m.group(2)))
-        assert not {a for a in listed if a[0] == "checkout-availability"}, listed
+                listed[(m.group(1), m.group(2))] = m.group(3)
+        assert ("checkout-availability", "page") not in listed, listed
+        if ("checkout-availability", "ticket") in listed:
+            why = listed[("checkout-availability", "ticket")]
+            m = re.search(r"burn rate ([\d.]+) over 6h and ([\d.]+) over 30m, threshold ([\d.]+)", why)
+            assert m and min(float(m.group(1)), float(m.group(2))) >= float(m.group(3)), why
         slos = requests.get(f"{api}/api/v1/slos", timeout=10).json()["slos"]
         firing_now = {(s["name"], a["rule"]) for s in slos for a in s["alerts"] if a["state"] == "firing"}
-        assert firing_now <= listed, (firing_now, listed)  # some may have resolved since
+        assert firing_now <= set(listed), (firing_now, listed)  # some may have resolved since
         sent = sql(
             "SELECT status, outcome, status_code FROM notifications "
             "WHERE group_key LIKE '%checkout-availability%' AND group_key LIKE '%page%' "
