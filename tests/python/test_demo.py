@@ -44,7 +44,9 @@ def test_the_demo_scenario_fires_and_resolves_the_page_alert(tmp_path):
         "--ready-file", str(ready_file),
     ]  # fmt: skip
     with open(out_path, "wb") as out:
-        demo = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+        # A session of its own, so a failed run can stop the shop child with it.
+        demo = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                env=dict(os.environ), start_new_session=True)  # fmt: skip
     try:
 
         def output() -> str:
@@ -55,7 +57,7 @@ def test_the_demo_scenario_fires_and_resolves_the_page_alert(tmp_path):
 
         ready = poll(
             lambda: ready_file.exists() and json.loads(ready_file.read_text()),
-            timeout=60,
+            timeout=180,  # the past is sent first
             what="the demo's ready file",
             describe_last=output,
         )
@@ -190,5 +192,5 @@ def test_the_demo_scenario_fires_and_resolves_the_page_alert(tmp_path):
             pass
     finally:
         if demo.poll() is None:
-            demo.kill()
+            os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()

@@ -50,7 +50,7 @@ before(async () => {
   ], { stdio: ["ignore", "pipe", "pipe"] });
   demo.stdout.on("data", (d) => (output += d));
   demo.stderr.on("data", (d) => (output += d));
-  const addrs = await until("the demo's ready file", () => existsSync(ready) && JSON.parse(readFileSync(ready, "utf8")), 60_000);
+  const addrs = await until("the demo's ready file", () => existsSync(ready) && JSON.parse(readFileSync(ready, "utf8")), 180_000); // the past is sent first
   base = `http://${addrs.http}`;
   await until("the scenario to finish", () => output.includes("5/5 resolved"), 600_000);
   browser = await chromium.launch({
