@@ -72,7 +72,10 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Load(args) => Ok(runtime.block_on(sightline_load::run(args))?),
         Command::Demo(args) => runtime.block_on(demo::run(args)),
-        Command::SampleBackend(opts) => runtime.block_on(sample_backend::main(opts)),
+        Command::SampleBackend(opts) => {
+            sightline_common::process::stop_with_parent();
+            runtime.block_on(sample_backend::main(opts))
+        }
         Command::Slo(_) => Ok(()),
     }
 }

@@ -7,6 +7,33 @@ pub fn private_files() {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
+/// The environment variable a parent sets to its process id for [`stop_with_parent`].
+pub const PARENT_PID_ENV: &str = "SIGHTLINE_PARENT_PID";
+
+/// When started by a Sightline process that set [`PARENT_PID_ENV`] (the demo's shop): ask the
+/// kernel for SIGTERM when that parent dies, however it dies (a `kill -9` included), and stop
+/// at once if it is already gone. Elsewhere, nothing.
+pub fn stop_with_parent() {
+    let Some(want) = std::env::var(PARENT_PID_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return;
+    };
+    if rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+        .is_err()
+    {
+        return;
+    }
+    if rustix::process::getppid()
+        .map(rustix::process::Pid::as_raw_nonzero)
+        .map(|p| p.get())
+        != Some(want)
+    {
+        std::process::exit(0);
+    }
+}
+
 /// Makes `dir` its user's alone (`0700`): whatever an earlier version left inside it with
 /// wider modes is then out of others' reach too.
 ///

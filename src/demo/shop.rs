@@ -39,6 +39,11 @@ impl Shop {
             )
             .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
             .env("OTEL_SERVICE_NAME", "shop")
+            // The shop stops when the demo does, even when the demo is killed.
+            .env(
+                sightline_common::process::PARENT_PID_ENV,
+                std::process::id().to_string(),
+            )
             .env("OTEL_METRIC_EXPORT_INTERVAL", "5000")
             .env("OTEL_BSP_SCHEDULE_DELAY", "1000")
             .env("OTEL_BLRP_SCHEDULE_DELAY", "1000")

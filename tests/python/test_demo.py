@@ -194,3 +194,40 @@ def test_the_demo_scenario_fires_and_resolves_the_page_alert(tmp_path):
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
             demo.wait()
+
+
+def test_the_shop_stops_when_the_demo_is_killed(tmp_path):
+    """A demo killed with SIGKILL cannot stop its shop child itself: the kernel does (the
+    shop asked for SIGTERM when its parent dies), so no shop is left sending load."""
+    ready_file = tmp_path / "ready.json"
+    command = [
+        _server_binary(), "demo", "--scenario", "none", "--history", "0s",
+        "--data-dir", str(tmp_path / "data"),
+        "--http-listen", "127.0.0.1:0", "--otlp-grpc-listen", "127.0.0.1:0",
+        "--otlp-http-listen", "127.0.0.1:0", "--shop-listen", "127.0.0.1:0",
+        "--receiver-listen", "127.0.0.1:0", "--ready-file", str(ready_file),
+    ]  # fmt: skip
+    demo = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    try:
+        ready = poll(lambda: ready_file.exists() and json.loads(ready_file.read_text()),
+                     timeout=120, what="the demo's ready file")  # fmt: skip
+        shop = f"http://{ready['shop']}/healthz"
+        assert requests.get(shop, timeout=5).status_code == 200
+        demo.kill()
+        demo.wait()
+
+        def gone() -> bool:
+            try:
+                requests.get(shop, timeout=1)
+                return False
+            except requests.ConnectionError:
+                return True
+
+        poll(gone, timeout=15, what="the shop stopping after the demo was killed")
+    finally:
+        try:
+            os.killpg(demo.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        demo.wait()
