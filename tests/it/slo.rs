@@ -107,6 +107,11 @@ async fn an_slo_over_sdk_spans_matches_sql_by_hand_and_survives_a_restart() {
     let consumed = view["budget"]["consumed"].as_f64().expect("consumed");
     let by_hand = bad as f64 / (0.01 * total as f64);
     assert!((consumed - by_hand).abs() < 1e-9, "{consumed} vs {by_hand}");
+    // One span in 13 failed against 1% allowed: spent, so the view says since when and
+    // forecasts nothing.
+    assert!(consumed > 1.0, "{consumed}");
+    assert!(view["exhausted_since"].is_string(), "{view}");
+    assert!(view["exhausted_at"].is_null(), "{view}");
     assert!((view["objective"].as_f64().expect("objective") - 0.99).abs() < 1e-12);
     assert_eq!(view["window"], "7d");
     assert_eq!(view["labels"]["team"], "payments");

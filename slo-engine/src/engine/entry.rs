@@ -134,6 +134,16 @@ pub(super) fn sum_all(groups: &BTreeMap<String, Series>, from: Nanos, to: Nanos)
     c
 }
 
+/// Where every group's per-minute counts have begun: sums over all groups that start earlier
+/// start at 15-minute boundaries.
+pub(super) fn fine_from_all(groups: &BTreeMap<String, Series>) -> Nanos {
+    groups
+        .values()
+        .map(Series::fine_from)
+        .max()
+        .unwrap_or(i64::MIN)
+}
+
 /// The status of an SLO over all its groups (counts summed per window).
 pub(super) fn overall_status(e: &Entry, now: Nanos) -> Status {
     let slo = &e.slo;
@@ -167,16 +177,6 @@ pub(super) fn overall_status(e: &Entry, now: Nanos) -> Status {
         budget: status::budget(c, slo.objective),
         burn_rates,
         exhausted_at: None,
-        exhausted_since: status::exhausted_since(
-            |from, to| sum_all(e.evaluated(), from, to),
-            e.evaluated()
-                .values()
-                .map(Series::fine_from)
-                .max()
-                .unwrap_or(i64::MIN),
-            slo.objective,
-            &slo.window,
-            now,
-        ),
+        exhausted_since: None,
     }
 }

@@ -8,9 +8,9 @@ use serde::Serialize;
 use sightline_common::clock::{DAY, HOUR, MINUTE, Nanos, floor};
 
 use super::Engine;
-use super::entry::{Entry, keep, overall_status, sum_all};
+use super::entry::{Entry, fine_from_all, keep, overall_status, sum_all};
 use crate::alert::{self, Alert, State};
-use crate::rollup::Series;
+use crate::rollup::{Counts, Series};
 use crate::spec::Slo;
 use crate::status::{self, Status};
 use crate::window::{COARSE, MAX_WINDOW, window_end};
@@ -80,23 +80,28 @@ pub struct HistoryPoint {
 
 fn state_of(e: &Entry, now: Nanos) -> SloState {
     let slo = &e.slo;
+    let since = |sum: &dyn Fn(Nanos, Nanos) -> Counts, fine_from| {
+        status::exhausted_since(sum, fine_from, slo.objective, &slo.window, now)
+    };
     let groups = if slo.group_by.is_some() {
         e.evaluated()
             .iter()
             .map(|(g, s)| {
-                (
-                    g.clone(),
-                    status::status(s, slo.objective, &slo.window, now),
-                )
+                let mut st = status::status(s, slo.objective, &slo.window, now);
+                st.exhausted_since = since(&|f, t| s.sum(f, t), s.fine_from());
+                (g.clone(), st)
             })
             .collect()
     } else {
         Vec::new()
     };
+    let mut status = overall_status(e, now);
+    let groups_all = e.evaluated();
+    status.exhausted_since = since(&|f, t| sum_all(groups_all, f, t), fine_from_all(groups_all));
     SloState {
         slo: slo.clone(),
         version: e.compiled.version.clone(),
-        status: overall_status(e, now),
+        status,
         groups,
         alerts: e.alerts.values().cloned().collect(),
     }
@@ -178,12 +183,7 @@ impl Engine {
         let groups = e.evaluated();
         let step = step.clamp(MINUTE, MAX_WINDOW);
         let step = (step + MINUTE - 1) / MINUTE * MINUTE;
-        // Sums that start before every group's per-minute counts start at 15-minute bounds.
-        let fine_from = groups
-            .values()
-            .map(Series::fine_from)
-            .max()
-            .unwrap_or(i64::MIN);
+        let fine_from = fine_from_all(groups);
         let oldest = now - keep(&e.slo) + DAY;
         let last = window_end(now);
         let end = to.min(now);
