@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sightline_common::clock::{MINUTE, Nanos, floor, rfc3339};
+use sightline_common::clock::{MINUTE, Nanos, rfc3339};
 use sightline_slo::SloState;
 use sightline_slo::alert::{Rule, State as AlertState, window_name};
 use sightline_slo::engine::HistoryPoint;
@@ -314,20 +314,9 @@ pub async fn history(
     let engine = state.slos.as_ref().ok_or_else(|| no_slo(&name))?;
     let bad = |what: &str, e: String| ApiError::BadRequest(format!("{what}: {e}"));
     let (from, to) = time_range(p.from.as_deref(), p.to.as_deref())?;
-    // By default, the SLO's window, from its first events if they are younger.
     let from = match from {
         Some(from) => from,
-        None => {
-            let window_start = engine
-                .get(&name)
-                .ok_or_else(|| no_slo(&name))?
-                .status
-                .window_start;
-            let first = engine.first_event(&name).flatten();
-            first.map_or(window_start, |f| {
-                window_start.max(floor(f, MINUTE) - MINUTE)
-            })
-        }
+        None => engine.history_start(&name).ok_or_else(|| no_slo(&name))?,
     };
     let step = p
         .step

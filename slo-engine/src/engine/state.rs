@@ -78,6 +78,11 @@ pub struct HistoryPoint {
     pub burn_rate_1h: Option<f64>,
 }
 
+/// The oldest slice with events over all groups.
+fn first_slice(groups: &BTreeMap<String, Series>) -> Option<Nanos> {
+    groups.values().filter_map(Series::first_slice).min()
+}
+
 fn state_of(e: &Entry, now: Nanos) -> SloState {
     let slo = &e.slo;
     let since = |sum: &dyn Fn(Nanos, Nanos) -> Counts, fine_from| {
@@ -148,12 +153,17 @@ impl Engine {
         })
     }
 
-    /// The start of the SLO's oldest slice with events (see [`History::first_event`]);
-    /// `None` for an unknown SLO.
-    pub fn first_event(&self, name: &str) -> Option<Option<Nanos>> {
+    /// Where a history starts by default: the start of the SLO's window now, or a minute
+    /// before its first events (see [`History::first_event`]) if they are younger, so a new
+    /// SLO's charts begin with its first minute. `None` for an unknown SLO.
+    pub fn history_start(&self, name: &str) -> Option<Nanos> {
+        let now = self.inner.clock.now();
         let entries = self.inner.entries();
         let e = entries.get(name)?;
-        Some(e.evaluated().values().filter_map(Series::first_slice).min())
+        let (window_start, _) = e.slo.window.bounds(now);
+        Some(first_slice(e.evaluated()).map_or(window_start, |f| {
+            window_start.max(floor(f, MINUTE) - MINUTE)
+        }))
     }
 
     /// Every SLO now, by name.
@@ -217,7 +227,7 @@ impl Engine {
         if to >= floor(now, MINUTE) && points.len() < MAX_HISTORY_POINTS {
             points.push(point(last));
         }
-        let first_event = groups.values().filter_map(Series::first_slice).min();
+        let first_event = first_slice(groups);
         Some(History {
             points,
             first_event,
