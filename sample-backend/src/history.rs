@@ -157,6 +157,17 @@ fn generate(
     Ok(sent)
 }
 
+/// A `POST` server span's attributes, as the live shop's middleware sets them.
+fn server_attributes(route: &'static str, status: i64) -> [KeyValue; 5] {
+    [
+        KeyValue::new("http.request.method", "POST"),
+        KeyValue::new("http.route", route),
+        KeyValue::new("url.path", route),
+        KeyValue::new("url.scheme", "http"),
+        KeyValue::new("http.response.status_code", status),
+    ]
+}
+
 /// One past checkout: its three spans and its log line.
 fn checkout(
     tracer: &opentelemetry_sdk::trace::SdkTracer,
@@ -173,13 +184,7 @@ fn checkout(
             .span_builder("POST /api/checkout")
             .with_kind(SpanKind::Server)
             .with_start_time(start)
-            .with_attributes([
-                KeyValue::new("http.request.method", "POST"),
-                KeyValue::new("http.route", "/api/checkout"),
-                KeyValue::new("url.path", "/api/checkout"),
-                KeyValue::new("url.scheme", "http"),
-                KeyValue::new("http.response.status_code", status),
-            ]),
+            .with_attributes(server_attributes("/api/checkout", status)),
     );
     let cx = Context::current().with_remote_span_context(server.span_context().clone());
     // Payment takes most of the checkout.
@@ -204,13 +209,7 @@ fn checkout(
             .span_builder("POST /internal/payment/charge")
             .with_kind(SpanKind::Server)
             .with_start_time(call_start + Duration::from_millis(1))
-            .with_attributes([
-                KeyValue::new("http.request.method", "POST"),
-                KeyValue::new("http.route", "/internal/payment/charge"),
-                KeyValue::new("url.path", "/internal/payment/charge"),
-                KeyValue::new("url.scheme", "http"),
-                KeyValue::new("http.response.status_code", status),
-            ]),
+            .with_attributes(server_attributes("/internal/payment/charge", status)),
         &client_cx,
     );
     if failed {

@@ -247,71 +247,7 @@ pub fn annotations(
     group: &str,
     values: &BTreeMap<String, f64>,
 ) -> BTreeMap<String, String> {
-    let mut a = slo.annotations.clone();
-    let v = |k: &str| values.get(k).copied().filter(|x| x.is_finite());
-    let what = subject(slo, group);
-    a.insert("objective".into(), percent(slo.objective));
-    a.insert("window".into(), slo.window.describe());
-    if let Some(b) = v("budget_remaining") {
-        a.insert("budget_remaining".into(), percent(b));
-    }
-    let budget = v("budget_remaining").map_or(String::new(), |b| {
-        if b > 0.0 {
-            format!(" {} of the error budget remains.", percent(b))
-        } else {
-            format!(
-                " The error budget is spent ({} of it used).",
-                percent(1.0 - b)
-            )
-        }
-    });
-    let (summary, description) = match rule {
-        Rule::Tier(name) => {
-            let tier = slo.alerting.tiers.iter().find(|t| &t.name == name);
-            if let Some(t) = tier {
-                a.insert("long_window".into(), window_name(t.long));
-                a.insert("short_window".into(), window_name(t.short));
-            }
-            for k in ["burn_rate_long", "burn_rate_short", "threshold"] {
-                if let Some(x) = v(k) {
-                    a.insert(k.into(), format!("{x:.2}"));
-                }
-            }
-            let (long, short) = tier.map_or((String::new(), String::new()), |t| {
-                (window_name(t.long), window_name(t.short))
-            });
-            (
-                format!("{what} is burning its error budget too fast ({name})"),
-                format!(
-                    "Burn rate {:.2} over {long} and {:.2} over {short}, threshold {:.2} \
-                     (objective {} over {}).{budget}",
-                    v("burn_rate_long").unwrap_or(f64::NAN),
-                    v("burn_rate_short").unwrap_or(f64::NAN),
-                    v("threshold").unwrap_or(f64::NAN),
-                    percent(slo.objective),
-                    slo.window.describe(),
-                ),
-            )
-        }
-        Rule::BudgetExhausted => (
-            format!("{what} has spent its whole error budget"),
-            format!(
-                "The error budget of {} over {} is exhausted.{budget}",
-                percent(slo.objective),
-                slo.window.describe()
-            ),
-        ),
-        Rule::NoData => (
-            format!("{what} has received no events"),
-            match v("seconds_since_last_event") {
-                Some(s) => format!("The last event arrived {s:.0}s ago."),
-                None => "No event has arrived since the SLO was loaded.".into(),
-            },
-        ),
-    };
-    a.entry("summary".into()).or_insert(summary);
-    a.entry("description".into()).or_insert(description);
-    a
+    build_annotations(slo, rule, group, values, false)
 }
 
 /// The annotations of an alert that has resolved, with `values` from the evaluation that
@@ -323,50 +259,83 @@ pub fn resolved_annotations(
     group: &str,
     values: &BTreeMap<String, f64>,
 ) -> BTreeMap<String, String> {
-    let mut a = annotations(slo, rule, group, values);
-    for k in ["summary", "description"] {
-        if slo.annotations.contains_key(k) {
-            continue;
-        }
-        a.remove(k);
-    }
+    build_annotations(slo, rule, group, values, true)
+}
+
+fn build_annotations(
+    slo: &Slo,
+    rule: &Rule,
+    group: &str,
+    values: &BTreeMap<String, f64>,
+    resolved: bool,
+) -> BTreeMap<String, String> {
+    let mut a = slo.annotations.clone();
     let v = |k: &str| values.get(k).copied().filter(|x| x.is_finite());
     let what = subject(slo, group);
+    let objective = format!(
+        "objective {} over {}",
+        percent(slo.objective),
+        slo.window.describe()
+    );
+    a.insert("objective".into(), percent(slo.objective));
+    a.insert("window".into(), slo.window.describe());
+    if let Some(b) = v("budget_remaining") {
+        a.insert("budget_remaining".into(), percent(b));
+    }
     let budget = v("budget_remaining").map_or(String::new(), |b| {
         if b > 0.0 {
             format!(" {} of the error budget remains.", percent(b))
         } else {
+            let still = if resolved { "still " } else { "" };
             format!(
-                " The error budget is still spent ({} of it used).",
+                " The error budget is {still}spent ({} of it used).",
                 percent(1.0 - b)
             )
         }
     });
-    let num = |k: &str| v(k).map_or_else(|| "no data".to_string(), |x| format!("{x:.2}"));
     let (summary, description) = match rule {
         Rule::Tier(name) => {
-            let (long, short) = slo
-                .alerting
-                .tiers
-                .iter()
-                .find(|t| &t.name == name)
-                .map_or((String::new(), String::new()), |t| {
-                    (window_name(t.long), window_name(t.short))
-                });
-            (
-                format!("{what} is no longer burning its error budget too fast ({name})"),
-                format!(
-                    "Resolved: burn rate now {} over {long} and {} over {short}, threshold {} \
-                     (objective {} over {}).{budget}",
-                    num("burn_rate_long"),
-                    num("burn_rate_short"),
-                    num("threshold"),
-                    percent(slo.objective),
-                    slo.window.describe(),
-                ),
-            )
+            let tier = slo.alerting.tiers.iter().find(|t| &t.name == name);
+            let (long, short) = tier.map_or((String::new(), String::new()), |t| {
+                (window_name(t.long), window_name(t.short))
+            });
+            if tier.is_some() {
+                a.insert("long_window".into(), long.clone());
+                a.insert("short_window".into(), short.clone());
+            }
+            for k in ["burn_rate_long", "burn_rate_short", "threshold"] {
+                if let Some(x) = v(k) {
+                    a.insert(k.into(), format!("{x:.2}"));
+                }
+            }
+            if resolved {
+                let num =
+                    |k: &str| v(k).map_or_else(|| "no data".to_string(), |x| format!("{x:.2}"));
+                (
+                    format!("{what} is no longer burning its error budget too fast ({name})"),
+                    format!(
+                        "Resolved: burn rate now {} over {long} and {} over {short}, threshold {} \
+                         ({objective}).{budget}",
+                        num("burn_rate_long"),
+                        num("burn_rate_short"),
+                        num("threshold"),
+                    ),
+                )
+            } else {
+                let num = |k: &str| v(k).unwrap_or(f64::NAN);
+                (
+                    format!("{what} is burning its error budget too fast ({name})"),
+                    format!(
+                        "Burn rate {:.2} over {long} and {:.2} over {short}, threshold {:.2} \
+                         ({objective}).{budget}",
+                        num("burn_rate_long"),
+                        num("burn_rate_short"),
+                        num("threshold"),
+                    ),
+                )
+            }
         }
-        Rule::BudgetExhausted => (
+        Rule::BudgetExhausted if resolved => (
             format!("{what} has error budget again"),
             format!(
                 "Resolved: the error budget of {} over {} is no longer exhausted.{budget}",
@@ -374,9 +343,24 @@ pub fn resolved_annotations(
                 slo.window.describe()
             ),
         ),
-        Rule::NoData => (
+        Rule::BudgetExhausted => (
+            format!("{what} has spent its whole error budget"),
+            format!(
+                "The error budget of {} over {} is exhausted.{budget}",
+                percent(slo.objective),
+                slo.window.describe()
+            ),
+        ),
+        Rule::NoData if resolved => (
             format!("{what} receives events again"),
             "Resolved: events arrive again.".into(),
+        ),
+        Rule::NoData => (
+            format!("{what} has received no events"),
+            match v("seconds_since_last_event") {
+                Some(s) => format!("The last event arrived {s:.0}s ago."),
+                None => "No event has arrived since the SLO was loaded.".into(),
+            },
         ),
     };
     a.entry("summary".into()).or_insert(summary);
@@ -486,6 +470,29 @@ mod tests {
             "checkout (eu) has spent its whole error budget"
         );
         assert!(a["description"].ends_with("The error budget is spent (250% of it used)."));
+
+        // Resolved: the same facts as they are now, and wording that says it is over.
+        let cleared = BTreeMap::from([
+            ("burn_rate_long".to_string(), 14.25),
+            ("threshold".to_string(), 14.4),
+            ("budget_remaining".to_string(), -0.5),
+        ]);
+        let a = resolved_annotations(&slo, &Rule::Tier("page-1h".into()), "", &cleared);
+        assert_eq!(
+            a["summary"],
+            "checkout is no longer burning its error budget too fast (page-1h)"
+        );
+        assert_eq!(
+            a["description"],
+            "Resolved: burn rate now 14.25 over 1h and no data over 5m, threshold 14.40 \
+             (objective 99.9% over 30d). The error budget is still spent (150% of it used)."
+        );
+        assert_eq!(a["burn_rate_long"], "14.25");
+        assert_eq!(a["runbook"], "https://r.example/x");
+        let a = resolved_annotations(&slo, &Rule::BudgetExhausted, "eu", &cleared);
+        assert_eq!(a["summary"], "checkout (eu) has error budget again");
+        let a = resolved_annotations(&slo, &Rule::NoData, "", &BTreeMap::new());
+        assert_eq!(a["description"], "Resolved: events arrive again.");
     }
 
     #[test]
