@@ -142,3 +142,12 @@ def test_past_the_parquet_ceiling_senders_are_told_to_retry(start_server, otel):
     [r] = poll(refused, timeout=10, what="a refusal past the Parquet ceiling")
     assert r.headers["retry-after"] == "1"
     assert "max_parquet_bytes" in r.text
+
+
+def test_history_ranges_far_apart_do_not_wrap_around(server):
+    """Times at the ends of what parses (about ±292 years around 1970) are a range, not an
+    overflow: the history answers (a default step that fits), the server keeps serving."""
+    r = requests.get(f"{server.api_url}/api/v1/slos/none/history",
+                     params={"from": -9_000_000_000, "to": 9_000_000_000}, timeout=10)  # fmt: skip
+    assert r.status_code in (400, 404), (r.status_code, r.text)
+    assert requests.get(f"{server.api_url}/healthz", timeout=2).status_code == 200

@@ -43,7 +43,7 @@ pub fn map_sql(from: Nanos, to: Nanos) -> String {
          GROUP BY 1, 2 ORDER BY calls DESC, caller, callee",
         ts(from),
         ts(to),
-        ts(from - PARENT_LEAD),
+        ts(from.saturating_sub(PARENT_LEAD)),
         ts(to),
     )
 }
@@ -62,14 +62,16 @@ pub async fn map(
     if from >= to {
         return Err(ApiError::BadRequest("from must be before to".into()));
     }
-    if to - from > MAX_RANGE {
+    // Saturating: times far apart on both sides of 1970 must not wrap around.
+    let span = to.saturating_sub(from);
+    if span > MAX_RANGE {
         return Err(ApiError::BadRequest(format!(
             "the range is over a day ({} s): a map covers at most 86400 s; pick a shorter one",
-            (to - from) / 1_000_000_000
+            span / 1_000_000_000
         )));
     }
     let out = state.engine.execute(&map_sql(from, to)).await?;
-    let seconds = (to - from) as f64 / 1e9;
+    let seconds = span as f64 / 1e9;
     let mut edges = Vec::new();
     for row in crate::traces::objects(&out)? {
         let calls = row["calls"].as_f64().unwrap_or(0.0);

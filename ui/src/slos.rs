@@ -324,7 +324,7 @@ pub async fn history(
         .map(sightline_slo::spec::parse_duration)
         .transpose()
         .map_err(|e| bad("step", e))?
-        .unwrap_or(((to - from) / 500).max(MINUTE));
+        .unwrap_or((to.saturating_sub(from) / 500).max(MINUTE));
     if from > to {
         return Err(ApiError::BadRequest("from is after to".into()));
     }
