@@ -14,6 +14,9 @@ use opentelemetry::metrics::{Histogram, UpDownCounter};
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{FutureExt as _, SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{Context, KeyValue, global};
+use opentelemetry_sdk::trace::SdkTracer;
+
+use crate::telemetry::ServiceTelemetry;
 
 pub const SCOPE: &str = "sample-backend";
 
@@ -41,18 +44,20 @@ impl Injector for HeaderInjector<'_> {
     }
 }
 
-/// The instruments shared by every request.
+/// One service's tracer and the instruments shared by its requests.
 #[derive(Debug, Clone)]
 pub struct Instruments {
+    pub tracer: SdkTracer,
     server_duration: Histogram<f64>,
     active: UpDownCounter<i64>,
     client_duration: Histogram<f64>,
 }
 
 impl Instruments {
-    pub fn new() -> Self {
-        let meter = global::meter(SCOPE);
+    pub fn new(telemetry: &ServiceTelemetry) -> Self {
+        let meter = &telemetry.meter;
         Self {
+            tracer: telemetry.tracer.clone(),
             server_duration: meter
                 .f64_histogram("http.server.request.duration")
                 .with_unit("s")
@@ -71,12 +76,6 @@ impl Instruments {
                 .with_boundaries(DURATION_BOUNDS.to_vec())
                 .build(),
         }
-    }
-}
-
-impl Default for Instruments {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -101,7 +100,7 @@ pub async fn server(
         .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
     let method = req.method().as_str().to_string();
     let parent = global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
-    let tracer = global::tracer(SCOPE);
+    let tracer = &ins.tracer;
     let mut attributes = vec![
         KeyValue::new("http.request.method", method.clone()),
         KeyValue::new("http.route", route.clone()),
@@ -119,7 +118,7 @@ pub async fn server(
         .span_builder(format!("{method} {route}"))
         .with_kind(SpanKind::Server)
         .with_attributes(attributes)
-        .start_with_context(&tracer, &parent);
+        .start_with_context(tracer, &parent);
     let cx = parent.with_span(span);
     let common = [
         KeyValue::new("http.request.method", method),
@@ -213,7 +212,7 @@ impl Client {
         body: Option<&serde_json::Value>,
         timeout: Duration,
     ) -> Result<serde_json::Value, CallError> {
-        let tracer = global::tracer(SCOPE);
+        let tracer = &self.ins.tracer;
         let url = format!("{}{path}", self.base);
         let parsed = reqwest::Url::parse(&url).ok();
         let host = parsed
@@ -230,7 +229,7 @@ impl Client {
                 KeyValue::new("server.port", i64::from(port)),
                 KeyValue::new("url.full", url.clone()),
             ])
-            .start_with_context(&tracer, &Context::current());
+            .start_with_context(tracer, &Context::current());
         let cx = Context::current().with_span(span);
         let mut headers = HashMap::new();
         global::get_text_map_propagator(|p| {

@@ -1,14 +1,15 @@
-//! A small shop service instrumented with the OpenTelemetry Rust SDK — Sightline's demo
-//! workload, and an example of a backend built to stay up under load: timeouts, retries with
-//! backoff and jitter on idempotent calls, a circuit breaker around payment, rate limiting,
-//! health checks and graceful degradation, each visible in its traces, metrics and logs.
+//! The demo's shop: a handful of services instrumented with the OpenTelemetry Rust SDK, each
+//! its own resource (`service.name`) and HTTP server — a frontend (`shop`), `catalog`,
+//! `payment`, `recommendations`, and an `orders` worker fed through an asynchronous queue with
+//! retries and a dead-letter queue — built the way a backend that stays up under load is:
+//! timeouts, retries with backoff and jitter on idempotent calls, a circuit breaker around
+//! payment, rate limiting, health checks and graceful degradation, each visible in its traces,
+//! metrics and logs. See [`services`] for who calls whom.
 //!
-//! Endpoints: `GET /api/catalog`, `GET /api/catalog/{id}`, `POST /api/cart/{user}/items`,
-//! `GET /api/cart/{user}`, `POST /api/checkout`; internal `GET /internal/catalog/{id}`,
-//! `POST /internal/payment/charge` and `GET /internal/recommendations/{user}` (called by
-//! checkout over HTTP); admin
+//! The frontend's endpoints: `GET /api/catalog`, `GET /api/catalog/{id}`,
+//! `POST /api/cart/{user}/items`, `GET /api/cart/{user}`, `POST /api/checkout`; admin
 //! `GET /admin/faults`, `PUT /admin/faults/{component}`, `DELETE /admin/faults`; `/healthz`,
-//! `/readyz`.
+//! `/readyz` (on every service).
 
 #![cfg_attr(
     test,
@@ -18,28 +19,37 @@
     )
 )]
 
+pub mod faults;
 pub mod history;
 pub mod instrument;
 pub mod load;
-pub mod shop;
+pub mod queue;
+pub mod resilience;
+pub mod services;
 pub mod telemetry;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::routing::{get, post, put};
 use opentelemetry::KeyValue;
+use tokio_util::sync::CancellationToken;
 
-use crate::instrument::{Client, Instruments};
-use crate::shop::{Breaker, Fault, RateLimiter, Shop};
+use crate::faults::{Fault, Faults};
+use crate::instrument::Instruments;
+use crate::queue::Queue;
+use crate::services::{ROLES, Service, catalog, frontend, orders, payment, recommendations};
+use crate::telemetry::ServiceTelemetry;
+
+/// Orders that may wait in the queue (ready or to be retried) before sends are refused.
+const ORDERS_QUEUE_CAPACITY: usize = 10_000;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// Address to serve on.
+    /// Address the frontend serves on; the other services listen on ephemeral ports of the
+    /// same address.
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub listen: SocketAddr,
     /// Requests per second from the built-in load driver (0: none).
@@ -47,91 +57,197 @@ pub struct Options {
     pub load_rate: f64,
     /// Inject a fault at start: COMPONENT=ERROR_RATE or COMPONENT=ERROR_RATE:LATENCYms, e.g.
     /// payment=0.3:200ms
-    /// (components: catalog, cart, payment, recommendations). Repeatable.
+    /// (components: catalog, cart, payment, recommendations, orders). Repeatable.
     #[arg(long = "fault", value_parser = Fault::parse)]
     pub faults: Vec<(String, Fault)>,
     /// Public API rate limit, requests per second (burst: twice that).
     #[arg(long, default_value_t = 200.0)]
     pub rate_limit: f64,
-    /// service.name, unless OTEL_SERVICE_NAME is set.
-    #[arg(long, default_value = "shop")]
-    pub service_name: String,
-    /// Once listening, write {"http": "ADDR"} to this file.
+    /// Appended to every service's name (`shop`, `catalog`, …), to tell several shops apart
+    /// in one Sightline. The frontend is named by OTEL_SERVICE_NAME when it is set.
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub name_suffix: String,
+    /// Once listening, write {"http": "ADDR", "services": {NAME: ADDR}} to this file.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
 }
 
-/// The shop's routes, instrumented.
-pub fn router(shop: Arc<Shop>, ins: Instruments) -> Router {
-    let api = Router::new()
-        .route("/api/catalog", get(shop::list_products))
-        .route("/api/catalog/{id}", get(shop::get_product))
-        .route("/api/cart/{user}/items", post(shop::add_item))
-        .route("/api/cart/{user}", get(shop::get_cart))
-        .route("/api/checkout", post(shop::checkout))
-        .route_layer(axum::middleware::from_fn_with_state(
-            shop.clone(),
-            shop::limit,
-        ));
-    // Calls between the shop's own components skip the public rate limit.
-    let internal = Router::new()
-        .route("/internal/catalog/{id}", get(shop::get_product))
-        .route("/internal/payment/charge", post(shop::charge))
-        .route(
-            "/internal/recommendations/{user}",
-            get(shop::recommendations),
-        );
-    let traced = api
-        .merge(internal)
-        .route_layer(axum::middleware::from_fn_with_state(
-            ins,
-            instrument::server,
-        ))
-        .with_state(shop.clone());
-    let admin = Router::new()
-        .route(
-            "/admin/faults",
-            get(shop::get_faults).delete(shop::clear_faults),
-        )
-        .route("/admin/faults/{component}", put(shop::put_fault))
-        .with_state(shop);
-    traced
-        .merge(admin)
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ready" }))
+/// Each role with its `service.name`: the role's own name (the frontend's is `shop`, or
+/// `OTEL_SERVICE_NAME`), with the suffix.
+pub fn service_names(opts: &Options) -> Vec<(&'static str, String)> {
+    let frontend = std::env::var("OTEL_SERVICE_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "shop".into());
+    ROLES
+        .iter()
+        .map(|&role| {
+            let base = if role == "frontend" {
+                frontend.clone()
+            } else {
+                role.to_string()
+            };
+            (role, format!("{base}{}", opts.name_suffix))
+        })
+        .collect()
 }
 
-/// Serves until `stop`, with the load driver when `load_rate > 0`. Telemetry must be set up
-/// (see [`telemetry::init`]).
+/// Serves every service until `stop`, with the load driver when `load_rate > 0`.
+/// `telemetry` is [`service_names`]' roles' telemetry, in that order (see [`telemetry::init`]).
 ///
 /// # Errors
-/// When the address cannot be bound, the ready file cannot be written, or the server fails.
+/// When an address cannot be bound, the ready file cannot be written, or a server fails.
 pub async fn serve(
     opts: &Options,
+    telemetry: &[ServiceTelemetry],
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", opts.listen))?;
-    let addr = listener.local_addr()?;
-    let ins = Instruments::new();
-    let shop = Arc::new(Shop {
-        client: Client::new(format!("http://{addr}"), ins.clone()),
-        faults: std::sync::Mutex::new(opts.faults.iter().cloned().collect()),
-        carts: Default::default(),
-        payment_breaker: std::sync::Mutex::new(Breaker::new(5, Duration::from_secs(10))),
-        limiter: std::sync::Mutex::new(RateLimiter::new(opts.rate_limit, opts.rate_limit * 2.0)),
-        orders: Default::default(),
+    let of = |role: &str| {
+        ROLES
+            .iter()
+            .position(|r| *r == role)
+            .and_then(|i| telemetry.get(i))
+            .with_context(|| format!("no telemetry for the {role} service"))
+    };
+    let faults = Arc::new(Faults::new(opts.faults.iter().cloned()));
+    let service = |role: &str| -> anyhow::Result<Service> {
+        Ok(Service {
+            ins: Instruments::new(of(role)?),
+            faults: faults.clone(),
+        })
+    };
+    // Every listener first: the callers need their callees' addresses.
+    let mut listeners = BTreeMap::new();
+    for role in ROLES {
+        let addr = if role == "frontend" {
+            opts.listen
+        } else {
+            SocketAddr::new(opts.listen.ip(), 0)
+        };
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("the {role} service cannot listen on {addr}"))?;
+        listeners.insert(role, l);
+    }
+    let url = |role: &str| -> anyhow::Result<String> {
+        Ok(format!("http://{}", listeners[role].local_addr()?))
+    };
+    let orders_queue = Arc::new(Queue::new("orders", ORDERS_QUEUE_CAPACITY));
+    let frontend_svc = service("frontend")?;
+    let front = Arc::new(frontend::Frontend::new(
+        frontend_svc.clone(),
+        frontend::Peers {
+            catalog: frontend_svc.client(&url("catalog")?),
+            payment: frontend_svc.client(&url("payment")?),
+            recommendations: frontend_svc.client(&url("recommendations")?),
+        },
+        orders_queue.clone(),
+        opts.rate_limit,
+        &of("frontend")?.meter,
+    ));
+    let recommendations_svc = service("recommendations")?;
+    let orders_svc = service("orders")?;
+    let worker = Arc::new(orders::Orders::new(
+        orders_svc.clone(),
+        orders_svc.client(&url("payment")?),
+        orders_queue.clone(),
+        &of("orders")?.meter,
+    ));
+    let mut routers = BTreeMap::new();
+    routers.insert("frontend", frontend::router(front.clone()));
+    routers.insert("catalog", catalog::router(Arc::new(service("catalog")?)));
+    routers.insert("payment", payment::router(Arc::new(service("payment")?)));
+    routers.insert(
+        "recommendations",
+        recommendations::router(Arc::new(recommendations::Recommendations {
+            catalog: recommendations_svc.client(&url("catalog")?),
+            svc: recommendations_svc,
+        })),
+    );
+    let _gauges = gauges(&front, &orders_queue, of)?;
+
+    let mut addresses = BTreeMap::new();
+    for (role, name) in service_names(opts) {
+        if let Some(l) = listeners.get(role) {
+            addresses.insert(name, l.local_addr()?.to_string());
+        }
+    }
+    let frontend_addr = listeners["frontend"].local_addr()?;
+    if let Some(path) = &opts.ready_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::json!({ "http": frontend_addr.to_string(), "services": addresses })
+                .to_string(),
+        )?;
+        std::fs::rename(&tmp, path)?;
+    }
+    tracing::info!(%frontend_addr, services = ?addresses, "shop listening");
+
+    let token = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (role, listener) in listeners {
+        let Some(app) = routers.remove(role) else {
+            continue;
+        };
+        let stopping = token.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopping.cancelled_owned())
+                .await
+                .with_context(|| format!("the {role} service's server failed"))
+        });
+    }
+    let stopping = token.clone();
+    tasks.spawn(async move {
+        orders::run(worker, stopping).await;
+        Ok(())
     });
-    // A gauge: items sitting in carts.
-    let carts = Arc::downgrade(&shop);
-    let _gauge = opentelemetry::global::meter(instrument::SCOPE)
+    if opts.load_rate > 0.0 {
+        let (base, rate, stopping) = (
+            format!("http://{frontend_addr}"),
+            opts.load_rate,
+            token.clone(),
+        );
+        tasks.spawn(async move {
+            load::drive(base, rate, stopping.cancelled_owned()).await;
+            Ok(())
+        });
+    }
+    // Until `stop`, or until a server fails; then everything stops.
+    tokio::pin!(stop);
+    let mut result = Ok(());
+    tokio::select! {
+        () = &mut stop => {}
+        Some(done) = tasks.join_next() => {
+            result = done.context("a service panicked").and_then(|r| r);
+        }
+    }
+    token.cancel();
+    while let Some(done) = tasks.join_next().await {
+        if result.is_ok() {
+            result = done.context("a service panicked").and_then(|r| r);
+        }
+    }
+    result
+}
+
+/// The observable gauges: items in carts (frontend) and messages in the orders queue, by
+/// state (the worker's).
+fn gauges<'a>(
+    front: &Arc<frontend::Frontend>,
+    orders_queue: &Arc<Queue>,
+    of: impl Fn(&str) -> anyhow::Result<&'a ServiceTelemetry>,
+) -> anyhow::Result<Vec<opentelemetry::metrics::ObservableGauge<u64>>> {
+    let carts = Arc::downgrade(front);
+    let cart_items = of("frontend")?
+        .meter
         .u64_observable_gauge("shop.cart.items")
         .with_unit("{item}")
         .with_description("Items in open carts")
         .with_callback(move |o| {
-            if let Some(shop) = carts.upgrade() {
-                let n: usize = shop
+            if let Some(f) = carts.upgrade() {
+                let n: usize = f
                     .carts
                     .lock()
                     .map(|c| c.values().map(Vec::len).sum())
@@ -140,35 +256,32 @@ pub async fn serve(
             }
         })
         .build();
-    if let Some(path) = &opts.ready_file {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::json!({ "http": addr.to_string() }).to_string(),
-        )?;
-        std::fs::rename(&tmp, path)?;
-    }
-    tracing::info!(%addr, "shop listening");
-    let token = tokio_util::sync::CancellationToken::new();
-    let mut driver = tokio::task::JoinSet::new();
-    if opts.load_rate > 0.0 {
-        driver.spawn(load::drive(
-            format!("http://{addr}"),
-            opts.load_rate,
-            token.clone().cancelled_owned(),
-        ));
-    }
-    let app = router(shop, ins);
-    let stopping = token.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            stop.await;
-            stopping.cancel();
+    let q = Arc::downgrade(orders_queue);
+    let depth = of("orders")?
+        .meter
+        .u64_observable_gauge("sample_queue.messages")
+        .with_unit("{message}")
+        .with_description("Messages in the queue: ready, waiting for a retry, dead-lettered")
+        .with_callback(move |o| {
+            if let Some(q) = q.upgrade() {
+                let s = q.stats();
+                for (state, destination, n) in [
+                    ("ready", q.name.clone(), s.ready),
+                    ("retrying", q.name.clone(), s.retrying),
+                    ("dead", q.dead_letter_name(), s.dead_letters),
+                ] {
+                    o.observe(
+                        n as u64,
+                        &[
+                            KeyValue::new("messaging.destination.name", destination),
+                            KeyValue::new("sample_queue.state", state),
+                        ],
+                    );
+                }
+            }
         })
-        .await;
-    token.cancel();
-    driver.join_all().await;
-    served.context("the shop's server failed")
+        .build();
+    Ok(vec![cart_items, depth])
 }
 
 /// The command line: sets up telemetry, serves until SIGTERM or Ctrl-C, flushes.
@@ -176,8 +289,8 @@ pub async fn serve(
 /// # Errors
 /// As [`serve`], and when telemetry cannot be set up.
 pub async fn main(opts: Options) -> anyhow::Result<()> {
-    let telemetry = telemetry::init(&opts.service_name)?;
-    let result = serve(&opts, async {
+    let (telemetry, services) = telemetry::init(&service_names(&opts))?;
+    let result = serve(&opts, &services, async {
         use tokio::signal::unix::{SignalKind, signal};
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {

@@ -1,9 +1,9 @@
-//! OpenTelemetry setup: traces, metrics and logs exported over OTLP, configured the standard
-//! way (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL` = `grpc` or
-//! `http/protobuf`, `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME`,
-//! `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_BSP_SCHEDULE_DELAY`…). Application logs written with
-//! `tracing` are bridged to OTLP log records, which carry the trace context of the span they
-//! were written in.
+//! OpenTelemetry setup: each service of the shop has its own resource (`service.name`) and its
+//! own providers, exporting traces, metrics and logs over OTLP configured the standard way
+//! (`OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL` = `grpc` or `http/protobuf`,
+//! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_BSP_SCHEDULE_DELAY`…).
+//! Application logs written with `tracing` in a service's module are bridged to that service's
+//! OTLP log records, which carry the trace context of the span they were written in.
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use opentelemetry::KeyValue;
 use opentelemetry::logs::Severity;
+use opentelemetry::metrics::{Meter, MeterProvider as _};
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_otlp::{LogExporter, MetricExporter, Protocol, SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
@@ -20,7 +22,7 @@ use opentelemetry_sdk::metrics::data::ResourceMetrics;
 use opentelemetry_sdk::metrics::exporter::PushMetricExporter;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData};
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, SpanData};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -109,15 +111,32 @@ impl<E: PushMetricExporter> PushMetricExporter for OnRuntime<E> {
     }
 }
 
-/// The SDK providers; [`Telemetry::shutdown`] flushes what is buffered.
+/// One service's SDK providers.
 #[derive(Debug)]
-pub struct Telemetry {
+struct Providers {
+    name: String,
     tracer: SdkTracerProvider,
     meter: SdkMeterProvider,
     logger: SdkLoggerProvider,
 }
 
-/// The resource the shop's telemetry carries as `service`.
+/// Every service's SDK providers; [`Telemetry::shutdown`] flushes what is buffered.
+#[derive(Debug)]
+pub struct Telemetry {
+    services: Vec<Providers>,
+}
+
+/// What one service instruments itself with: its own tracer and meter, under its own
+/// resource.
+#[derive(Debug, Clone)]
+pub struct ServiceTelemetry {
+    /// Its `service.name`.
+    pub name: String,
+    pub tracer: SdkTracer,
+    pub meter: Meter,
+}
+
+/// A resource: the service `service`, in the demo environment.
 pub fn resource(service: &str) -> Resource {
     Resource::builder()
         .with_attributes([
@@ -137,15 +156,8 @@ fn http_protocol() -> anyhow::Result<bool> {
     }
 }
 
-/// Sets up the global tracer, meter and propagator, and a `tracing` subscriber that prints to
-/// stderr and bridges to OTLP logs. `service` is used unless `OTEL_SERVICE_NAME` is set.
-pub fn init(service: &str) -> anyhow::Result<Telemetry> {
-    let http = http_protocol()?;
-    let resource = match std::env::var("OTEL_SERVICE_NAME") {
-        Ok(name) if !name.is_empty() => resource(&name),
-        _ => resource(service),
-    };
-
+/// One service's providers, exporting over the protocol the environment names.
+fn providers(name: &str, http: bool) -> anyhow::Result<Providers> {
     let spans = if http {
         SpanExporter::builder()
             .with_http()
@@ -173,27 +185,57 @@ pub fn init(service: &str) -> anyhow::Result<Telemetry> {
         LogExporter::builder().with_tonic().build()
     }
     .context("cannot build the OTLP log exporter")?;
+    let resource = resource(name);
+    Ok(Providers {
+        name: name.to_string(),
+        tracer: SdkTracerProvider::builder()
+            .with_batch_exporter(OnRuntime::new(spans))
+            .with_resource(resource.clone())
+            .build(),
+        meter: SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(OnRuntime::new(metrics)).build())
+            .with_resource(resource.clone())
+            .build(),
+        logger: SdkLoggerProvider::builder()
+            .with_batch_exporter(OnRuntime::new(logs))
+            .with_resource(resource)
+            .build(),
+    })
+}
 
-    let tracer = SdkTracerProvider::builder()
-        .with_batch_exporter(OnRuntime::new(spans))
-        .with_resource(resource.clone())
-        .build();
-    let meter = SdkMeterProvider::builder()
-        .with_reader(PeriodicReader::builder(OnRuntime::new(metrics)).build())
-        .with_resource(resource.clone())
-        .build();
-    let logger = SdkLoggerProvider::builder()
-        .with_batch_exporter(OnRuntime::new(logs))
-        .with_resource(resource)
-        .build();
-    opentelemetry::global::set_tracer_provider(tracer.clone());
-    opentelemetry::global::set_meter_provider(meter.clone());
+/// The module a service's code lives in: its `tracing` events are its log records.
+fn log_target(role: &str) -> String {
+    format!("sample_backend::services::{role}")
+}
+
+/// Sets up one tracer, meter and logger provider per service — `services` pairs the role
+/// (its module under `services`) with its `service.name` — the W3C propagator, and a
+/// `tracing` subscriber that prints to stderr and bridges each service's events to its own
+/// OTLP logs.
+///
+/// # Errors
+/// An exporter that cannot be built, an unknown protocol, or a subscriber already installed.
+pub fn init(services: &[(&str, String)]) -> anyhow::Result<(Telemetry, Vec<ServiceTelemetry>)> {
+    let http = http_protocol()?;
+    let mut all = Vec::new();
+    for (_, name) in services {
+        all.push(providers(name, http)?);
+    }
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
-    // The exporters' own crates stay out of the bridge (their logs would feed themselves).
+    // The exporters' own crates stay out of the bridges (their logs would feed themselves).
     let quiet = "h2=off,hyper=off,hyper_util=off,tonic=off,tower=off,reqwest=off,opentelemetry=off,opentelemetry_sdk=off";
-    let bridge = OpenTelemetryTracingBridge::new(&logger)
-        .with_filter(EnvFilter::new(format!("info,{quiet}")));
+    let bridges: Vec<
+        Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>,
+    > = services
+        .iter()
+        .zip(&all)
+        .map(|((role, _), p)| {
+            OpenTelemetryTracingBridge::new(&p.logger)
+                .with_filter(EnvFilter::new(format!("off,{}=info", log_target(role))))
+                .boxed()
+        })
+        .collect();
     let console = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_filter(
@@ -201,28 +243,40 @@ pub fn init(service: &str) -> anyhow::Result<Telemetry> {
                 .unwrap_or_else(|_| EnvFilter::new(format!("info,{quiet}"))),
         );
     tracing_subscriber::registry()
+        .with(bridges)
         .with(console)
-        .with(bridge)
         .try_init()
         .context("a tracing subscriber is already installed")?;
-    Ok(Telemetry {
-        tracer,
-        meter,
-        logger,
-    })
+    let handles = all
+        .iter()
+        .map(|p| ServiceTelemetry {
+            name: p.name.clone(),
+            tracer: p.tracer.tracer(crate::instrument::SCOPE),
+            meter: p.meter.meter(crate::instrument::SCOPE),
+        })
+        .collect();
+    Ok((Telemetry { services: all }, handles))
 }
 
 impl Telemetry {
-    /// Exports what is buffered and stops the providers.
+    /// Exports what is buffered and stops the providers, every service's at once (with an
+    /// endpoint gone, each waits out its exporter's timeout: side by side, not one after
+    /// another).
     pub fn shutdown(&self) {
-        for (what, result) in [
-            ("traces", self.tracer.shutdown()),
-            ("metrics", self.meter.shutdown()),
-            ("logs", self.logger.shutdown()),
-        ] {
-            if let Err(e) = result {
-                eprintln!("sample-backend: flushing {what} failed: {e}");
+        std::thread::scope(|scope| {
+            for p in &self.services {
+                scope.spawn(move || {
+                    for (what, result) in [
+                        ("traces", p.tracer.shutdown()),
+                        ("metrics", p.meter.shutdown()),
+                        ("logs", p.logger.shutdown()),
+                    ] {
+                        if let Err(e) = result {
+                            eprintln!("sample-backend: flushing {}'s {what} failed: {e}", p.name);
+                        }
+                    }
+                });
             }
-        }
+        });
     }
 }

@@ -236,9 +236,10 @@ fn print_links(
         bound.otlp_grpc, bound.otlp_http
     );
     println!(
-        "  shop       {}   (sample backend; faults: {}/admin/faults)",
+        "  shop       {}   (sample backend: shop → catalog, payment, recommendations; orders worker via a queue; faults: {}/admin/faults)",
         shop.url, shop.url
     );
+    println!("  services   {api}/services   (each service, and the calls between them)");
     println!("  receiver   http://{receiver}/alerts   (prints every notification)");
     println!(
         "  data       {}{}",

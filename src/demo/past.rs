@@ -29,6 +29,7 @@ pub(super) async fn send(
         error_rate: ERROR_RATE,
         slow_rate: SLOW_RATE,
         seed: 7,
+        name_suffix: String::new(),
     };
     story.say(format!(
         "0/5 sending a past: the shop's last {} of traffic, through OTLP with backdated times…",
@@ -36,7 +37,7 @@ pub(super) async fn send(
     ));
     let began = Instant::now();
     let endpoint = format!("http://{}", bound.otlp_grpc);
-    let sent = history::send(&endpoint, "shop", &past).await?;
+    let sent = history::send(&endpoint, &past).await?;
     // Counted once Sightline has written it: the SLO's total says so.
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

@@ -91,6 +91,7 @@ pub(super) async fn run(
         fired.as_secs(),
         now_rfc3339()
     ));
+    failing_edges(story, &http, api, &outage_at).await;
     let delivered = wait_for(
         "the firing notification",
         Duration::from_secs(120),
@@ -133,6 +134,50 @@ pub(super) async fn run(
         "        what happened, in SQL: curl -s {api}/api/v1/sql -d '{{\"sql\": \"SELECT time, slo, rule, state FROM slo_alerts ORDER BY time\"}}'"
     ));
     Ok(())
+}
+
+/// An edge of the service map fails when this share of its calls or more are errors (the
+/// Services page marks it the same way).
+const FAILING: f64 = 0.05;
+
+/// Says which calls between services fail since `from`, from the service map's API.
+async fn failing_edges(story: &Story, http: &reqwest::Client, api: &str, from: &str) {
+    let map: Option<Value> = match http
+        .get(format!("{api}/api/v1/services/map"))
+        .query(&[("from", from)])
+        .send()
+        .await
+    {
+        Ok(r) => r.json().await.ok(),
+        Err(_) => None,
+    };
+    let Some(map) = map else {
+        story.say("        (cannot read the service map)");
+        return;
+    };
+    let failing: Vec<String> = map["edges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["error_rate"].as_f64().is_some_and(|r| r >= FAILING))
+        .map(|e| {
+            format!(
+                "{} → {} ({:.0}% of {} calls)",
+                e["caller"].as_str().unwrap_or("?"),
+                e["callee"].as_str().unwrap_or("?"),
+                e["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
+                e["calls"],
+            )
+        })
+        .collect();
+    if failing.is_empty() {
+        story.say("        the service map shows no failing calls yet");
+    } else {
+        story.say(format!(
+            "        failing calls since the outage began, from the service map ({api}/services): {}",
+            failing.join(", ")
+        ));
+    }
 }
 
 /// Says which alerts still fire once the page resolved, and why each does.

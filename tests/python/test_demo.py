@@ -146,25 +146,51 @@ def test_the_demo_scenario_fires_and_resolves_the_page_alert(tmp_path):
         )
         assert [(r["status"], r["status_code"]) for r in sent] == [("firing", 200), ("resolved", 200)]
 
-        # The shop's telemetry: one trace across its HTTP hops, parent/child links intact.
+        # The shop's telemetry: one trace across its services, parent/child links intact.
         hops = sql(
             "SELECT count(*) AS n FROM spans root "
             "JOIN spans c ON c.trace_id = root.trace_id AND c.parent_span_id = root.span_id "
             "JOIN spans pay ON pay.trace_id = c.trace_id AND pay.parent_span_id = c.span_id "
             "WHERE root.http_route = '/api/checkout' AND root.kind = 'server' "
-            "AND root.parent_span_id IS NULL AND c.kind = 'client' "
-            "AND pay.kind = 'server' AND pay.http_route = '/internal/payment/charge'"
+            "AND root.service_name = 'shop' AND root.parent_span_id IS NULL AND c.kind = 'client' "
+            "AND pay.kind = 'server' AND pay.http_route = '/charges' AND pay.service_name = 'payment'"
         )
         assert hops[0]["n"] > 10, hops
+        services = {"shop", "catalog", "payment", "recommendations", "orders"}
         orphans = sql(
             "SELECT count(*) AS n FROM spans child LEFT JOIN spans parent "
             "ON parent.trace_id = child.trace_id AND parent.span_id = child.parent_span_id "
-            "WHERE child.service_name = 'shop' AND child.parent_span_id IS NOT NULL "
+            f"WHERE child.service_name IN ({', '.join(repr(n) for n in sorted(services))}) "
+            "AND child.parent_span_id IS NOT NULL "
             "AND parent.span_id IS NULL AND child.end_time < now() - INTERVAL '30 seconds'"
         )
         assert orphans[0]["n"] == 0, orphans
+        seen = sql("SELECT DISTINCT service_name FROM spans WHERE kind IN ('server', 'consumer')")
+        assert {r["service_name"] for r in seen} == services, seen
+
+        # The service map during the outage: every call between the services, and the failing
+        # one — shop → payment — failing at about the outage's rate; the demo said so.
+        r = requests.get(f"{api}/api/v1/services/map",
+                         params={"from": outage_at.isoformat(),
+                                 "to": recovered_at.isoformat()}, timeout=30)  # fmt: skip
+        assert r.status_code == 200, r.text
+        edges = {(e["caller"], e["callee"]): e for e in r.json()["edges"]}
+        assert set(edges) == {
+            ("shop", "catalog"), ("shop", "payment"), ("shop", "recommendations"),
+            ("shop", "orders"), ("orders", "payment"), ("recommendations", "catalog"),
+        }, sorted(edges)  # fmt: skip
+        assert 0.3 <= edges[("shop", "payment")]["error_rate"] <= 0.7, edges[("shop", "payment")]
+        assert edges[("shop", "catalog")]["error_rate"] == 0, edges[("shop", "catalog")]
+        told = line("failing calls since the outage began")
+        assert told and "shop → payment (" in told, output()
+        # The queue: failed captures during the outage came back as retries.
+        retried = sql(
+            "SELECT count(*) AS n FROM spans WHERE service_name = 'orders' AND kind = 'consumer' "
+            "AND attributes['sample_queue.delivery'] = '2'"
+        )
+        assert retried[0]["n"] > 0, retried
         errors = sql(
-            "SELECT count(*) AS n FROM spans WHERE http_route = '/internal/payment/charge' "
+            "SELECT count(*) AS n FROM spans WHERE http_route = '/charges' AND service_name = 'payment' "
             "AND status_code = 'error' AND cardinality(events) > 0"
         )
         assert errors[0]["n"] > 0, "failed charges are error spans with an exception event"
