@@ -226,15 +226,34 @@ test("the SQL console runs a query, charts a time column and exports CSV", async
   await context.close();
 });
 
-test("services list the shop with rates and percentiles, linking to its traces", async () => {
+/// The time a line of the demo's story gives as "(at …)".
+function storyTime(marker) {
+  const line = output.split("\n").find((l) => l.includes(marker));
+  assert.ok(line, `no "${marker}" line in the demo's output`);
+  return /\(at (\S+)\)/.exec(line)[1];
+}
+
+const SERVICES = ["catalog", "orders", "payment", "recommendations", "shop"];
+const EDGES = ["orders -> payment", "recommendations -> catalog", "shop -> catalog", "shop -> orders", "shop -> payment", "shop -> recommendations"];
+
+test("services list every service of the shop with rates and percentiles, linking to its traces", async () => {
   const { page, errors, context } = await open("/services?from=now-5m");
   const row = page.locator('tr[data-service="shop"]');
   await row.waitFor();
+  const listed = await page.locator("tr[data-service]").evaluateAll((rows) => rows.map((r) => r.dataset.service).sort());
+  assert.deepEqual(listed, SERVICES);
   const cells = await row.locator("td").allInnerTexts();
   assert.ok(Number(cells[1]) > 1, `requests/s ${cells[1]}`);
   assert.match(cells[2], /%$/);
   assert.ok(Number(cells[5]) >= Number(cells[3]), "p99 >= p50");
   await page.locator('tr[data-service="shop"] canvas').first().waitFor();
+  // The map, drawn: a box per service, an arrow per call between them, none failing now.
+  const graph = page.locator('[data-testid="service-graph"]');
+  await graph.waitFor();
+  const nodes = await graph.locator("[data-node]").evaluateAll((g) => g.map((n) => n.dataset.node).sort());
+  assert.deepEqual(nodes, SERVICES);
+  const edges = await graph.locator("[data-edge]").evaluateAll((g) => g.map((e) => e.dataset.edge).sort());
+  assert.deepEqual(edges, EDGES);
   await shot(page, "services");
   await row.getByText("traces").click();
   await page.locator('[data-testid="trace-results"]').waitFor();
@@ -243,7 +262,28 @@ test("services list the shop with rates and percentiles, linking to its traces",
   await context.close();
 });
 
-test("a checkout trace shows its spans nested across the shop's HTTP hops", async () => {
+test("the service map of the outage shows the failing call from the shop to payment in red", async () => {
+  const from = storyTime("2/5 outage");
+  const to = storyTime("4/5 recovery");
+  const { page, errors, context } = await open(`/services?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`);
+  const graph = page.locator('[data-testid="service-graph"]');
+  await graph.waitFor();
+  const map = await api(`/api/v1/services/map?from=${encodeURIComponent(from)}&to=${encodeURIComponent(to)}`);
+  const failingInApi = map.edges.filter((e) => e.error_rate >= 0.05).map((e) => `${e.caller} -> ${e.callee}`).sort();
+  assert.ok(failingInApi.includes("shop -> payment"), JSON.stringify(map.edges));
+  const failingDrawn = await graph.locator("g.edge.failing").evaluateAll((g) => g.map((e) => e.dataset.edge).sort());
+  assert.deepEqual(failingDrawn, failingInApi);
+  assert.ok(await graph.locator('g.node.failing[data-node="payment"]').count() === 1, "payment's box is marked");
+  assert.ok(await graph.locator('g.edge[data-edge="shop -> catalog"]:not(.failing)').count() === 1, "catalog calls are fine");
+  const label = await graph.locator('g.edge[data-edge="shop -> payment"] text').textContent();
+  assert.match(label, /\/s · \d+(\.\d+)?%/);
+  assert.ok(await page.locator('tr.failing[data-edge="shop -> payment"]').count() === 1, "the table agrees");
+  await shot(page, "service-map-outage");
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
+test("a checkout trace shows its spans nested across the shop's services", async () => {
   const { page, errors, context } = await open("/traces?from=now-1h&service=shop&operation=POST%20%2Fapi%2Fcheckout");
   await page.locator('[data-testid="trace-results"] tbody tr').first().waitFor();
   await page.locator('[data-testid="trace-scatter"] canvas').first().waitFor();
@@ -251,13 +291,13 @@ test("a checkout trace shows its spans nested across the shop's HTTP hops", asyn
   // A successful checkout: catalog lookups, payment and recommendations.
   const [t] = await (await fetch(`${base}/api/v1/sql`, {
     method: "POST", headers: { "content-type": "application/json" },
-    body: JSON.stringify({ sql: "SELECT trace_id FROM spans WHERE http_route = '/internal/recommendations/{user}' AND status_code <> 'error' LIMIT 1", format: "json" }),
+    body: JSON.stringify({ sql: "SELECT trace_id FROM spans WHERE http_route = '/recommendations/{user}' AND status_code <> 'error' LIMIT 1", format: "json" }),
   }).then((r) => r.json())).rows;
   await page.goto(`${base}/traces/${t[0]}`);
   await page.locator('[data-testid="waterfall"] .span-row').first().waitFor();
   const depth = async (text) => Number(await page.locator(".span-row", { hasText: text }).first().getAttribute("data-depth"));
   assert.equal(await depth("POST /api/checkout"), 0);
-  assert.equal(await depth("POST /internal/payment/charge"), 2);
+  assert.equal(await depth("POST /charges"), 2);
   assert.equal(await depth("payment.authorize"), 3);
   const trace = await api(`/api/v1/traces/${t[0]}`);
   assert.equal(await page.locator(".span-row").count(), trace.spans.length);

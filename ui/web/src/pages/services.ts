@@ -7,6 +7,7 @@ import { lineChart } from "../chart";
 import { clear, h, note } from "../dom";
 import { num, pct } from "../format";
 import { onNavigate, timeFilter, timeRange } from "../state";
+import { serviceGraph } from "./servicemap";
 
 /// A `date_bin` width giving about 60 points over the range.
 export function bucket(): { sql: string; seconds: number } {
@@ -95,7 +96,7 @@ export async function servicesPage(root: HTMLElement): Promise<void> {
         ),
       ),
     ),
-    callsCard(edges, mapFrom.getTime() !== from.getTime()),
+    callsCard(edges, rows.map((r) => r.name), mapFrom.getTime() !== from.getTime()),
   );
   const times = [...new Set(series.map((r) => Number(r.t)))].sort((a, b) => a - b);
   for (const [el, name] of sparks) {
@@ -116,13 +117,17 @@ export async function servicesPage(root: HTMLElement): Promise<void> {
 /// An edge fails when this share of its calls or more are errors.
 const FAILING = 0.05;
 
-/// The calls between services: one row per caller → callee, failing edges in red.
-function callsCard(edges: api.Edge[], lastDay: boolean): HTMLElement {
+const failing = (e: api.Edge) => (e.error_rate ?? 0) >= FAILING;
+
+/// The calls between services: drawn as a map, then one row per caller → callee; failing
+/// edges in red.
+function callsCard(edges: api.Edge[], services: string[], lastDay: boolean): HTMLElement {
   return h(
     "div.card",
     {},
     h("h2", { style: "margin-top:0" }, "Calls between services"),
     lastDay ? h("p.muted", {}, "The last day of the range.") : null,
+    edges.length ? h("div.graph-scroll", {}, serviceGraph(services, edges, failing)) : null,
     edges.length
       ? h(
           "table.data",
@@ -132,15 +137,15 @@ function callsCard(edges: api.Edge[], lastDay: boolean): HTMLElement {
             "tbody",
             {},
             edges.map((e) => {
-              const failing = (e.error_rate ?? 0) >= FAILING;
+              const bad = failing(e);
               return h(
                 "tr",
-                { "data-edge": `${e.caller} -> ${e.callee}`, class: failing ? "failing" : "" },
+                { "data-edge": `${e.caller} -> ${e.callee}`, class: bad ? "failing" : "" },
                 h("td", {}, h("b", {}, e.caller)),
                 h("td", {}, "→"),
                 h("td", {}, h("b", {}, e.callee)),
                 h("td.num", {}, num(e.rate_per_s)),
-                h("td.num", { class: failing ? "bad" : "" }, pct(e.error_rate ?? 0)),
+                h("td.num", { class: bad ? "bad" : "" }, pct(e.error_rate ?? 0)),
                 h("td.num", {}, num(e.p50_ms)),
                 h("td.num", {}, num(e.p95_ms)),
                 h("td.num", {}, num(e.p99_ms)),
