@@ -88,7 +88,7 @@ mod tests {
     use sightline_common::seeded::Seeded as Rng;
 
     fn seeds(dir: &str) -> Vec<Vec<u8>> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        let dir = sightline_common::durable::manifest_dir(env!("CARGO_MANIFEST_DIR"))
             .join("../fuzz/seeds")
             .join(dir);
         let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir)

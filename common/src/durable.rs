@@ -53,6 +53,14 @@ pub fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// A crate's own directory, for its tests' files: `CARGO_MANIFEST_DIR` as cargo (or nextest)
+/// sets it when the test runs, else `built` — pass `env!("CARGO_MANIFEST_DIR")`, where the
+/// crate was compiled. Clones that share one target directory share its compiled tests, so
+/// the compiled-in path may be another clone's, even one since removed.
+pub fn manifest_dir(built: &'static str) -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| built.into(), Into::into)
+}
+
 /// Copies the directory tree `from` to `to` (made if missing): for tests that start from a
 /// checked-in fixture of a data directory.
 ///

@@ -22,7 +22,7 @@ const CURRENT: &str = "notify-v2";
 const T0: i64 = 1_764_504_000_000_000_000;
 
 fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    sightline_common::durable::manifest_dir(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
 }

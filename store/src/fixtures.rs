@@ -125,7 +125,7 @@ fn sample_array(field: &Field, rows: usize, seed: usize) -> ArrayRef {
 
 /// The fixture directory for `name` in the source tree.
 pub(crate) fn fixture_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    sightline_common::durable::manifest_dir(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
 }

@@ -9,7 +9,10 @@ use crate::{CHECKOUT, Sim, T0};
 const DOCS: [&str; 2] = ["slo.md", "alerting.md"];
 
 fn blocks(doc: &str, lang: &str) -> Vec<String> {
-    let path = format!("{}/../docs/{doc}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../docs/{doc}",
+        sightline_common::durable::manifest_dir(env!("CARGO_MANIFEST_DIR")).display()
+    );
     let text = std::fs::read_to_string(&path).expect("the doc exists");
     let mut out = Vec::new();
     let mut current: Option<String> = None;
