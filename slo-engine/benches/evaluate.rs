@@ -1,5 +1,6 @@
 //! What the SLO engine costs: evaluating SLOs on a tick (status and every alert rule of every
-//! SLO over 30-day windows), and counting events as they arrive. Run with
+//! SLO over 30-day windows), counting events as they arrive, and the sums behind an SLO's
+//! history (a point's window and hour sums, for the most points a history has). Run with
 //! `cargo bench -p sightline-slo --bench evaluate`.
 
 #![allow(
@@ -114,5 +115,36 @@ fn counting(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, tick, counting);
+/// The sums of a history of 5000 points, a 30-day window each plus its last hour, over 30
+/// days of minutes: summed point by point (as the history did), and from running totals.
+fn history(c: &mut Criterion) {
+    let mut g = c.benchmark_group("history_5000_points_30d_window");
+    g.sample_size(10);
+    let s = series(31);
+    // A point a minute: the 30-day windows' starts fall on 15-minute boundaries.
+    let windows: Vec<(Nanos, Nanos)> = (0..5000)
+        .map(|i| sightline_slo::window::trailing(NOW - i * MINUTE, 30 * DAY))
+        .collect();
+    let hour = 60 * MINUTE;
+    g.bench_function("point_by_point", |b| {
+        b.iter(|| {
+            windows
+                .iter()
+                .map(|&(from, t)| s.sum(from, t).total + s.sum(t - hour, t).total)
+                .sum::<u64>()
+        })
+    });
+    g.bench_function("running_totals", |b| {
+        b.iter(|| {
+            let sums = s.sums();
+            windows
+                .iter()
+                .map(|&(from, t)| sums.sum(from, t).total + sums.sum(t - hour, t).total)
+                .sum::<u64>()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, tick, counting, history);
 criterion_main!(benches);

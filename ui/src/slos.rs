@@ -328,8 +328,11 @@ pub async fn history(
     if from > to {
         return Err(ApiError::BadRequest("from is after to".into()));
     }
-    let history = engine
-        .history(&name, from, to, step)
+    // A pass over every group's counts: off the async threads.
+    let (e, n) = (engine.clone(), name.clone());
+    let history = tokio::task::spawn_blocking(move || e.history(&n, from, to, step))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or_else(|| no_slo(&name))?;
     let points: Vec<HistoryView> = history.points.iter().map(HistoryView::from).collect();
     Ok(axum::Json(serde_json::json!({

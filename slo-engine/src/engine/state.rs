@@ -197,36 +197,52 @@ impl Engine {
         let oldest = now - keep(&e.slo) + DAY;
         let last = window_end(now);
         let end = to.min(now);
-        let point = |t: Nanos| {
-            let (ws, _) = e.slo.window.bounds(t - 1);
-            let total = sum_all(groups, ws, t);
-            let hour = sum_all(groups, t - HOUR, t);
-            HistoryPoint {
-                at: t.min(now),
-                good: total.good,
-                total: total.total,
-                sli: total.ratio(),
-                budget_remaining: status::budget(total, e.slo.objective).map(|b| b.remaining),
-                burn_rate_1h: status::burn_rate(hour, e.slo.objective),
-            }
-        };
-        let mut points = Vec::new();
+        // The points' times first, then their sums: one pass over each group's slices (its
+        // running totals) instead of a window's worth of slices per point, so the engine's
+        // lock — which ingest takes too — is held for time linear in the data, not in points
+        // times windows.
+        let mut times = Vec::new();
         let mut t = floor(from.max(oldest), step) + step;
         // Where counts are per 15 minutes: the nearest multiple of 15 minutes at or under step.
         let coarse_step = (step / COARSE * COARSE).max(COARSE);
-        while t < last && t <= end && points.len() < MAX_HISTORY_POINTS {
+        while t < last && t <= end && times.len() < MAX_HISTORY_POINTS {
             let coarse = t - HOUR < fine_from;
             if coarse && t % COARSE != 0 {
                 t = floor(t + COARSE - 1, COARSE);
                 continue;
             }
-            points.push(point(t));
+            times.push(t);
             t += if coarse { coarse_step } else { step };
         }
         // `to` in the minute in progress: the window ending now.
-        if to >= floor(now, MINUTE) && points.len() < MAX_HISTORY_POINTS {
-            points.push(point(last));
+        if to >= floor(now, MINUTE) && times.len() < MAX_HISTORY_POINTS {
+            times.push(last);
         }
+        let windows: Vec<Nanos> = times
+            .iter()
+            .map(|&t| e.slo.window.bounds(t - 1).0)
+            .collect();
+        let mut totals = vec![Counts::default(); times.len()];
+        let mut hours = vec![Counts::default(); times.len()];
+        for series in groups.values() {
+            let sums = series.sums();
+            for (i, &t) in times.iter().enumerate() {
+                totals[i].add(sums.sum(windows[i], t));
+                hours[i].add(sums.sum(t - HOUR, t));
+            }
+        }
+        let points = times
+            .iter()
+            .zip(totals.iter().zip(&hours))
+            .map(|(&t, (total, hour))| HistoryPoint {
+                at: t.min(now),
+                good: total.good,
+                total: total.total,
+                sli: total.ratio(),
+                budget_remaining: status::budget(*total, e.slo.objective).map(|b| b.remaining),
+                burn_rate_1h: status::burn_rate(*hour, e.slo.objective),
+            })
+            .collect();
         let first_event = first_slice(groups);
         Some(History {
             points,

@@ -12,6 +12,7 @@ mod otlp;
 mod alerts;
 mod backfill;
 mod docs;
+mod history;
 mod metrics;
 mod reload;
 mod timeslice;
