@@ -75,21 +75,26 @@ pub struct ListenConfig {
     /// Host names the UI and API answer to, besides `localhost`, IP addresses and the host of
     /// `notify.external_url` (a guard against DNS rebinding).
     pub allowed_hosts: Vec<String>,
+    /// Listen beyond loopback although no API key is configured (anyone reaching a port may
+    /// send, read and silence). Off: such a server refuses to start.
+    pub insecure_allow_open_network: bool,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
         let limits = ConnectionLimits::default();
         Self {
-            otlp_grpc: SocketAddr::from(([0, 0, 0, 0], 4317)),
-            otlp_http: SocketAddr::from(([0, 0, 0, 0], 4318)),
-            http: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            // Loopback until keys are configured (see `insecure_allow_open_network`).
+            otlp_grpc: SocketAddr::from(([127, 0, 0, 1], 4317)),
+            otlp_http: SocketAddr::from(([127, 0, 0, 1], 4318)),
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_connections: limits.max_connections,
             max_connections_per_client: limits.max_connections_per_client,
             header_read_timeout: limits.header_read_timeout,
             idle_timeout: limits.idle_timeout,
             max_header_bytes: limits.max_header_bytes,
             allowed_hosts: Vec::new(),
+            insecure_allow_open_network: false,
         }
     }
 }

@@ -3,11 +3,13 @@
 //! - `sightline serve`: the OTLP receivers, the store and the HTTP API (see `serve.rs`);
 //! - `sightline load`: a load generator that drives a running server over OTLP (see `load.rs`);
 //! - `sightline slo validate`: checks SLO spec files (see `slo.rs`);
+//! - `sightline keys`: API keys (see `keys.rs`);
 //! - `sightline demo`: Sightline, the sample shop, SLOs, a receiver and an outage scenario
 //!   (see `demo.rs`).
 
 mod config;
 mod demo;
+mod keys;
 
 mod serve;
 mod slo;
@@ -41,6 +43,8 @@ enum Command {
     /// Work with SLO spec files.
     #[command(subcommand)]
     Slo(slo::SloCommand),
+    /// API keys: create (printed once, stored as a hash), list, revoke.
+    Keys(keys::KeysArgs),
     /// See it all in a few minutes: Sightline, an instrumented sample shop under load, SLOs,
     /// and an outage that fires a page alert and resolves.
     Demo(demo::DemoArgs),
@@ -55,6 +59,9 @@ enum Command {
 )]
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Keys(args) = cli.command {
+        return keys::run(args);
+    }
     if let Command::Slo(cmd) = cli.command {
         if !slo::run(cmd)? {
             std::process::exit(1);
@@ -76,6 +83,6 @@ fn main() -> anyhow::Result<()> {
             sightline_common::process::stop_with_parent();
             runtime.block_on(sample_backend::main(opts))
         }
-        Command::Slo(_) => Ok(()),
+        Command::Slo(_) | Command::Keys(_) => Ok(()),
     }
 }

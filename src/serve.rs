@@ -32,15 +32,19 @@ pub struct ServeArgs {
     /// Data directory [default: ./data].
     #[arg(long, env = "SIGHTLINE_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// OTLP/gRPC listen address [default: 0.0.0.0:4317].
+    /// OTLP/gRPC listen address [default: 127.0.0.1:4317].
     #[arg(long, env = "SIGHTLINE_OTLP_GRPC_LISTEN")]
     otlp_grpc_listen: Option<SocketAddr>,
-    /// OTLP/HTTP listen address [default: 0.0.0.0:4318].
+    /// OTLP/HTTP listen address [default: 127.0.0.1:4318].
     #[arg(long, env = "SIGHTLINE_OTLP_HTTP_LISTEN")]
     otlp_http_listen: Option<SocketAddr>,
-    /// HTTP API and UI listen address [default: 0.0.0.0:8080].
+    /// HTTP API and UI listen address [default: 127.0.0.1:8080].
     #[arg(long, env = "SIGHTLINE_HTTP_LISTEN")]
     http_listen: Option<SocketAddr>,
+    /// Listen on other addresses than loopback with no API key configured: anyone who reaches
+    /// the ports may send, read and silence alerts.
+    #[arg(long, env = "SIGHTLINE_INSECURE_ALLOW_OPEN_NETWORK")]
+    insecure_allow_open_network: bool,
     /// Directory of SLO spec files (`*.yaml`), reloaded when a file changes.
     #[arg(long, env = "SIGHTLINE_SLO_DIR")]
     slo_dir: Option<PathBuf>,
@@ -71,6 +75,9 @@ impl ServeArgs {
         }
         if let Some(d) = &self.slo_dir {
             config.slo.dir = Some(d.clone());
+        }
+        if self.insecure_allow_open_network {
+            config.listen.insecure_allow_open_network = true;
         }
         config.validate()?;
         Ok(config)
@@ -126,6 +133,33 @@ pub struct Bound {
     pub http: SocketAddr,
 }
 
+/// Without API keys anyone who reaches a port may send, read and silence: that is only let
+/// happen on loopback, unless the operator says otherwise in so many words.
+fn open_network_check(config: &Config, keys_configured: bool) -> anyhow::Result<()> {
+    if keys_configured || config.listen.insecure_allow_open_network {
+        return Ok(());
+    }
+    let open: Vec<String> = [
+        ("listen.otlp_grpc", config.listen.otlp_grpc),
+        ("listen.otlp_http", config.listen.otlp_http),
+        ("listen.http", config.listen.http),
+    ]
+    .iter()
+    .filter(|(_, a)| !a.ip().is_loopback())
+    .map(|(k, a)| format!("{k} = {a}"))
+    .collect();
+    if open.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "no API keys are configured, so anyone reaching {} could send, read and silence alerts. \
+         Create a key first (sightline keys create --role ingest --data-dir {}), listen on \
+         127.0.0.1, or pass --insecure-allow-open-network to run open anyway",
+        open.join(", "),
+        config.data_dir.display()
+    )
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.config()?;
     init_logging(&config);
@@ -151,6 +185,11 @@ pub async fn serve(
     std::fs::create_dir_all(&config.data_dir)
         .and_then(|()| sightline_common::process::make_private(&config.data_dir))
         .with_context(|| format!("cannot make {} private", config.data_dir.display()))?;
+    let keys = Arc::new(
+        sightline_common::auth::Keys::open(&sightline_common::auth::keys_path(&config.data_dir))
+            .map_err(anyhow::Error::msg)?,
+    );
+    open_network_check(&config, keys.configured())?;
     let mut registry = Registry::default();
     let store = Store::open(config.store(), &mut registry)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
@@ -193,7 +232,8 @@ pub async fn serve(
     .context("cannot start the SLO engine")?;
     tracing::info!(slos = slo_count, "SLO engine started");
     let limits = config.limits.to_limits();
-    let ingest = Ingest::new(store.clone(), CollectorMetrics::new(&mut registry), limits);
+    let ingest = Ingest::new(store.clone(), CollectorMetrics::new(&mut registry), limits)
+        .with_keys(keys.clone());
 
     let grpc_listener = bind("OTLP/gRPC", config.listen.otlp_grpc).await?;
     let otlp_http_listener = bind("OTLP/HTTP", config.listen.otlp_http).await?;
@@ -247,6 +287,7 @@ pub async fn serve(
                 .map(String::as_str)
                 .chain(config.notify.external_url.as_deref()),
         ),
+        keys: keys.clone(),
     });
 
     let stop_intake = CancellationToken::new();

@@ -32,6 +32,32 @@ pub enum IngestError {
     },
     #[error("internal error: {0}")]
     Internal(String),
+    /// No API key, or one that is not valid (not retryable).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A valid key without the ingest role (not retryable).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Too many failed attempts from the sender's address.
+    #[error("{message}")]
+    Throttled {
+        message: String,
+        retry_after: Duration,
+    },
+}
+
+impl From<sightline_common::auth::Denied> for IngestError {
+    fn from(d: sightline_common::auth::Denied) -> Self {
+        use sightline_common::auth::Denied;
+        match d {
+            Denied::Unauthenticated(_) => IngestError::Unauthenticated(d.to_string()),
+            Denied::Forbidden(_) => IngestError::PermissionDenied(d.to_string()),
+            Denied::TooManyFailures { retry_after } => IngestError::Throttled {
+                message: d.to_string(),
+                retry_after,
+            },
+        }
+    }
 }
 
 impl IngestError {
@@ -46,6 +72,9 @@ impl IngestError {
             IngestError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             IngestError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            IngestError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            IngestError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            IngestError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -62,13 +91,17 @@ impl IngestError {
             IngestError::Timeout(_) => tonic::Code::DeadlineExceeded,
             IngestError::Unavailable { .. } => tonic::Code::Unavailable,
             IngestError::Internal(_) => tonic::Code::Internal,
+            IngestError::Unauthenticated(_) => tonic::Code::Unauthenticated,
+            IngestError::PermissionDenied(_) => tonic::Code::PermissionDenied,
+            IngestError::Throttled { .. } => tonic::Code::ResourceExhausted,
         }
     }
 
     /// How long a sender should wait before retrying, for retryable errors.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            IngestError::Unavailable { retry_after, .. } => Some(*retry_after),
+            IngestError::Unavailable { retry_after, .. }
+            | IngestError::Throttled { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -84,6 +117,9 @@ impl IngestError {
             IngestError::Timeout(_) => "timeout",
             IngestError::Unavailable { .. } => "unavailable",
             IngestError::Internal(_) => "internal",
+            IngestError::Unauthenticated(_) => "unauthenticated",
+            IngestError::PermissionDenied(_) => "permission_denied",
+            IngestError::Throttled { .. } => "throttled",
         }
     }
 }

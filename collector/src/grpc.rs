@@ -231,6 +231,19 @@ where
             R::GRPC_SERVICE
         ))));
     }
+    // The key, as gRPC metadata (`authorization`), before anything else is read.
+    let client = parts
+        .extensions
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(|c| c.remote_addr())
+        .map(|a| a.ip());
+    ingest.authorize(
+        parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        client,
+    )?;
     let encoding = match parts.headers.get("grpc-encoding").map(HeaderValue::to_str) {
         None => Encoding::Identity,
         Some(Ok("identity")) => Encoding::Identity,

@@ -48,6 +48,7 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 
 async fn export<R: ExportRequest>(
     State(state): State<HttpState>,
+    client: Option<axum::Extension<sightline_common::auth::ClientIp>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -56,6 +57,12 @@ async fn export<R: ExportRequest>(
         Ok(f) => f,
         Err(e) => return fail::<R>(&state, Format::Json, e),
     };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    if let Err(e) = state.ingest.authorize(authorization, client.map(|c| c.0.0)) {
+        return fail::<R>(&state, format, e);
+    }
     match receive::<R>(&state, &headers, body, format).await {
         Ok(response) => response,
         Err(e) => fail::<R>(&state, format, e),

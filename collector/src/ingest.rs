@@ -271,6 +271,8 @@ impl Outcome {
 pub struct Ingest {
     admission: Arc<Admission>,
     metrics: CollectorMetrics,
+    /// API keys: who may send (everyone, when none are configured).
+    keys: Option<Arc<sightline_common::auth::Keys>>,
 }
 
 /// The blocking part of [`Ingest::receive`] once the body is decompressed.
@@ -327,6 +329,32 @@ impl Ingest {
                 inflight: AtomicUsize::new(0),
             }),
             metrics,
+            keys: None,
+        }
+    }
+
+    /// Requests must carry a key with the ingest role (once any key is configured).
+    #[must_use]
+    pub fn with_keys(mut self, keys: Arc<sightline_common::auth::Keys>) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Whether a request with this `Authorization` header value from `client` may send.
+    ///
+    /// # Errors
+    /// Unauthenticated, permission denied, or throttled after too many failures.
+    pub fn authorize(
+        &self,
+        authorization: Option<&[u8]>,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<(), IngestError> {
+        match &self.keys {
+            None => Ok(()),
+            Some(keys) => keys
+                .check(authorization, client, sightline_common::auth::Role::Ingest)
+                .map(drop)
+                .map_err(IngestError::from),
         }
     }
 

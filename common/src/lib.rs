@@ -26,6 +26,7 @@
     )
 )]
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod durable;

@@ -359,7 +359,11 @@ pub async fn serve_http(
             // Reap finished connections so the set stays small.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        // Who is calling, for handlers that count per client (failed API keys).
+        let client = crate::auth::ClientIp(permit.ip);
+        let service = hyper_util::service::TowerToHyperService::new(
+            app.clone().layer(axum::Extension(client)),
+        );
         let conn = builder
             .serve_connection(TokioIo::new(Tracked::new(stream, permit)), service)
             .into_owned();

@@ -21,6 +21,7 @@
 )]
 
 pub mod alerts;
+pub mod auth;
 pub mod error;
 pub mod format;
 pub mod guard;
@@ -70,12 +71,15 @@ pub struct ApiState {
     pub notify: Option<sightline_notify::Notifier>,
     /// Host names the API answers to besides `localhost` and IP addresses (see [`guard`]).
     pub allowed_hosts: guard::AllowedHosts,
+    /// API keys: who may read and administer (see [`auth`]).
+    pub keys: Arc<sightline_common::auth::Keys>,
 }
 
 /// The API routes.
 pub fn router(state: ApiState) -> Router {
     let notify = state.notify.clone().map(alerts::router);
     let allowed_hosts = state.allowed_hosts.clone();
+    let keys = state.keys.clone();
     let last_flush = Arc::new(tokio::sync::Mutex::new(None));
     let api = Router::new()
         .route("/api/v1", get(index))
@@ -98,10 +102,12 @@ pub fn router(state: ApiState) -> Router {
         Some(n) => api.merge(n),
         None => api,
     };
-    api.layer(axum::middleware::from_fn_with_state(
-        allowed_hosts,
-        guard::check,
-    ))
+    // The host check first, then the key.
+    api.layer(axum::middleware::from_fn_with_state(keys, auth::require))
+        .layer(axum::middleware::from_fn_with_state(
+            allowed_hosts,
+            guard::check,
+        ))
 }
 
 /// Flushes on demand run one at a time, at most one a second: each writes a file per table

@@ -1,0 +1,601 @@
+//! API keys: who may send, read and administer. A key belongs to one tenant and has one or
+//! more roles; only its SHA-256 is stored (`<data_dir>/keys.json`, a versioned file), and a
+//! presented key is checked against it in constant time. The server reloads the file when it
+//! changes, so a key created or revoked with `sightline keys` counts within a second, without
+//! a restart.
+//!
+//! A key reads `sl_<id>_<secret>`: the id (16 hex digits) names its record and is safe to log;
+//! the secret is 32 random bytes (base64url). Clients send it as `Authorization: Bearer KEY`
+//! (HTTP and gRPC metadata alike), or as `Authorization: Basic base64(tenant:KEY)`.
+//!
+//! Failed attempts are counted per client address: past [`MAX_FAILURES`] in a minute, that
+//! address is refused (429) until the minute is over, valid key or not.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
+
+use crate::clock::{Nanos, now, rfc3339};
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Send telemetry over OTLP.
+    Ingest,
+    /// SQL, the UI and the query APIs.
+    Read,
+    /// Silences, flushes, SLO and notification administration, `/metrics`.
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Result<Role, String> {
+        match s {
+            "ingest" => Ok(Role::Ingest),
+            "read" => Ok(Role::Read),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!("{other:?} is not a role (ingest, read, admin)")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Read => "read",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// The only tenant until data is kept apart per tenant: keys of other tenants are refused
+/// rather than handed everyone's data.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// One key's record: never the key itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub id: String,
+    pub tenant: String,
+    pub roles: Vec<Role>,
+    /// Hex SHA-256 of the whole key.
+    pub sha256: String,
+    #[serde(default)]
+    pub name: String,
+    pub created: Nanos,
+    #[serde(default)]
+    pub expires: Option<Nanos>,
+    #[serde(default)]
+    pub revoked: Option<Nanos>,
+}
+
+impl KeyRecord {
+    /// Whether the key works at `t`.
+    pub fn active(&self, t: Nanos) -> bool {
+        self.revoked.is_none_or(|r| r > t) && self.expires.is_none_or(|e| e > t)
+    }
+
+    /// "active", "revoked" or "expired" at `t`.
+    pub fn state(&self, t: Nanos) -> &'static str {
+        match (self.revoked, self.expires) {
+            (Some(r), _) if r <= t => "revoked",
+            (_, Some(e)) if e <= t => "expired",
+            _ => "active",
+        }
+    }
+}
+
+/// The keys file's current version.
+pub const KEYS_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct KeysFile {
+    version: u32,
+    keys: Vec<KeyRecord>,
+}
+
+/// The keys file of a data directory.
+pub fn keys_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("keys.json")
+}
+
+/// The records in `path` (none when it does not exist).
+///
+/// # Errors
+/// A file that cannot be read, does not parse, or is of a version this build does not know.
+pub fn read_keys(path: &Path) -> Result<Vec<KeyRecord>, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let file: KeysFile = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{} is not a keys file: {e}", path.display()))?;
+    if file.version != KEYS_VERSION {
+        return Err(format!(
+            "{} is version {}; this build reads version {KEYS_VERSION}",
+            path.display(),
+            file.version
+        ));
+    }
+    Ok(file.keys)
+}
+
+/// Writes `keys` to `path`, atomically and durably, readable by its owner only.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_keys(path: &Path, keys: &[KeyRecord]) -> Result<(), String> {
+    let body = serde_json::to_vec_pretty(&KeysFile {
+        version: KEYS_VERSION,
+        keys: keys.to_vec(),
+    })
+    .map_err(|e| e.to_string())?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    crate::process::private_files();
+    crate::durable::write_atomically(path, &body)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn sha256_hex(key: &str) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, key.as_bytes()))
+}
+
+/// A new key for `tenant` with `roles`: the key (shown once) and its record.
+///
+/// # Errors
+/// No role, a tenant other than [`DEFAULT_TENANT`], or no randomness from the system.
+pub fn new_key(
+    tenant: &str,
+    roles: &[Role],
+    name: &str,
+    expires: Option<Nanos>,
+) -> Result<(String, KeyRecord), String> {
+    if roles.is_empty() {
+        return Err("a key needs at least one role (ingest, read, admin)".into());
+    }
+    if tenant != DEFAULT_TENANT {
+        return Err(format!(
+            "tenant {tenant:?}: this version keeps one tenant's data, {DEFAULT_TENANT:?}; keys of other tenants would see it all"
+        ));
+    }
+    use ring::rand::SecureRandom as _;
+    let rng = ring::rand::SystemRandom::new();
+    let (mut id, mut secret) = ([0u8; 8], [0u8; 32]);
+    rng.fill(&mut id)
+        .and_then(|()| rng.fill(&mut secret))
+        .map_err(|_| "the system gave no randomness".to_string())?;
+    let id = hex::encode(id);
+    let key = format!(
+        "sl_{id}_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    );
+    let mut roles = roles.to_vec();
+    roles.sort();
+    roles.dedup();
+    let record = KeyRecord {
+        id,
+        tenant: tenant.to_string(),
+        roles,
+        sha256: sha256_hex(&key),
+        name: name.to_string(),
+        created: now(),
+        expires,
+        revoked: None,
+    };
+    Ok((key, record))
+}
+
+/// Who a request is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant: String,
+    pub key_id: String,
+    pub roles: Vec<Role>,
+}
+
+impl Principal {
+    pub fn may(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+/// Why a request is not let in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// No credentials, or ones that match no working key: HTTP 401, gRPC `UNAUTHENTICATED`.
+    Unauthenticated(&'static str),
+    /// A working key without the role: HTTP 403, gRPC `PERMISSION_DENIED`.
+    Forbidden(Role),
+    /// Too many failures from this address: HTTP 429, gRPC `RESOURCE_EXHAUSTED`.
+    TooManyFailures { retry_after: Duration },
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Denied::Unauthenticated(why) => write!(f, "{why}"),
+            Denied::Forbidden(role) => write!(f, "this key lacks the {} role", role.name()),
+            Denied::TooManyFailures { retry_after } => write!(
+                f,
+                "too many failed attempts from this address; try again in {} s",
+                retry_after.as_secs().max(1)
+            ),
+        }
+    }
+}
+
+/// A client's address, put in a request's extensions by the listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// Failures from one address per minute before it is refused for the rest of the minute.
+pub const MAX_FAILURES: u32 = 20;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered at once (the oldest window is forgotten first).
+const MAX_TRACKED: usize = 10_000;
+/// How often the keys file is looked at for changes.
+const RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+struct Loaded {
+    records: HashMap<String, KeyRecord>,
+    /// The file's modification time and length when read.
+    stamp: Option<(SystemTime, u64)>,
+    checked: Instant,
+}
+
+/// The keys a server checks requests against.
+#[derive(Debug)]
+pub struct Keys {
+    path: PathBuf,
+    loaded: Mutex<Loaded>,
+    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    failed_total: std::sync::atomic::AtomicU64,
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl Keys {
+    /// The keys in `path` (the data directory's `keys.json`).
+    ///
+    /// # Errors
+    /// As [`read_keys`].
+    pub fn open(path: &Path) -> Result<Keys, String> {
+        let records = read_keys(path)?;
+        Ok(Keys {
+            path: path.to_path_buf(),
+            loaded: Mutex::new(Loaded {
+                records: records.into_iter().map(|r| (r.id.clone(), r)).collect(),
+                stamp: stamp(path),
+                checked: Instant::now(),
+            }),
+            failures: Mutex::default(),
+            failed_total: Default::default(),
+        })
+    }
+
+    /// Whether any key was ever created: then every request needs one.
+    pub fn configured(&self) -> bool {
+        !self.lock().records.is_empty()
+    }
+
+    /// Failed attempts since start.
+    pub fn failures(&self) -> u64 {
+        self.failed_total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
+        let mut l = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if l.checked.elapsed() >= RELOAD_EVERY {
+            l.checked = Instant::now();
+            let now_stamp = stamp(&self.path);
+            if now_stamp != l.stamp {
+                match read_keys(&self.path) {
+                    Ok(records) => {
+                        l.records = records.into_iter().map(|r| (r.id.clone(), r)).collect();
+                        l.stamp = now_stamp;
+                        tracing::info!(keys = l.records.len(), "keys reloaded");
+                    }
+                    // Half-written or broken: keep what works and say so.
+                    Err(e) => tracing::warn!(error = %e, "keys not reloaded"),
+                }
+            }
+        }
+        l
+    }
+
+    /// Checks a request's `Authorization` header (its value, if any) for `role`, from
+    /// `client`. With no key configured every request is let in, as the default tenant.
+    ///
+    /// # Errors
+    /// [`Denied`], as the request is to be answered.
+    pub fn check(
+        &self,
+        authorization: Option<&[u8]>,
+        client: Option<IpAddr>,
+        role: Role,
+    ) -> Result<Principal, Denied> {
+        let retry_after = client.and_then(|ip| self.locked_out(ip));
+        if !self.configured() {
+            return Ok(Principal {
+                tenant: DEFAULT_TENANT.into(),
+                key_id: String::new(),
+                roles: vec![Role::Ingest, Role::Read, Role::Admin],
+            });
+        }
+        if let Some(retry_after) = retry_after {
+            return Err(Denied::TooManyFailures { retry_after });
+        }
+        let result = self.verify(authorization).and_then(|p| {
+            if p.may(role) {
+                Ok(p)
+            } else {
+                Err(Denied::Forbidden(role))
+            }
+        });
+        if let Err(Denied::Unauthenticated(_)) = &result {
+            self.failed_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some(ip) = client {
+                self.fail(ip);
+            }
+        }
+        result
+    }
+
+    fn verify(&self, authorization: Option<&[u8]>) -> Result<Principal, Denied> {
+        let header = authorization.ok_or(Denied::Unauthenticated(
+            "an API key is needed: send Authorization: Bearer <key>",
+        ))?;
+        let header = std::str::from_utf8(header)
+            .map_err(|_| Denied::Unauthenticated("the Authorization header is not text"))?;
+        let (scheme, value) = header
+            .trim()
+            .split_once(' ')
+            .ok_or(Denied::Unauthenticated(
+                "Authorization must be Bearer <key> or Basic base64(tenant:key)",
+            ))?;
+        let (tenant, key) = if scheme.eq_ignore_ascii_case("bearer") {
+            (None, value.trim().to_string())
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(value.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or(Denied::Unauthenticated(
+                    "Basic credentials are not base64 text",
+                ))?;
+            let (t, k) = decoded.split_once(':').ok_or(Denied::Unauthenticated(
+                "Basic credentials must be tenant:key",
+            ))?;
+            (Some(t.to_string()), k.to_string())
+        } else {
+            return Err(Denied::Unauthenticated(
+                "Authorization must be Bearer <key> or Basic base64(tenant:key)",
+            ));
+        };
+        let invalid = Denied::Unauthenticated("the API key is not valid");
+        let id = key
+            .strip_prefix("sl_")
+            .and_then(|rest| rest.split_once('_'))
+            .map(|(id, _)| id.to_string())
+            .ok_or(invalid.clone())?;
+        let loaded = self.lock();
+        let record = loaded.records.get(&id).ok_or(invalid.clone())?;
+        let presented = sha256_hex(&key);
+        let matches: bool = presented.as_bytes().ct_eq(record.sha256.as_bytes()).into();
+        if !matches || !record.active(now()) {
+            return Err(invalid);
+        }
+        if tenant.is_some_and(|t| t != record.tenant) {
+            return Err(invalid);
+        }
+        Ok(Principal {
+            tenant: record.tenant.clone(),
+            key_id: record.id.clone(),
+            roles: record.roles.clone(),
+        })
+    }
+
+    /// How long `ip` is still refused, if it failed too often.
+    fn locked_out(&self, ip: IpAddr) -> Option<Duration> {
+        let f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let (since, n) = f.get(&ip)?;
+        let left = FAILURE_WINDOW.checked_sub(since.elapsed())?;
+        (*n >= MAX_FAILURES).then_some(left)
+    }
+
+    fn fail(&self, ip: IpAddr) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if f.len() >= MAX_TRACKED && !f.contains_key(&ip) {
+            f.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
+            if f.len() >= MAX_TRACKED
+                && let Some(oldest) = f.iter().min_by_key(|(_, (s, _))| *s).map(|(ip, _)| *ip)
+            {
+                f.remove(&oldest);
+            }
+        }
+        let e = f.entry(ip).or_insert((Instant::now(), 0));
+        if e.0.elapsed() >= FAILURE_WINDOW {
+            *e = (Instant::now(), 0);
+        }
+        e.1 += 1;
+    }
+}
+
+/// A record's line for `sightline keys list`.
+pub fn describe(r: &KeyRecord, t: Nanos) -> String {
+    format!(
+        "{}  tenant={}  roles={}  {}  created {}{}{}",
+        r.id,
+        r.tenant,
+        r.roles
+            .iter()
+            .map(|r| r.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        r.state(t),
+        rfc3339(r.created),
+        r.expires
+            .map(|e| format!("  expires {}", rfc3339(e)))
+            .unwrap_or_default(),
+        if r.name.is_empty() {
+            String::new()
+        } else {
+            format!("  {:?}", r.name)
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys_with(records: &[KeyRecord]) -> (tempfile::TempDir, Keys) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = keys_path(dir.path());
+        write_keys(&path, records).expect("write");
+        let keys = Keys::open(&path).expect("open");
+        (dir, keys)
+    }
+
+    fn bearer(key: &str) -> Vec<u8> {
+        format!("Bearer {key}").into_bytes()
+    }
+
+    #[test]
+    fn a_key_works_for_its_roles_only_and_is_stored_as_a_hash() {
+        let (key, record) = new_key(DEFAULT_TENANT, &[Role::Read], "", None).expect("key");
+        assert!(!record.sha256.contains(&key) && record.sha256.len() == 64);
+        let (_dir, keys) = keys_with(&[record]);
+        let p = keys
+            .check(Some(&bearer(&key)), None, Role::Read)
+            .expect("read");
+        assert_eq!(p.tenant, DEFAULT_TENANT);
+        assert_eq!(
+            keys.check(Some(&bearer(&key)), None, Role::Ingest),
+            Err(Denied::Forbidden(Role::Ingest))
+        );
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("default:{key}"))
+        );
+        assert!(keys.check(Some(basic.as_bytes()), None, Role::Read).is_ok());
+        let other = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("other:{key}"))
+        );
+        assert!(matches!(
+            keys.check(Some(other.as_bytes()), None, Role::Read),
+            Err(Denied::Unauthenticated(_))
+        ));
+        // A key of the right shape with one character changed.
+        let mut wrong = key.clone();
+        wrong.pop();
+        wrong.push(if key.ends_with('A') { 'B' } else { 'A' });
+        assert!(matches!(
+            keys.check(Some(&bearer(&wrong)), None, Role::Read),
+            Err(Denied::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            keys.check(None, None, Role::Read),
+            Err(Denied::Unauthenticated(_))
+        ));
+    }
+
+    #[test]
+    fn no_keys_lets_everyone_in_and_revoked_or_expired_keys_do_not_work() {
+        let (_dir, open) = keys_with(&[]);
+        assert!(open.check(None, None, Role::Admin).is_ok());
+        let (key, mut record) = new_key(DEFAULT_TENANT, &[Role::Ingest], "", None).expect("key");
+        record.revoked = Some(now() - 1);
+        let (k2, mut r2) = new_key(DEFAULT_TENANT, &[Role::Ingest], "", None).expect("key");
+        r2.expires = Some(now() - 1);
+        let (_dir, keys) = keys_with(&[record, r2]);
+        for k in [key, k2] {
+            assert!(matches!(
+                keys.check(Some(&bearer(&k)), None, Role::Ingest),
+                Err(Denied::Unauthenticated(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn other_tenants_are_refused_until_data_is_kept_apart() {
+        assert!(new_key("team-a", &[Role::Read], "", None).is_err());
+        assert!(new_key(DEFAULT_TENANT, &[], "", None).is_err());
+    }
+
+    #[test]
+    fn an_address_that_fails_too_often_is_refused_even_with_a_good_key() {
+        let (key, record) = new_key(DEFAULT_TENANT, &[Role::Read], "", None).expect("key");
+        let (_dir, keys) = keys_with(&[record]);
+        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        for _ in 0..MAX_FAILURES {
+            assert!(
+                keys.check(Some(b"Bearer nope"), Some(ip), Role::Read)
+                    .is_err()
+            );
+        }
+        assert!(matches!(
+            keys.check(Some(&bearer(&key)), Some(ip), Role::Read),
+            Err(Denied::TooManyFailures { .. })
+        ));
+        let elsewhere: IpAddr = "192.0.2.8".parse().expect("ip");
+        assert!(
+            keys.check(Some(&bearer(&key)), Some(elsewhere), Role::Read)
+                .is_ok()
+        );
+        assert_eq!(keys.failures(), u64::from(MAX_FAILURES));
+    }
+
+    /// Version 1 as `sightline keys create` first wrote it.
+    const V1: &str = r#"{
+  "version": 1,
+  "keys": [
+    {
+      "id": "00112233aabbccdd",
+      "tenant": "default",
+      "roles": ["ingest", "read"],
+      "sha256": "9f4a4e2b8a5e1a0c6f0a2b8f2a0d7f7e5c1c9e5a8e4b8f3f5d3f1e2a3b4c5d6e",
+      "name": "ci",
+      "created": 1793577600000000000,
+      "expires": null,
+      "revoked": null
+    }
+  ]
+}"#;
+
+    #[test]
+    fn version_1_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = keys_path(dir.path());
+        std::fs::write(&path, V1).expect("write");
+        let keys = read_keys(&path).expect("v1");
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].roles, vec![Role::Ingest, Role::Read]);
+        assert!(keys[0].active(1_793_577_600_000_000_001));
+    }
+
+    #[test]
+    fn a_newer_version_of_the_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = keys_path(dir.path());
+        std::fs::write(&path, r#"{"version": 9, "keys": []}"#).expect("write");
+        let e = read_keys(&path).expect_err("refused");
+        assert!(e.contains("version 9"), "{e}");
+    }
+}
