@@ -76,7 +76,11 @@ pub(crate) enum Outcome {
 }
 
 pub(crate) enum Client {
-    Grpc(tonic::client::Grpc<Channel>),
+    /// With the `authorization` metadata to send, if any.
+    Grpc(
+        tonic::client::Grpc<Channel>,
+        Option<tonic::metadata::AsciiMetadataValue>,
+    ),
     Http {
         client: reqwest::Client,
         base_url: String,
@@ -87,12 +91,15 @@ pub(crate) enum Client {
 impl Client {
     async fn send(&mut self, p: &Payload) -> Outcome {
         match self {
-            Client::Grpc(grpc) => {
+            Client::Grpc(grpc, auth) => {
                 if let Err(e) = grpc.ready().await {
                     return Outcome::Error(format!("gRPC channel not ready: {}", error_chain(&e)));
                 }
                 let mut req = tonic::Request::new(p.proto.clone());
                 req.set_timeout(REQUEST_TIMEOUT);
+                if let Some(a) = auth {
+                    req.metadata_mut().insert("authorization", a.clone());
+                }
                 match grpc
                     .unary(req, p.signal.grpc_path(), RawCodec { signal: p.signal })
                     .await
@@ -215,7 +222,7 @@ pub(crate) async fn worker(
     stop: Arc<AtomicBool>,
 ) -> Stats {
     let mut st = Stats::default();
-    let is_grpc = matches!(client, Client::Grpc(_));
+    let is_grpc = matches!(client, Client::Grpc(..));
     loop {
         let now = Instant::now();
         if now >= deadline || stop.load(Ordering::Relaxed) {

@@ -151,6 +151,11 @@ pub struct LoadArgs {
     /// Seed for the data generator [default: derived from the clock].
     #[arg(long)]
     pub seed: Option<u64>,
+
+    /// An API key with the ingest role, sent as `Authorization: Bearer KEY` (gRPC metadata
+    /// too), for a server with keys configured.
+    #[arg(long, env = "SIGHTLINE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
 }
 
 /// Parses `10s`, `250ms`, `2m` (and a bare `10` as seconds). Zero is refused.
@@ -296,7 +301,13 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
             if args.gzip {
                 grpc = grpc.send_compressed(CompressionEncoding::Gzip);
             }
-            clients.push(("grpc", Client::Grpc(grpc)));
+            let auth = match &args.api_key {
+                Some(k) => Some(format!("Bearer {k}").parse().map_err(|_| {
+                    LoadError::Failed("the API key is not valid header text".into())
+                })?),
+                None => None,
+            };
+            clients.push(("grpc", Client::Grpc(grpc, auth)));
         }
     }
     if let Some(url) = &http_url {
@@ -305,8 +316,16 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
             .map_err(|e| LoadError::Connect(format!("OTLP/HTTP target {url}: {e}")))?;
         for _ in 0..args.connections {
             // One client (one pooled connection) per worker; closed loop => one in flight.
+            let mut headers = reqwest::header::HeaderMap::new();
+            if let Some(k) = &args.api_key {
+                let v = reqwest::header::HeaderValue::from_str(&format!("Bearer {k}")).map_err(
+                    |_| LoadError::Failed("the API key is not valid header text".into()),
+                )?;
+                headers.insert(reqwest::header::AUTHORIZATION, v);
+            }
             let client = reqwest::Client::builder()
                 .no_proxy()
+                .default_headers(headers)
                 .timeout(REQUEST_TIMEOUT)
                 .connect_timeout(CONNECT_TIMEOUT)
                 .pool_max_idle_per_host(1)
