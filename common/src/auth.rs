@@ -31,7 +31,7 @@ pub enum Role {
     Ingest,
     /// SQL, the UI and the query APIs.
     Read,
-    /// Silences, flushes, SLO and notification administration, `/metrics`.
+    /// Silences, flushes, SLO and notification administration, `/metrics`; includes `read`.
     Admin,
 }
 
@@ -204,8 +204,10 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// Whether the key has `role`; `admin` includes `read` (administering what one cannot see
+    /// makes no sense), not `ingest`.
     pub fn may(&self, role: Role) -> bool {
-        self.roles.contains(&role)
+        self.roles.contains(&role) || (role == Role::Read && self.roles.contains(&Role::Admin))
     }
 }
 
@@ -328,6 +330,27 @@ impl Keys {
         client: Option<IpAddr>,
         role: Role,
     ) -> Result<Principal, Denied> {
+        self.check_for(authorization, client, Some(role))
+    }
+
+    /// As [`Keys::check`], for any working key whatever its roles (to say who it is).
+    ///
+    /// # Errors
+    /// [`Denied`], as the request is to be answered.
+    pub fn identify(
+        &self,
+        authorization: Option<&[u8]>,
+        client: Option<IpAddr>,
+    ) -> Result<Principal, Denied> {
+        self.check_for(authorization, client, None)
+    }
+
+    fn check_for(
+        &self,
+        authorization: Option<&[u8]>,
+        client: Option<IpAddr>,
+        role: Option<Role>,
+    ) -> Result<Principal, Denied> {
         let retry_after = client.and_then(|ip| self.locked_out(ip));
         if !self.configured() {
             return Ok(Principal {
@@ -339,12 +362,9 @@ impl Keys {
         if let Some(retry_after) = retry_after {
             return Err(Denied::TooManyFailures { retry_after });
         }
-        let result = self.verify(authorization).and_then(|p| {
-            if p.may(role) {
-                Ok(p)
-            } else {
-                Err(Denied::Forbidden(role))
-            }
+        let result = self.verify(authorization).and_then(|p| match role {
+            Some(role) if !p.may(role) => Err(Denied::Forbidden(role)),
+            _ => Ok(p),
         });
         if let Err(Denied::Unauthenticated(_)) = &result {
             self.failed_total
@@ -488,6 +508,10 @@ mod tests {
         assert_eq!(
             keys.check(Some(&bearer(&key)), None, Role::Ingest),
             Err(Denied::Forbidden(Role::Ingest))
+        );
+        assert_eq!(
+            keys.check(Some(&bearer(&key)), None, Role::Admin),
+            Err(Denied::Forbidden(Role::Admin))
         );
         let basic = format!(
             "Basic {}",

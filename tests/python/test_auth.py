@@ -172,6 +172,19 @@ def test_a_revoked_key_stops_working_without_a_restart(keyed):
     assert keys(data, "revoke", "0000000000000000").returncode != 0
 
 
+def test_whoami_says_who_a_key_is(keyed, server):
+    srv, made, _ = keyed
+    r = requests.get(f"{srv.api_url}/api/v1/whoami", headers=auth(made["ingest"]), timeout=10)
+    assert r.ok, r.text  # any working key may ask, whatever its roles
+    me = r.json()
+    assert me == {"tenant": "default", "key_id": made["ingest"].split("_")[1], "roles": ["ingest"],
+                  "keys_configured": True}, me  # fmt: skip
+    assert requests.get(f"{srv.api_url}/api/v1/whoami", timeout=10).status_code == 401
+    # A server without keys says so, and lets everyone do everything.
+    open_me = requests.get(f"{server.api_url}/api/v1/whoami", timeout=10).json()
+    assert open_me["keys_configured"] is False and open_me["roles"] == ["ingest", "read", "admin"]
+
+
 def test_an_address_that_keeps_failing_is_refused_for_a_while(keyed):
     srv, made, _ = keyed
     codes = [
@@ -203,3 +216,4 @@ def test_without_keys_the_server_stays_on_loopback_unless_told_otherwise(tmp_pat
     finally:
         opted.terminate()
         assert opted.wait(timeout=30) == 0
+

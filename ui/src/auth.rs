@@ -12,6 +12,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sightline_common::auth::{ClientIp, Denied, Keys, Role};
 
+/// Where a session asks who it is: any working key may.
+pub const WHOAMI: &str = "/api/v1/whoami";
+
 /// The role a request needs, or `None` for the pages, their assets and the health checks.
 pub fn role_for(method: &Method, path: &str) -> Option<Role> {
     if path == "/metrics" {
@@ -34,20 +37,44 @@ pub async fn require(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let Some(role) = role_for(req.method(), req.uri().path()) else {
+    let path = req.uri().path();
+    let role = role_for(req.method(), path);
+    let whoami = path == WHOAMI;
+    if role.is_none() && !whoami {
         return next.run(req).await;
-    };
+    }
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    match keys.check(authorization, client.map(|c| c.0.0), role) {
+    let client = client.map(|c| c.0.0);
+    let checked = match role {
+        Some(role) if !whoami => keys.check(authorization, client, role),
+        _ => keys.identify(authorization, client),
+    };
+    match checked {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
         Err(denied) => refusal(&denied),
     }
+}
+
+/// `GET /api/v1/whoami`: the session's tenant, key id and roles, and whether keys are
+/// configured at all.
+pub async fn whoami(
+    State(keys): State<Arc<Keys>>,
+    principal: Option<axum::Extension<sightline_common::auth::Principal>>,
+) -> Response {
+    let p = principal.map(|p| p.0);
+    Json(serde_json::json!({
+        "tenant": p.as_ref().map_or(sightline_common::auth::DEFAULT_TENANT, |p| p.tenant.as_str()),
+        "key_id": p.as_ref().map(|p| p.key_id.as_str()).filter(|id| !id.is_empty()),
+        "roles": p.as_ref().map(|p| p.roles.iter().map(|r| r.name()).collect::<Vec<_>>()).unwrap_or_default(),
+        "keys_configured": keys.configured(),
+    }))
+    .into_response()
 }
 
 /// 401 (with `WWW-Authenticate`), 403 or 429 (with `Retry-After`), and what to do about it.

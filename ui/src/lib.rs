@@ -81,6 +81,9 @@ pub fn router(state: ApiState) -> Router {
     let allowed_hosts = state.allowed_hosts.clone();
     let keys = state.keys.clone();
     let last_flush = Arc::new(tokio::sync::Mutex::new(None));
+    let whoami = Router::new()
+        .route(auth::WHOAMI, get(auth::whoami))
+        .with_state(keys.clone());
     let api = Router::new()
         .route("/api/v1", get(index))
         .route("/api/v1/sql", post(sql::handle))
@@ -102,6 +105,7 @@ pub fn router(state: ApiState) -> Router {
         Some(n) => api.merge(n),
         None => api,
     };
+    let api = api.merge(whoami);
     // The host check first, then the key.
     api.layer(axum::middleware::from_fn_with_state(keys, auth::require))
         .layer(axum::middleware::from_fn_with_state(

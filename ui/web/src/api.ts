@@ -9,8 +9,36 @@ export class ApiError extends Error {
   }
 }
 
+/// The API key this browser session signed in with (kept for the tab's session only).
+const KEY = "sightline-api-key";
+
+export function apiKey(): string | null {
+  return sessionStorage.getItem(KEY);
+}
+
+export function setApiKey(key: string | null): void {
+  if (key) sessionStorage.setItem(KEY, key);
+  else sessionStorage.removeItem(KEY);
+}
+
+/// `init` with the session's key as `Authorization: Bearer`.
+export function withKey(init: RequestInit = {}): RequestInit {
+  const key = apiKey();
+  if (!key) return init;
+  const headers = new Headers(init.headers);
+  headers.set("authorization", `Bearer ${key}`);
+  return { ...init, headers };
+}
+
+/// Every API call: with the key, and a 401 asks the app to sign in.
+export async function authedFetch(path: string, init?: RequestInit): Promise<Response> {
+  const r = await fetch(path, withKey(init));
+  if (r.status === 401) window.dispatchEvent(new CustomEvent("sightline:signin"));
+  return r;
+}
+
 async function call<T>(path: string, init?: RequestInit): Promise<T> {
-  const r = await fetch(path, init);
+  const r = await authedFetch(path, init);
   const text = await r.text();
   let body: unknown = null;
   try {
@@ -50,7 +78,7 @@ export async function rows(query: string): Promise<Record<string, unknown>[]> {
 }
 
 export async function sqlCsv(query: string): Promise<string> {
-  const r = await fetch("/api/v1/sql", {
+  const r = await authedFetch("/api/v1/sql", {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ sql: query, format: "csv" }),
@@ -193,4 +221,16 @@ export const pending = () => call<{ pending: Pending[] }>("/api/v1/notifications
 /// A SQL string literal.
 export function quote(s: string): string {
   return `'${s.replace(/'/g, "''")}'`;
+}
+
+/// Who this session is: its tenant and roles (all of them when no key is configured).
+export interface Whoami {
+  tenant: string;
+  key_id: string | null;
+  roles: string[];
+  keys_configured: boolean;
+}
+
+export function whoami(): Promise<Whoami> {
+  return call("/api/v1/whoami");
 }

@@ -4,6 +4,8 @@ import "./style.css";
 import { destroyCharts } from "./chart";
 import { clear, h, note } from "./dom";
 import { PRESETS, REFRESH, navigate, param, parseDuration, setParams } from "./state";
+import * as api from "./api";
+import { currentUser, setMe } from "./session";
 import { alertsPage } from "./pages/alerts";
 import { logsPage } from "./pages/logs";
 import { metricsPage } from "./pages/metrics";
@@ -90,13 +92,69 @@ function header(): HTMLElement {
     },
     document.documentElement.dataset.theme === "dark" ? "☀" : "☾",
   );
+  const me = currentUser();
+  const account =
+    me && me.keys_configured
+      ? h(
+          "span.account",
+          { "data-testid": "account" },
+          h("span.muted", {}, `tenant ${me.tenant} · ${me.roles.join(", ")}`),
+          h("button", { "data-testid": "sign-out", onclick: () => signOut() }, "Sign out"),
+        )
+      : null;
   return h(
     "header.top",
     {},
     h("a.brand", { href: "/" }, "Sightline"),
     h("nav.pages", {}, links),
-    h("div.controls", {}, rangeSelect, refreshSelect, themeButton),
+    h("div.controls", {}, rangeSelect, refreshSelect, themeButton, account),
   );
+}
+
+/// The sign-in screen: a key (kept for this tab's session only), checked with the API.
+function signIn(message = ""): void {
+  current?.abort();
+  window.clearTimeout(timer);
+  destroyCharts();
+  setMe(null);
+  const app = document.getElementById("app")!;
+  const key = h("input", { type: "password", autocomplete: "off", placeholder: "sl_…", "aria-label": "API key", "data-testid": "api-key" });
+  const status = h("div", {}, message ? h("span.bad", {}, message) : null);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    api.setApiKey(key.value.trim());
+    try {
+      setMe(await api.whoami());
+      render();
+    } catch (err) {
+      api.setApiKey(null);
+      clear(status, h("span.bad", {}, (err as Error).message));
+    }
+  };
+  document.title = "Sign in · Sightline";
+  clear(
+    app,
+    h("header.top", {}, h("a.brand", { href: "/" }, "Sightline")),
+    h(
+      "main",
+      {},
+      h(
+        "form.card.signin",
+        { onsubmit: submit, "data-testid": "sign-in" },
+        h("h1", { style: "margin-top:0" }, "Sign in"),
+        h("p.muted", {}, "This Sightline needs an API key with the read role (admin to change silences). It is kept for this browser tab only."),
+        key,
+        h("button.primary", { type: "submit" }, "Sign in"),
+        status,
+      ),
+    ),
+  );
+  key.focus();
+}
+
+function signOut(): void {
+  api.setApiKey(null);
+  signIn();
 }
 
 function render(): void {
@@ -152,6 +210,26 @@ function render(): void {
 }
 
 document.documentElement.dataset.theme = theme();
-window.addEventListener("popstate", render);
-window.addEventListener("sightline:navigate", render);
-render();
+window.addEventListener("popstate", () => currentUser() && render());
+window.addEventListener("sightline:navigate", () => currentUser() && render());
+// A key refused (revoked, expired) while the app runs: sign in again.
+// (Only once signed in: while signing in, the form says why a key is refused.)
+window.addEventListener("sightline:signin", () => {
+  if (currentUser()?.keys_configured) {
+    api.setApiKey(null);
+    signIn("The key was refused: sign in again.");
+  }
+});
+api
+  .whoami()
+  .then((me) => {
+    setMe(me);
+    render();
+  })
+  .catch((e: unknown) => {
+    if (e instanceof api.ApiError && e.status === 401) signIn(api.apiKey() ? "The key was refused." : "");
+    else {
+      setMe({ tenant: "default", key_id: null, roles: ["ingest", "read", "admin"], keys_configured: false });
+      render();
+    }
+  });

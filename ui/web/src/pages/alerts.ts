@@ -4,6 +4,7 @@
 import * as api from "../api";
 import { clear, h, note } from "../dom";
 import { ago, time } from "../format";
+import { may } from "../session";
 import { timeFilter } from "../state";
 
 function matcherText(m: api.Matcher): string {
@@ -105,7 +106,7 @@ export async function alertsPage(root: HTMLElement): Promise<void> {
       "div.card",
       {},
       h("h2", { style: "margin-top:0" }, "Silences"),
-      silenceForm(reload),
+      may("admin") ? silenceForm(reload) : h("p.muted", { "data-testid": "read-only" }, "Creating and expiring silences needs a key with the admin role."),
       silences.length
         ? h(
             "table.data",
@@ -128,7 +129,7 @@ export async function alertsPage(root: HTMLElement): Promise<void> {
                     {},
                     s.fromConfig
                       ? h("span.muted", {}, "from the config")
-                      : s.status.state !== "expired"
+                      : s.status.state !== "expired" && may("admin")
                         ? h("button.danger", { onclick: async (e: Event) => {
                           try {
                             await api.expireSilence(s.id);

@@ -203,7 +203,7 @@ export function tracePage(id: string) {
     clear(root, h("h1", {}, `Trace ${id}`), note("loading", "Loading the trace…"));
     let t: TraceResponse;
     try {
-      const r = await fetch(`/api/v1/traces/${encodeURIComponent(id)}`);
+      const r = await api.authedFetch(`/api/v1/traces/${encodeURIComponent(id)}`);
       const body = await r.json();
       if (!r.ok) throw new Error(body.error ?? r.statusText);
       t = body;
