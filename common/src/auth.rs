@@ -351,21 +351,23 @@ impl Keys {
         client: Option<IpAddr>,
         role: Option<Role>,
     ) -> Result<Principal, Denied> {
-        let retry_after = client.and_then(|ip| self.locked_out(ip));
-        if !self.configured() {
+        // One look at the keys per request: whether any is configured, then the key.
+        let loaded = self.lock();
+        if loaded.records.is_empty() {
             return Ok(Principal {
                 tenant: DEFAULT_TENANT.into(),
                 key_id: String::new(),
                 roles: vec![Role::Ingest, Role::Read, Role::Admin],
             });
         }
-        if let Some(retry_after) = retry_after {
+        if let Some(retry_after) = client.and_then(|ip| self.locked_out(ip)) {
             return Err(Denied::TooManyFailures { retry_after });
         }
-        let result = self.verify(authorization).and_then(|p| match role {
+        let result = verify(&loaded, authorization).and_then(|p| match role {
             Some(role) if !p.may(role) => Err(Denied::Forbidden(role)),
             _ => Ok(p),
         });
+        drop(loaded);
         if let Err(Denied::Unauthenticated(_)) = &result {
             self.failed_total
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -374,60 +376,6 @@ impl Keys {
             }
         }
         result
-    }
-
-    fn verify(&self, authorization: Option<&[u8]>) -> Result<Principal, Denied> {
-        let header = authorization.ok_or(Denied::Unauthenticated(
-            "an API key is needed: send Authorization: Bearer <key>",
-        ))?;
-        let header = std::str::from_utf8(header)
-            .map_err(|_| Denied::Unauthenticated("the Authorization header is not text"))?;
-        let (scheme, value) = header
-            .trim()
-            .split_once(' ')
-            .ok_or(Denied::Unauthenticated(
-                "Authorization must be Bearer <key> or Basic base64(tenant:key)",
-            ))?;
-        let (tenant, key) = if scheme.eq_ignore_ascii_case("bearer") {
-            (None, value.trim().to_string())
-        } else if scheme.eq_ignore_ascii_case("basic") {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(value.trim())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or(Denied::Unauthenticated(
-                    "Basic credentials are not base64 text",
-                ))?;
-            let (t, k) = decoded.split_once(':').ok_or(Denied::Unauthenticated(
-                "Basic credentials must be tenant:key",
-            ))?;
-            (Some(t.to_string()), k.to_string())
-        } else {
-            return Err(Denied::Unauthenticated(
-                "Authorization must be Bearer <key> or Basic base64(tenant:key)",
-            ));
-        };
-        let invalid = Denied::Unauthenticated("the API key is not valid");
-        let id = key
-            .strip_prefix("sl_")
-            .and_then(|rest| rest.split_once('_'))
-            .map(|(id, _)| id.to_string())
-            .ok_or(invalid.clone())?;
-        let loaded = self.lock();
-        let record = loaded.records.get(&id).ok_or(invalid.clone())?;
-        let presented = sha256_hex(&key);
-        let matches: bool = presented.as_bytes().ct_eq(record.sha256.as_bytes()).into();
-        if !matches || !record.active(now()) {
-            return Err(invalid);
-        }
-        if tenant.is_some_and(|t| t != record.tenant) {
-            return Err(invalid);
-        }
-        Ok(Principal {
-            tenant: record.tenant.clone(),
-            key_id: record.id.clone(),
-            roles: record.roles.clone(),
-        })
     }
 
     /// How long `ip` is still refused, if it failed too often.
@@ -454,6 +402,60 @@ impl Keys {
         }
         e.1 += 1;
     }
+}
+
+/// The key in an `Authorization` header value, checked against `loaded`.
+fn verify(loaded: &Loaded, authorization: Option<&[u8]>) -> Result<Principal, Denied> {
+    let header = authorization.ok_or(Denied::Unauthenticated(
+        "an API key is needed: send Authorization: Bearer <key>",
+    ))?;
+    let header = std::str::from_utf8(header)
+        .map_err(|_| Denied::Unauthenticated("the Authorization header is not text"))?;
+    let (scheme, value) = header
+        .trim()
+        .split_once(' ')
+        .ok_or(Denied::Unauthenticated(
+            "Authorization must be Bearer <key> or Basic base64(tenant:key)",
+        ))?;
+    let (tenant, key) = if scheme.eq_ignore_ascii_case("bearer") {
+        (None, value.trim().to_string())
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or(Denied::Unauthenticated(
+                "Basic credentials are not base64 text",
+            ))?;
+        let (t, k) = decoded.split_once(':').ok_or(Denied::Unauthenticated(
+            "Basic credentials must be tenant:key",
+        ))?;
+        (Some(t.to_string()), k.to_string())
+    } else {
+        return Err(Denied::Unauthenticated(
+            "Authorization must be Bearer <key> or Basic base64(tenant:key)",
+        ));
+    };
+    let invalid = Denied::Unauthenticated("the API key is not valid");
+    let id = key
+        .strip_prefix("sl_")
+        .and_then(|rest| rest.split_once('_'))
+        .map(|(id, _)| id.to_string())
+        .ok_or(invalid.clone())?;
+    let record = loaded.records.get(&id).ok_or(invalid.clone())?;
+    let presented = sha256_hex(&key);
+    let matches: bool = presented.as_bytes().ct_eq(record.sha256.as_bytes()).into();
+    if !matches || !record.active(now()) {
+        return Err(invalid);
+    }
+    if tenant.is_some_and(|t| t != record.tenant) {
+        return Err(invalid);
+    }
+    Ok(Principal {
+        tenant: record.tenant.clone(),
+        key_id: record.id.clone(),
+        roles: record.roles.clone(),
+    })
 }
 
 /// A record's line for `sightline keys list`.
