@@ -8,8 +8,9 @@
 //! the secret is 32 random bytes (base64url). Clients send it as `Authorization: Bearer KEY`
 //! (HTTP and gRPC metadata alike), or as `Authorization: Basic base64(tenant:KEY)`.
 //!
-//! Failed attempts are counted per client address: past [`MAX_FAILURES`] in a minute, that
-//! address is refused (429) until the minute is over, valid key or not.
+//! Failed attempts are counted per client address (an IPv6 client per /64): past
+//! [`MAX_FAILURES`] in a minute, that address is refused (429) until the minute is over, valid
+//! key or not.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -378,15 +379,17 @@ impl Keys {
         result
     }
 
-    /// How long `ip` is still refused, if it failed too often.
+    /// How long `ip` is still refused, if it (its network, see [`failure_bucket`]) failed
+    /// too often.
     fn locked_out(&self, ip: IpAddr) -> Option<Duration> {
         let f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let (since, n) = f.get(&ip)?;
+        let (since, n) = f.get(&failure_bucket(ip))?;
         let left = FAILURE_WINDOW.checked_sub(since.elapsed())?;
         (*n >= MAX_FAILURES).then_some(left)
     }
 
     fn fail(&self, ip: IpAddr) {
+        let ip = failure_bucket(ip);
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if f.len() >= MAX_TRACKED && !f.contains_key(&ip) {
             f.retain(|_, (since, _)| since.elapsed() < FAILURE_WINDOW);
@@ -401,6 +404,21 @@ impl Keys {
             *e = (Instant::now(), 0);
         }
         e.1 += 1;
+    }
+}
+
+/// What failed attempts are counted under: an IPv4 address (IPv4-mapped IPv6 included), or an
+/// IPv6 address's /64 — one host usually holds a whole /64 and could otherwise try from a new
+/// address each time.
+fn failure_bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
     }
 }
 
@@ -585,6 +603,12 @@ mod tests {
             keys.check(Some(&bearer(&key)), Some(elsewhere), Role::Read)
                 .is_ok()
         );
+        // The same host as IPv4-mapped IPv6 (a dual-stack listener) is the same address.
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("ip");
+        assert!(matches!(
+            keys.check(Some(&bearer(&key)), Some(mapped), Role::Read),
+            Err(Denied::TooManyFailures { .. })
+        ));
         assert_eq!(keys.failures(), u64::from(MAX_FAILURES));
     }
 
@@ -614,6 +638,29 @@ mod tests {
         assert_eq!(keys.len(), 1);
         assert_eq!(keys[0].roles, vec![Role::Ingest, Role::Read]);
         assert!(keys[0].active(1_793_577_600_000_000_001));
+    }
+
+    #[test]
+    fn an_ipv6_host_cannot_escape_the_limit_by_changing_its_address_in_its_64() {
+        let (key, record) = new_key(DEFAULT_TENANT, &[Role::Read], "", None).expect("key");
+        let (_dir, keys) = keys_with(&[record]);
+        for i in 0..MAX_FAILURES {
+            let ip: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().expect("ip");
+            assert!(
+                keys.check(Some(b"Bearer nope"), Some(ip), Role::Read)
+                    .is_err()
+            );
+        }
+        let next: IpAddr = "2001:db8:1:2:ffff::1".parse().expect("ip");
+        assert!(matches!(
+            keys.check(Some(&bearer(&key)), Some(next), Role::Read),
+            Err(Denied::TooManyFailures { .. })
+        ));
+        let other_network: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert!(
+            keys.check(Some(&bearer(&key)), Some(other_network), Role::Read)
+                .is_ok()
+        );
     }
 
     #[test]
