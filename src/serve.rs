@@ -191,6 +191,7 @@ pub async fn serve(
     );
     open_network_check(&config, keys.configured())?;
     let mut registry = Registry::default();
+    keys.register(&mut registry);
     let store = Store::open(config.store(), &mut registry)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let engine = store

@@ -263,7 +263,8 @@ pub struct Keys {
     path: PathBuf,
     loaded: Mutex<Loaded>,
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-    failed_total: std::sync::atomic::AtomicU64,
+    /// Requests refused for a missing or invalid key, on every listener.
+    failed_total: prometheus_client::metrics::counter::Counter,
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -297,7 +298,16 @@ impl Keys {
 
     /// Failed attempts since start.
     pub fn failures(&self) -> u64 {
-        self.failed_total.load(std::sync::atomic::Ordering::Relaxed)
+        self.failed_total.get()
+    }
+
+    /// Publishes the failed attempts as `sightline_auth_failures_total`.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "sightline_auth_failures",
+            "Requests refused for a missing or invalid API key, on every listener",
+            self.failed_total.clone(),
+        );
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Loaded> {
@@ -370,8 +380,7 @@ impl Keys {
         });
         drop(loaded);
         if let Err(Denied::Unauthenticated(_)) = &result {
-            self.failed_total
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.failed_total.inc();
             if let Some(ip) = client {
                 self.fail(ip);
             }

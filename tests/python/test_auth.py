@@ -67,6 +67,13 @@ def requests_by_outcome(srv, admin_key: str, transport: str, outcome: str) -> fl
     return sum(float(m) for m in re.findall(pattern, text, re.M))
 
 
+def auth_failures(srv, admin_key: str) -> float:
+    text = requests.get(f"{srv.api_url}/metrics", headers=auth(admin_key), timeout=10).text
+    m = re.search(r"^sightline_auth_failures_total (\S+)$", text, re.M)
+    assert m, "sightline_auth_failures_total is published"
+    return float(m.group(1))
+
+
 def exporter(protocol: str, srv):
     if protocol == "grpc":
         return GrpcSpanExporter(endpoint=srv.otlp_grpc, insecure=True, timeout=5)
@@ -116,9 +123,13 @@ def test_the_sdk_sends_with_an_ingest_key_from_the_standard_headers_variable(key
         else:
             monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", header)
         before = requests_by_outcome(srv, made["admin"], transport, outcome)
+        failures_before = auth_failures(srv, made["admin"])
         started = time.monotonic()
         assert export_one(protocol, srv, service) == SpanExportResult.FAILURE
         assert requests_by_outcome(srv, made["admin"], transport, outcome) == before + 1, header
+        # Every listener's failed keys in one count (a key without the role is no failure).
+        failed = 1 if outcome == "unauthenticated" else 0
+        assert auth_failures(srv, made["admin"]) == failures_before + failed, header
         assert time.monotonic() - started < 5, "refused at once, not retried with backoff"
 
 
