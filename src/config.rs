@@ -19,6 +19,8 @@ pub struct Config {
     /// Where Parquet files (and later the WAL) live.
     pub data_dir: PathBuf,
     pub listen: ListenConfig,
+    /// TLS on every listener (off unless `tls.cert_file` is set).
+    pub tls: sightline_common::tls::TlsConfig,
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub query: QueryConfig,
@@ -38,6 +40,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("./data"),
             listen: ListenConfig::default(),
+            tls: Default::default(),
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
             query: QueryConfig::default(),
@@ -157,6 +160,7 @@ impl Config {
         }
         let sections = [
             self.listen.connection_limits().validate("listen"),
+            self.tls.validate(),
             self.storage.validate(),
             self.limits.validate(),
             self.query.validate(),

@@ -11,7 +11,8 @@ use prometheus_client::registry::Registry;
 use sightline_collector::Ingest;
 use sightline_collector::grpc::GrpcReceiver;
 use sightline_collector::metrics::CollectorMetrics;
-use sightline_common::listener::{Gate, serve_http};
+use sightline_common::listener::{Acceptor, Gate, serve_http};
+use sightline_common::tls::Alpn;
 use sightline_slo::SystemClock;
 use sightline_store::Store;
 use sightline_ui::{ApiState, Readiness};
@@ -135,8 +136,8 @@ pub struct Bound {
 
 /// Without API keys anyone who reaches a port may send, read and silence: that is only let
 /// happen on loopback, unless the operator says otherwise in so many words.
-fn open_network_check(config: &Config, keys_configured: bool) -> anyhow::Result<()> {
-    if keys_configured || config.listen.insecure_allow_open_network {
+fn open_network_check(config: &Config, guarded: bool) -> anyhow::Result<()> {
+    if guarded || config.listen.insecure_allow_open_network {
         return Ok(());
     }
     let open: Vec<String> = [
@@ -185,13 +186,28 @@ pub async fn serve(
     std::fs::create_dir_all(&config.data_dir)
         .and_then(|()| sightline_common::process::make_private(&config.data_dir))
         .with_context(|| format!("cannot make {} private", config.data_dir.display()))?;
+    let tls = match config.tls.enabled() {
+        true => Some(
+            sightline_common::tls::Tls::load(&config.tls)
+                .map_err(|e| anyhow::anyhow!("cannot start TLS: {e}"))?,
+        ),
+        false => None,
+    };
     let keys = Arc::new(
         sightline_common::auth::Keys::open(&sightline_common::auth::keys_path(&config.data_dir))
-            .map_err(anyhow::Error::msg)?,
+            .map_err(anyhow::Error::msg)?
+            .with_certificate_identities(tls.as_ref().is_some_and(|t| t.identities_configured())),
     );
-    open_network_check(&config, keys.configured())?;
+    // Keys, or client certificates every connection must present, guard the ports.
+    open_network_check(
+        &config,
+        keys.configured() || tls.as_ref().is_some_and(|t| t.client_auth_required()),
+    )?;
     let mut registry = Registry::default();
     keys.register(&mut registry);
+    if let Some(tls) = &tls {
+        tls.register(&mut registry);
+    }
     let store = Store::open(config.store(), &mut registry)
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let engine = store
@@ -250,10 +266,11 @@ pub async fn serve(
     } else {
         api_addr.to_string()
     };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let notifier = sightline_notify::Notifier::open(
         &config.notify,
         &config.data_dir.join("notify"),
-        &format!("http://{link_host}"),
+        &format!("{scheme}://{link_host}"),
         store.clone(),
         slos.clone(),
         maintenance,
@@ -271,6 +288,11 @@ pub async fn serve(
     };
     let (grpc_gate, otlp_http_gate, api_gate) =
         (gate("otlp_grpc"), gate("otlp_http"), gate("http"));
+    let with_tls = |alpn| tls.clone().map(|t| (t, alpn));
+    let grpc_acceptor = Acceptor::new(grpc_listener, grpc_gate, with_tls(Alpn::Grpc));
+    let otlp_http_acceptor =
+        Acceptor::new(otlp_http_listener, otlp_http_gate, with_tls(Alpn::Http));
+    let api_acceptor = Acceptor::new(api_listener, api_gate, with_tls(Alpn::Http));
 
     let readiness = Arc::new(Readiness::default());
     let api = sightline_ui::router(ApiState {
@@ -300,8 +322,7 @@ pub async fn serve(
         let routes = GrpcReceiver::new(ingest.clone()).into_router();
         intake.spawn(async move {
             sightline_collector::grpc::serve(
-                grpc_listener,
-                grpc_gate,
+                grpc_acceptor,
                 routes,
                 &limits,
                 token.cancelled_owned(),
@@ -315,9 +336,8 @@ pub async fn serve(
         let app = sightline_collector::http::router(ingest.clone());
         intake.spawn(async move {
             serve_http(
-                otlp_http_listener,
+                otlp_http_acceptor,
                 app,
-                otlp_http_gate,
                 token.cancelled_owned(),
                 DRAIN_DEADLINE,
             )
@@ -331,15 +351,9 @@ pub async fn serve(
     {
         let token = stop_api.clone();
         api_server.spawn(async move {
-            serve_http(
-                api_listener,
-                api,
-                api_gate,
-                token.cancelled_owned(),
-                DRAIN_DEADLINE,
-            )
-            .await
-            .context("HTTP API server failed")
+            serve_http(api_acceptor, api, token.cancelled_owned(), DRAIN_DEADLINE)
+                .await
+                .context("HTTP API server failed")
         });
     }
     let mut background: JoinSet<&'static str> = JoinSet::new();
@@ -383,6 +397,7 @@ pub async fn serve(
         otlp_grpc = %grpc_addr,
         otlp_http = %otlp_http_addr,
         http = %api_addr,
+        tls = tls.is_some(),
         data_dir = %config.data_dir.display(),
         "sightline is ready"
     );
@@ -400,6 +415,7 @@ pub async fn serve(
                 "otlp_grpc": grpc_addr.to_string(),
                 "otlp_http": otlp_http_addr.to_string(),
                 "http": api_addr.to_string(),
+                "tls": tls.is_some(),
             }),
         )?;
     }

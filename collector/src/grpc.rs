@@ -20,9 +20,8 @@ use http_body_util::BodyExt as _;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use sightline_common::listener::{Gate, Tracked};
+use sightline_common::listener::{Acceptor, Conn, ConnInfo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tonic::Status;
 use tonic::server::NamedService;
 use tonic_types::{ErrorDetails, StatusExt};
@@ -34,8 +33,8 @@ use crate::ingest::{ExportRequest, Ingest, Transport};
 /// Streams (calls in progress) one connection may have open at once.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 
-/// Serves `routes` on `listener` until `shutdown`: connections counted and capped by `gate`
-/// and closed when idle for its idle timeout (an HTTP/2 keepalive ping from the client counts
+/// Serves `routes` on `acceptor`'s connections until `shutdown`: connections counted and
+/// capped by its gate (and inside TLS if configured), closed when idle for its idle timeout (an HTTP/2 keepalive ping from the client counts
 /// as traffic), request headers bounded by its header size, at most
 /// [`MAX_STREAMS_PER_CONNECTION`] calls at once per connection, and every call given at most
 /// twice `limits.body_timeout` (or the client's `grpc-timeout`, if shorter).
@@ -43,19 +42,15 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 /// # Errors
 /// When the server itself fails.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
-    gate: Gate,
+    acceptor: Acceptor,
     routes: tonic::service::Routes,
     limits: &crate::Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let header_bytes = u32::try_from(gate.limits().max_header_bytes).unwrap_or(u32::MAX);
-    let incoming = futures::stream::unfold((listener, gate), |(listener, gate)| async move {
-        let next = gate
-            .accept(&listener)
-            .await
-            .map(|(stream, permit)| Connection(Tracked::new(stream, permit)));
-        Some((next, (listener, gate)))
+    let header_bytes = u32::try_from(acceptor.gate().limits().max_header_bytes).unwrap_or(u32::MAX);
+    let incoming = futures::stream::unfold(acceptor, |mut acceptor| async move {
+        let next = acceptor.accept().await.map(Connection);
+        Some((next, acceptor))
     });
     tonic::transport::Server::builder()
         .timeout(limits.body_timeout * 2)
@@ -67,15 +62,16 @@ pub async fn serve(
         .await
 }
 
-/// A gRPC client's connection: counted by the listener's gate, closed when idle.
+/// A gRPC client's connection: counted by the listener's gate, closed when idle; its
+/// [`ConnInfo`] (address, client certificate) is in every request's extensions.
 #[derive(Debug)]
-pub struct Connection(Tracked<TcpStream>);
+pub struct Connection(Conn);
 
 impl tonic::transport::server::Connected for Connection {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.get_ref().connect_info()
+        self.0.info().clone()
     }
 }
 
@@ -232,18 +228,15 @@ where
         ))));
     }
     // The key, as gRPC metadata (`authorization`), before anything else is read.
-    let client = parts
-        .extensions
-        .get::<tonic::transport::server::TcpConnectInfo>()
-        .and_then(|c| c.remote_addr())
-        .map(|a| a.ip());
-    ingest.authorize(
-        parts
+    let conn = parts.extensions.get::<ConnInfo>();
+    ingest.authorize(&sightline_common::auth::Credentials {
+        authorization: parts
             .headers
             .get(http::header::AUTHORIZATION)
             .map(HeaderValue::as_bytes),
-        client,
-    )?;
+        client: conn.and_then(|c| c.remote_addr).map(|a| a.ip()),
+        certificate: conn.and_then(|c| c.certificate.as_ref()),
+    })?;
     let encoding = match parts.headers.get("grpc-encoding").map(HeaderValue::to_str) {
         None => Encoding::Identity,
         Some(Ok("identity")) => Encoding::Identity,

@@ -49,6 +49,7 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
 async fn export<R: ExportRequest>(
     State(state): State<HttpState>,
     client: Option<axum::Extension<sightline_common::auth::ClientIp>>,
+    certificate: Option<axum::Extension<sightline_common::auth::ClientCertificate>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -57,10 +58,14 @@ async fn export<R: ExportRequest>(
         Ok(f) => f,
         Err(e) => return fail::<R>(&state, Format::Json, e),
     };
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes);
-    if let Err(e) = state.ingest.authorize(authorization, client.map(|c| c.0.0)) {
+    let credentials = sightline_common::auth::Credentials {
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        client: client.map(|c| c.0.0),
+        certificate: certificate.as_ref().map(|c| &c.0.0),
+    };
+    if let Err(e) = state.ingest.authorize(&credentials) {
         return fail::<R>(&state, format, e);
     }
     match receive::<R>(&state, &headers, body, format).await {

@@ -340,19 +340,18 @@ impl Ingest {
         self
     }
 
-    /// Whether a request with this `Authorization` header value from `client` may send.
+    /// Whether a request with these credentials may send.
     ///
     /// # Errors
     /// Unauthenticated, permission denied, or throttled after too many failures.
     pub fn authorize(
         &self,
-        authorization: Option<&[u8]>,
-        client: Option<std::net::IpAddr>,
+        credentials: &sightline_common::auth::Credentials<'_>,
     ) -> Result<(), IngestError> {
         match &self.keys {
             None => Ok(()),
             Some(keys) => keys
-                .check(authorization, client, sightline_common::auth::Role::Ingest)
+                .authenticate(credentials, Some(sightline_common::auth::Role::Ingest))
                 .map(drop)
                 .map_err(IngestError::from),
         }

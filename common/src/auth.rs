@@ -241,6 +241,20 @@ impl std::fmt::Display for Denied {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
+/// Who a client certificate says the client is (see [`crate::tls`]), put in a request's
+/// extensions by the listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate(pub Principal);
+
+/// What a request presents: its `Authorization` header value, its address, and the identity
+/// of its client certificate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    pub authorization: Option<&'a [u8]>,
+    pub client: Option<IpAddr>,
+    pub certificate: Option<&'a Principal>,
+}
+
 /// Failures from one address per minute before it is refused for the rest of the minute.
 pub const MAX_FAILURES: u32 = 20;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
@@ -263,6 +277,9 @@ pub struct Keys {
     path: PathBuf,
     loaded: Mutex<Loaded>,
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// Client certificates can stand for a tenant: then credentials are needed even with no
+    /// key.
+    certificates: bool,
     /// Requests refused for a missing or invalid key, on every listener.
     failed_total: prometheus_client::metrics::counter::Counter,
 }
@@ -287,13 +304,23 @@ impl Keys {
                 checked: Instant::now(),
             }),
             failures: Mutex::default(),
+            certificates: false,
             failed_total: Default::default(),
         })
     }
 
-    /// Whether any key was ever created: then every request needs one.
+    /// Client certificates stand for tenants (`[[tls.clients]]`): requests need credentials
+    /// (a key or such a certificate) even when no key exists.
+    #[must_use]
+    pub fn with_certificate_identities(mut self, on: bool) -> Self {
+        self.certificates = on;
+        self
+    }
+
+    /// Whether any key was ever created (or client certificates stand for tenants): then
+    /// every request needs credentials.
     pub fn configured(&self) -> bool {
-        !self.lock().records.is_empty()
+        self.certificates || !self.lock().records.is_empty()
     }
 
     /// Failed attempts since start.
@@ -341,7 +368,12 @@ impl Keys {
         client: Option<IpAddr>,
         role: Role,
     ) -> Result<Principal, Denied> {
-        self.check_for(authorization, client, Some(role))
+        let credentials = Credentials {
+            authorization,
+            client,
+            certificate: None,
+        };
+        self.authenticate(&credentials, Some(role))
     }
 
     /// As [`Keys::check`], for any working key whatever its roles (to say who it is).
@@ -353,18 +385,34 @@ impl Keys {
         authorization: Option<&[u8]>,
         client: Option<IpAddr>,
     ) -> Result<Principal, Denied> {
-        self.check_for(authorization, client, None)
+        let credentials = Credentials {
+            authorization,
+            client,
+            certificate: None,
+        };
+        self.authenticate(&credentials, None)
     }
 
-    fn check_for(
+    /// Who `credentials` are, if they may do `role` (any role: `None`). An `Authorization`
+    /// header is checked as a key; without one, a client certificate's identity stands. With
+    /// no key configured (and no certificate identities) every request is let in, as the
+    /// default tenant.
+    ///
+    /// # Errors
+    /// [`Denied`], as the request is to be answered.
+    pub fn authenticate(
         &self,
-        authorization: Option<&[u8]>,
-        client: Option<IpAddr>,
+        credentials: &Credentials<'_>,
         role: Option<Role>,
     ) -> Result<Principal, Denied> {
+        let Credentials {
+            authorization,
+            client,
+            certificate,
+        } = *credentials;
         // One look at the keys per request: whether any is configured, then the key.
         let loaded = self.lock();
-        if loaded.records.is_empty() {
+        if loaded.records.is_empty() && !self.certificates {
             return Ok(Principal {
                 tenant: DEFAULT_TENANT.into(),
                 key_id: String::new(),
@@ -374,7 +422,11 @@ impl Keys {
         if let Some(retry_after) = client.and_then(|ip| self.locked_out(ip)) {
             return Err(Denied::TooManyFailures { retry_after });
         }
-        let result = verify(&loaded, authorization).and_then(|p| match role {
+        let presented = match (authorization, certificate) {
+            (None, Some(p)) => Ok(p.clone()),
+            _ => verify(&loaded, authorization),
+        };
+        let result = presented.and_then(|p| match role {
             Some(role) if !p.may(role) => Err(Denied::Forbidden(role)),
             _ => Ok(p),
         });
@@ -584,6 +636,57 @@ mod tests {
                 Err(Denied::Unauthenticated(_))
             ));
         }
+    }
+
+    #[test]
+    fn a_client_certificate_stands_in_for_a_key_and_a_key_header_still_wins() {
+        let cert = Principal {
+            tenant: DEFAULT_TENANT.into(),
+            key_id: "cert:edge.collectors".into(),
+            roles: vec![Role::Ingest],
+        };
+        let (key, record) = new_key(DEFAULT_TENANT, &[Role::Read], "", None).expect("key");
+        let (_dir, keys) = keys_with(&[]);
+        let keys = keys.with_certificate_identities(true);
+        assert!(keys.configured(), "certificate identities need credentials");
+        let nothing = Credentials::default();
+        assert!(matches!(
+            keys.authenticate(&nothing, Some(Role::Ingest)),
+            Err(Denied::Unauthenticated(_))
+        ));
+        let with_cert = Credentials {
+            certificate: Some(&cert),
+            ..Credentials::default()
+        };
+        assert_eq!(
+            keys.authenticate(&with_cert, Some(Role::Ingest)),
+            Ok(cert.clone())
+        );
+        assert_eq!(
+            keys.authenticate(&with_cert, Some(Role::Read)),
+            Err(Denied::Forbidden(Role::Read))
+        );
+        // A key sent along is checked as a key: a wrong one fails even with a certificate.
+        let (_dir, keys) = keys_with(&[record]);
+        let header = bearer(&key);
+        let both = Credentials {
+            authorization: Some(&header),
+            certificate: Some(&cert),
+            ..Credentials::default()
+        };
+        assert_eq!(
+            keys.authenticate(&both, Some(Role::Read)).map(|p| p.roles),
+            Ok(vec![Role::Read])
+        );
+        let wrong = Credentials {
+            authorization: Some(b"Bearer sl_nope_nope"),
+            certificate: Some(&cert),
+            ..Credentials::default()
+        };
+        assert!(matches!(
+            keys.authenticate(&wrong, Some(Role::Ingest)),
+            Err(Denied::Unauthenticated(_))
+        ));
     }
 
     #[test]

@@ -34,3 +34,4 @@ pub mod error;
 pub mod listener;
 pub mod process;
 pub mod seeded;
+pub mod tls;

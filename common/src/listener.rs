@@ -84,6 +84,9 @@ pub struct ConnectionStats {
     pub refused_per_client: Counter,
     /// Closed for carrying nothing for the idle timeout.
     pub timed_out: Counter,
+    /// Closed before or during the TLS handshake: plain text on a TLS port, a handshake that
+    /// failed or took longer than `tls.handshake_timeout`.
+    pub tls_failed: Counter,
 }
 
 impl ConnectionStats {
@@ -109,6 +112,12 @@ impl ConnectionStats {
             "sightline_connections_idle_closed",
             "Connections closed for carrying nothing for listen.idle_timeout",
             self.timed_out.clone(),
+        );
+        registry.register(
+            "sightline_tls_handshake_failures",
+            "Connections closed before a TLS session: plain text on a TLS port, a failed \
+             handshake, or one slower than tls.handshake_timeout",
+            self.tls_failed.clone(),
         );
     }
 }
@@ -324,19 +333,222 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     }
 }
 
-/// Serves `app` on `listener` within `gate`'s limits until `shutdown` resolves; then lets
-/// requests in progress finish for up to `drain`.
+/// What a plain-text client on a TLS port is told before the connection is closed.
+const PLAIN_TEXT_REFUSAL: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: 53\r\n\r\n\
+this port speaks TLS: connect with https:// instead\r\n";
+
+/// The first byte of every TLS connection (a handshake record).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// The stream of an accepted connection, inside TLS or not.
+#[derive(Debug)]
+enum Stream {
+    Plain(Tracked<TcpStream>),
+    Tls(Box<tokio_rustls::server::TlsStream<Tracked<TcpStream>>>),
+}
+
+/// An accepted connection, ready to serve: counted by its listener's [`Gate`], closed when
+/// idle, its TLS handshake (if any) done.
+#[derive(Debug)]
+pub struct Conn {
+    stream: Stream,
+    info: ConnInfo,
+}
+
+/// What a handler may know about its connection (gRPC: `tonic`'s connect info).
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub remote_addr: Option<SocketAddr>,
+    /// Who the client certificate says the client is, when it carries a configured name.
+    pub certificate: Option<crate::auth::Principal>,
+}
+
+impl Conn {
+    pub fn info(&self) -> &ConnInfo {
+        &self.info
+    }
+
+    /// The client's address.
+    pub fn peer_ip(&self) -> IpAddr {
+        match &self.stream {
+            Stream::Plain(s) => s.peer_ip(),
+            Stream::Tls(s) => s.get_ref().0.peer_ip(),
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.stream {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A listener with its gate and, if configured, TLS: yields connections ready to serve.
+/// Handshakes run concurrently (each within `tls.handshake_timeout`, each holding its
+/// connection's place at the gate), so a client that never finishes one holds up no other.
+#[derive(Debug)]
+pub struct Acceptor {
+    listener: TcpListener,
+    gate: Gate,
+    tls: Option<(Arc<crate::tls::Tls>, crate::tls::Alpn)>,
+    handshakes: JoinSet<Option<Conn>>,
+}
+
+impl Acceptor {
+    pub fn new(
+        listener: TcpListener,
+        gate: Gate,
+        tls: Option<(Arc<crate::tls::Tls>, crate::tls::Alpn)>,
+    ) -> Self {
+        Self {
+            listener,
+            gate,
+            tls,
+            handshakes: JoinSet::new(),
+        }
+    }
+
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    /// The next connection ready to serve. Cancel-safe.
+    ///
+    /// # Errors
+    /// When the listener itself fails.
+    pub async fn accept(&mut self) -> std::io::Result<Conn> {
+        loop {
+            tokio::select! {
+                accepted = self.gate.accept(&self.listener) => {
+                    let (stream, permit) = accepted?;
+                    let remote_addr = stream.peer_addr().ok();
+                    let stream = Tracked::new(stream, permit);
+                    match &self.tls {
+                        None => {
+                            return Ok(Conn {
+                                stream: Stream::Plain(stream),
+                                info: ConnInfo { remote_addr, certificate: None },
+                            });
+                        }
+                        Some((tls, alpn)) => {
+                            let (tls, alpn) = (tls.clone(), *alpn);
+                            let stats = self.gate.stats.clone();
+                            self.handshakes.spawn(async move {
+                                let conn = handshake(&tls, alpn, stream, remote_addr).await;
+                                if conn.is_none() {
+                                    stats.tls_failed.inc();
+                                }
+                                conn
+                            });
+                        }
+                    }
+                }
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
+                    if let Ok(Some(conn)) = done {
+                        return Ok(conn);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Completes a TLS handshake within the timeout; a client that sends plain text is told to use
+/// TLS. `None` when the connection is to be closed.
+async fn handshake(
+    tls: &crate::tls::Tls,
+    alpn: crate::tls::Alpn,
+    mut stream: Tracked<TcpStream>,
+    remote_addr: Option<SocketAddr>,
+) -> Option<Conn> {
+    use tokio::io::AsyncWriteExt as _;
+    let work = async {
+        let mut first = [0u8; 1];
+        if stream.get_ref().peek(&mut first).await.ok()? == 0 {
+            return None;
+        }
+        if first[0] != TLS_HANDSHAKE {
+            let _ = stream.write_all(PLAIN_TEXT_REFUSAL).await;
+            let _ = stream.shutdown().await;
+            return None;
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config(alpn));
+        let session = match acceptor.accept(stream).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(error = %e, client = ?remote_addr, "TLS handshake failed");
+                return None;
+            }
+        };
+        let certificate = session
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| tls.identity(leaf));
+        Some(Conn {
+            stream: Stream::Tls(Box::new(session)),
+            info: ConnInfo {
+                remote_addr,
+                certificate,
+            },
+        })
+    };
+    tokio::time::timeout(tls.handshake_timeout(), work)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Serves `app` on `acceptor`'s connections until `shutdown` resolves; then lets requests in
+/// progress finish for up to `drain`. Handlers find the client's address as a
+/// [`crate::auth::ClientIp`] extension and a client certificate's identity as a
+/// [`crate::auth::ClientCertificate`].
 ///
 /// # Errors
 /// When the listener fails (a connection's errors only close that connection).
 pub async fn serve_http(
-    listener: TcpListener,
+    mut acceptor: Acceptor,
     app: axum::Router,
-    gate: Gate,
     shutdown: impl std::future::Future<Output = ()>,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let limits = *gate.limits();
+    let limits = *acceptor.gate().limits();
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -353,19 +565,23 @@ pub async fn serve_http(
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, permit) = tokio::select! {
+        let conn = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = gate.accept(&listener) => accepted?,
+            accepted = acceptor.accept() => accepted?,
             // Reap finished connections so the set stays small.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        // Who is calling, for handlers that count per client (failed API keys).
-        let client = crate::auth::ClientIp(permit.ip);
-        let service = hyper_util::service::TowerToHyperService::new(
-            app.clone().layer(axum::Extension(client)),
-        );
+        // Who is calling, for handlers that count per client (failed API keys) and those
+        // that take a client certificate for credentials.
+        let mut app = app
+            .clone()
+            .layer(axum::Extension(crate::auth::ClientIp(conn.peer_ip())));
+        if let Some(p) = &conn.info().certificate {
+            app = app.layer(axum::Extension(crate::auth::ClientCertificate(p.clone())));
+        }
+        let service = hyper_util::service::TowerToHyperService::new(app);
         let conn = builder
-            .serve_connection(TokioIo::new(Tracked::new(stream, permit)), service)
+            .serve_connection(TokioIo::new(conn), service)
             .into_owned();
         let conn = graceful.watch(conn);
         connections.spawn(async move {
@@ -373,7 +589,7 @@ pub async fn serve_http(
             let _ = conn.await;
         });
     }
-    drop(listener);
+    drop(acceptor);
     if tokio::time::timeout(drain, graceful.shutdown())
         .await
         .is_err()

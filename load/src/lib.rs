@@ -156,6 +156,11 @@ pub struct LoadArgs {
     /// too), for a server with keys configured.
     #[arg(long, env = "SIGHTLINE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+
+    /// Talk TLS, trusting the CA certificates in this PEM file (targets without a scheme get
+    /// `https://`).
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Parses `10s`, `250ms`, `2m` (and a bare `10` as seconds). Zero is refused.
@@ -167,10 +172,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn normalize_addr(addr: &str) -> String {
+fn normalize_addr(addr: &str, tls: bool) -> String {
     let a = addr.trim().trim_end_matches('/');
     if a.contains("://") {
         a.to_string()
+    } else if tls {
+        format!("https://{a}")
     } else {
         format!("http://{a}")
     }
@@ -216,8 +223,15 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     };
     let use_grpc = matches!(protocol, Protocol::Grpc | Protocol::Both);
     let use_http = matches!(protocol, Protocol::Http | Protocol::Both);
+    let ca_pem = match &args.ca_file {
+        Some(path) => Some(
+            std::fs::read(path).map_err(|e| usage(format!("--ca-file {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let tls = ca_pem.is_some();
     let grpc_url = match (&args.grpc, use_grpc) {
-        (Some(a), true) => Some(normalize_addr(a)),
+        (Some(a), true) => Some(normalize_addr(a, tls)),
         (None, true) => {
             return Err(usage(format!(
                 "--protocol {protocol:?} needs --grpc HOST:PORT"
@@ -226,7 +240,7 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         _ => None,
     };
     let http_url = match (&args.http, use_http) {
-        (Some(a), true) => Some(normalize_addr(a)),
+        (Some(a), true) => Some(normalize_addr(a, tls)),
         (None, true) => {
             return Err(usage(format!(
                 "--protocol {protocol:?} needs --http HOST:PORT"
@@ -234,13 +248,13 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         }
         _ => None,
     };
-    if grpc_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"))
+    if !tls
+        && [&grpc_url, &http_url]
+            .into_iter()
+            .flatten()
+            .any(|u| u.starts_with("https://"))
     {
-        return Err(usage(
-            "TLS is not supported for the gRPC target; use host:port",
-        ));
+        return Err(usage("an https:// target needs --ca-file"));
     }
 
     if let Some(pid) = args.server_pid
@@ -282,11 +296,18 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
     // Connect everything before the clock starts.
     let mut clients: Vec<(&'static str, Client)> = Vec::new();
     if let Some(url) = &grpc_url {
-        let endpoint = Endpoint::from_shared(url.clone())
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| usage(format!("invalid gRPC address {url}: {e}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .tcp_nodelay(true);
+        if let Some(pem) = &ca_pem {
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| usage(format!("TLS for {url}: {e}")))?;
+        }
         for i in 0..args.connections {
             // A separate `connect` per worker gives each its own HTTP/2 connection.
             let channel = endpoint.connect().await.map_err(|e| {
@@ -323,7 +344,15 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
                 )?;
                 headers.insert(reqwest::header::AUTHORIZATION, v);
             }
-            let client = reqwest::Client::builder()
+            let mut builder = reqwest::Client::builder();
+            if let Some(pem) = &ca_pem {
+                let ca = reqwest::Certificate::from_pem(pem)
+                    .map_err(|e| usage(format!("--ca-file: {e}")))?;
+                builder = builder
+                    .add_root_certificate(ca)
+                    .tls_built_in_root_certs(false);
+            }
+            let client = builder
                 .no_proxy()
                 .default_headers(headers)
                 .timeout(REQUEST_TIMEOUT)
@@ -590,8 +619,15 @@ mod tests {
 
     #[test]
     fn addresses_and_routes() {
-        assert_eq!(normalize_addr("127.0.0.1:4317"), "http://127.0.0.1:4317");
-        assert_eq!(normalize_addr("http://h:1/"), "http://h:1");
+        assert_eq!(
+            normalize_addr("127.0.0.1:4317", false),
+            "http://127.0.0.1:4317"
+        );
+        assert_eq!(
+            normalize_addr("127.0.0.1:4317", true),
+            "https://127.0.0.1:4317"
+        );
+        assert_eq!(normalize_addr("http://h:1/", true), "http://h:1");
         assert_eq!(host_port("http://127.0.0.1:4318"), "127.0.0.1:4318");
         assert_eq!(host_port("http://h:1/x"), "h:1");
         let mut rng = StdRng::seed_from_u64(1);

@@ -130,16 +130,23 @@ class Server:
     otlp_grpc: str  # "127.0.0.1:PORT"
     otlp_http: str  # "127.0.0.1:PORT"
     http: str  # "127.0.0.1:PORT"
+    # With TLS: "https", and the CA file that clients trust (requests' `verify`).
+    scheme: str = "http"
+    ca_file: str | None = None
 
     quote = staticmethod(sql_quote)
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.http}"
+        return f"{self.scheme}://{self.http}"
 
     @property
     def otlp_http_url(self) -> str:
-        return f"http://{self.otlp_http}"
+        return f"{self.scheme}://{self.otlp_http}"
+
+    @property
+    def verify(self) -> str | bool:
+        return self.ca_file or True
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -156,6 +163,7 @@ class Server:
             f"{self.api_url}/api/v1/sql",
             json={"sql": query, "format": "json"},
             timeout=HTTP_TIMEOUT_S,
+            verify=self.verify,
         )
         if resp.status_code != 200:
             raise SqlError(resp.status_code, resp.text, query)
@@ -167,7 +175,7 @@ class Server:
 
     def flush(self) -> None:
         """POST /api/v1/flush: the server writes every buffered row to Parquet."""
-        resp = requests.post(f"{self.api_url}/api/v1/flush", timeout=HTTP_TIMEOUT_S)
+        resp = requests.post(f"{self.api_url}/api/v1/flush", timeout=HTTP_TIMEOUT_S, verify=self.verify)
         assert resp.status_code == 200, f"flush answered {resp.status_code}: {resp.text}"
 
     def wait_for_rows(
@@ -233,9 +241,10 @@ def _server_binary() -> str:
     return binary
 
 
-def launch_server(workdir: Path, config: str | None = None) -> Server:
+def launch_server(workdir: Path, config: str | None = None, ca_file: str | None = None) -> Server:
     """Start `sightline serve` on ephemeral ports under `workdir` and wait until it is ready.
-    `config` is the text of a TOML config file to start it with."""
+    `config` is the text of a TOML config file to start it with; `ca_file` the CA its TLS
+    certificate chains to, when the config turns TLS on."""
     binary = _server_binary()
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -292,11 +301,14 @@ def launch_server(workdir: Path, config: str | None = None) -> Server:
             otlp_grpc=ready["otlp_grpc"],
             otlp_http=ready["otlp_http"],
             http=ready["http"],
+            scheme="https" if ready.get("tls") else "http",
+            ca_file=ca_file,
         )
 
         def is_ready():
             try:
-                return requests.get(f"{server.api_url}/readyz", timeout=2).status_code == 200
+                got = requests.get(f"{server.api_url}/readyz", timeout=2, verify=server.verify)
+                return got.status_code == 200
             except requests.RequestException:
                 return False
 

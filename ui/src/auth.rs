@@ -10,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sightline_common::auth::{ClientIp, Denied, Keys, Role};
+use sightline_common::auth::{ClientCertificate, ClientIp, Credentials, Denied, Keys, Role};
 
 /// Where a session asks who it is: any working key may.
 pub const WHOAMI: &str = "/api/v1/whoami";
@@ -34,6 +34,7 @@ pub fn role_for(method: &Method, path: &str) -> Option<Role> {
 pub async fn require(
     State(keys): State<Arc<Keys>>,
     client: Option<axum::Extension<ClientIp>>,
+    certificate: Option<axum::Extension<ClientCertificate>>,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -43,15 +44,15 @@ pub async fn require(
     if role.is_none() && !whoami {
         return next.run(req).await;
     }
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes);
-    let client = client.map(|c| c.0.0);
-    let checked = match role {
-        Some(role) if !whoami => keys.check(authorization, client, role),
-        _ => keys.identify(authorization, client),
+    let credentials = Credentials {
+        authorization: req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        client: client.map(|c| c.0.0),
+        certificate: certificate.as_ref().map(|c| &c.0.0),
     };
+    let checked = keys.authenticate(&credentials, role.filter(|_| !whoami));
     match checked {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
