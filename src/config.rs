@@ -236,6 +236,31 @@ mod tests {
     }
 
     #[test]
+    fn the_tls_examples_parse_and_validate() {
+        let doc = include_str!("../docs/security.md");
+        let block = doc
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a TOML block in docs/security.md");
+        let c = Config::from_toml(block).expect("the security.md example parses");
+        c.validate().expect("and is valid");
+        assert_eq!(c.tls.clients[0].roles, ["ingest"]);
+        // The example config's commented section, uncommented.
+        let example = include_str!("../sightline.example.toml");
+        let tls: String = example
+            .lines()
+            .skip_while(|l| !l.starts_with("# [tls]"))
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        let c = Config::from_toml(&tls).expect("the example's [tls] parses");
+        c.validate().expect("and is valid");
+        assert!(c.tls.enabled());
+        assert_eq!(c.tls.handshake_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
     fn docs_examples_validate() {
         let doc = include_str!("../docs/alerting.md");
         let mut blocks = doc.split("```toml\n").skip(1).map(|b| {

@@ -248,6 +248,13 @@ pub async fn serve(
     .await
     .context("cannot start the SLO engine")?;
     tracing::info!(slos = slo_count, "SLO engine started");
+    // The audit: admin actions and failed attempts, in the store's `audit` table; key changes
+    // made while the server was stopped are recorded now.
+    let (audit, audit_writer) = sightline_store::audit::AuditLog::new(store.clone(), &mut registry);
+    let audited = sightline_store::audit::AuditLog::last_key_change(&engine)
+        .await
+        .context("cannot read the audit")?;
+    keys.set_audit(audit.clone(), audited);
     let limits = config.limits.to_limits();
     let ingest = Ingest::new(store.clone(), CollectorMetrics::new(&mut registry), limits)
         .with_keys(keys.clone());
@@ -311,6 +318,7 @@ pub async fn serve(
                 .chain(config.notify.external_url.as_deref()),
         ),
         keys: keys.clone(),
+        audit: Some(audit.clone()),
     });
 
     let stop_intake = CancellationToken::new();
@@ -363,6 +371,13 @@ pub async fn serve(
         async move {
             store.run_flusher(stop).await;
             "the flusher"
+        }
+    });
+    background.spawn({
+        let stop = stop();
+        async move {
+            audit_writer.run(stop).await;
+            "the audit writer"
         }
     });
     background.spawn({

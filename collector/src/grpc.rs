@@ -236,6 +236,7 @@ where
             .map(HeaderValue::as_bytes),
         client: conn.and_then(|c| c.remote_addr).map(|a| a.ip()),
         certificate: conn.and_then(|c| c.certificate.as_ref()),
+        via: "otlp_grpc",
     })?;
     let encoding = match parts.headers.get("grpc-encoding").map(HeaderValue::to_str) {
         None => Encoding::Identity,

@@ -64,6 +64,7 @@ async fn export<R: ExportRequest>(
             .map(HeaderValue::as_bytes),
         client: client.map(|c| c.0.0),
         certificate: certificate.as_ref().map(|c| &c.0.0),
+        via: "otlp_http",
     };
     if let Err(e) = state.ingest.authorize(&credentials) {
         return fail::<R>(&state, format, e);

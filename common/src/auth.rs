@@ -247,12 +247,63 @@ pub struct ClientIp(pub IpAddr);
 pub struct ClientCertificate(pub Principal);
 
 /// What a request presents: its `Authorization` header value, its address, and the identity
-/// of its client certificate.
+/// of its client certificate; and where it arrived (`api`, `otlp_grpc`, `otlp_http`), for the
+/// audit.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Credentials<'a> {
     pub authorization: Option<&'a [u8]>,
     pub client: Option<IpAddr>,
     pub certificate: Option<&'a Principal>,
+    pub via: &'static str,
+}
+
+/// One row of the audit: an admin action or an authentication failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub time: Nanos,
+    pub tenant: String,
+    /// `silence.create`, `silence.expire`, `flush`, `key.create`, `key.revoke`, `auth.failure`.
+    pub action: &'static str,
+    /// The acting (or failing) key's id, never the key.
+    pub key_id: Option<String>,
+    pub client: Option<IpAddr>,
+    /// `api`, `otlp_grpc`, `otlp_http` or `cli`.
+    pub via: &'static str,
+    /// What was acted on (a silence id, a key id).
+    pub target: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl AuditEvent {
+    /// An action of `principal` (from `client`, through `via`) on `target`.
+    pub fn action(
+        action: &'static str,
+        principal: Option<&Principal>,
+        client: Option<IpAddr>,
+        via: &'static str,
+        target: Option<String>,
+    ) -> Self {
+        AuditEvent {
+            time: now(),
+            tenant: principal
+                .map_or(DEFAULT_TENANT, |p| p.tenant.as_str())
+                .into(),
+            action,
+            key_id: principal
+                .map(|p| p.key_id.clone())
+                .filter(|k| !k.is_empty()),
+            client,
+            via,
+            target,
+            detail: None,
+        }
+    }
+}
+
+/// Where audit events go (the store's `audit` table). Recording never blocks and never fails
+/// the request; a sink that is full drops and counts.
+pub trait AuditSink: Send + Sync + std::fmt::Debug {
+    fn record(&self, event: AuditEvent);
 }
 
 /// Failures from one address per minute before it is refused for the rest of the minute.
@@ -280,6 +331,10 @@ pub struct Keys {
     /// Client certificates can stand for a tenant: then credentials are needed even with no
     /// key.
     certificates: bool,
+    /// Where failed attempts and key changes are recorded, once set.
+    audit: std::sync::OnceLock<std::sync::Arc<dyn AuditSink>>,
+    /// Key creations and revocations up to this time are in the audit already.
+    audited_until: Mutex<Nanos>,
     /// Requests refused for a missing or invalid key, on every listener.
     failed_total: prometheus_client::metrics::counter::Counter,
 }
@@ -305,8 +360,69 @@ impl Keys {
             }),
             failures: Mutex::default(),
             certificates: false,
+            audit: std::sync::OnceLock::new(),
+            audited_until: Mutex::new(0),
             failed_total: Default::default(),
         })
+    }
+
+    /// Records failed attempts, and key creations and revocations (made with `sightline keys`,
+    /// seen when the file is read) in `sink` from now on; those after `since` (the last one
+    /// the audit holds) are recorded at once, so that changes made while the server was
+    /// stopped are not missed.
+    pub fn set_audit(&self, sink: std::sync::Arc<dyn AuditSink>, since: Nanos) {
+        *self.audited_until.lock().unwrap_or_else(|e| e.into_inner()) = since;
+        if self.audit.set(sink).is_ok() {
+            let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+            self.audit_key_changes(&loaded.records);
+        }
+    }
+
+    /// Records the creations and revocations in `records` newer than the audit's last.
+    fn audit_key_changes(&self, records: &HashMap<String, KeyRecord>) {
+        let Some(sink) = self.audit.get() else {
+            return;
+        };
+        let mut until = self.audited_until.lock().unwrap_or_else(|e| e.into_inner());
+        let mut events: Vec<AuditEvent> = Vec::new();
+        for r in records.values() {
+            let roles: Vec<&str> = r.roles.iter().map(|r| r.name()).collect();
+            let mut add = |time: Nanos, action: &'static str, detail: String| {
+                if time > *until {
+                    events.push(AuditEvent {
+                        time,
+                        tenant: r.tenant.clone(),
+                        action,
+                        key_id: None,
+                        client: None,
+                        via: "cli",
+                        target: Some(r.id.clone()),
+                        detail: Some(detail),
+                    });
+                }
+            };
+            let name = if r.name.is_empty() {
+                String::new()
+            } else {
+                format!(", name {:?}", r.name)
+            };
+            add(
+                r.created,
+                "key.create",
+                format!("roles {}{name}", roles.join(",")),
+            );
+            if let Some(t) = r.revoked {
+                add(t, "key.revoke", format!("roles {}{name}", roles.join(",")));
+            }
+        }
+        events.sort_by_key(|e| e.time);
+        if let Some(last) = events.last() {
+            *until = last.time;
+        }
+        drop(until);
+        for e in events {
+            sink.record(e);
+        }
     }
 
     /// Client certificates stand for tenants (`[[tls.clients]]`): requests need credentials
@@ -348,6 +464,7 @@ impl Keys {
                         l.records = records.into_iter().map(|r| (r.id.clone(), r)).collect();
                         l.stamp = now_stamp;
                         tracing::info!(keys = l.records.len(), "keys reloaded");
+                        self.audit_key_changes(&l.records);
                     }
                     // Half-written or broken: keep what works and say so.
                     Err(e) => tracing::warn!(error = %e, "keys not reloaded"),
@@ -372,6 +489,7 @@ impl Keys {
             authorization,
             client,
             certificate: None,
+            via: "",
         };
         self.authenticate(&credentials, Some(role))
     }
@@ -389,6 +507,7 @@ impl Keys {
             authorization,
             client,
             certificate: None,
+            via: "",
         };
         self.authenticate(&credentials, None)
     }
@@ -409,6 +528,7 @@ impl Keys {
             authorization,
             client,
             certificate,
+            via,
         } = *credentials;
         // One look at the keys per request: whether any is configured, then the key.
         let loaded = self.lock();
@@ -430,13 +550,34 @@ impl Keys {
             Some(role) if !p.may(role) => Err(Denied::Forbidden(role)),
             _ => Ok(p),
         });
-        drop(loaded);
-        if let Err(Denied::Unauthenticated(_)) = &result {
+        if let Err(Denied::Unauthenticated(why)) = &result {
             self.failed_total.inc();
             if let Some(ip) = client {
                 self.fail(ip);
             }
+            if let Some(sink) = self.audit.get() {
+                // The id part of what was presented, when it names a key (never the secret).
+                let id = authorization
+                    .and_then(presented_id)
+                    .filter(|id| loaded.records.contains_key(id));
+                let tenant = id
+                    .as_ref()
+                    .and_then(|id| loaded.records.get(id))
+                    .map_or(DEFAULT_TENANT, |r| r.tenant.as_str())
+                    .to_string();
+                sink.record(AuditEvent {
+                    time: now(),
+                    tenant,
+                    action: "auth.failure",
+                    key_id: id,
+                    client,
+                    via,
+                    target: None,
+                    detail: Some((*why).to_string()),
+                });
+            }
         }
+        drop(loaded);
         result
     }
 
@@ -481,6 +622,26 @@ fn failure_bucket(ip: IpAddr) -> IpAddr {
             )),
         },
     }
+}
+
+/// The key id in an `Authorization` header value (Bearer or Basic), if it has the shape of a
+/// key.
+fn presented_id(header: &[u8]) -> Option<String> {
+    let (scheme, value) = std::str::from_utf8(header).ok()?.trim().split_once(' ')?;
+    let key = if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value.trim())
+            .ok()?;
+        String::from_utf8(decoded)
+            .ok()?
+            .split_once(':')?
+            .1
+            .to_string()
+    } else {
+        value.trim().to_string()
+    };
+    let (id, _) = key.strip_prefix("sl_")?.split_once('_')?;
+    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_string())
 }
 
 /// The key in an `Authorization` header value, checked against `loaded`.

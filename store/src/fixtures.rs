@@ -27,7 +27,7 @@ use arrow::record_batch::RecordBatch;
 use crate::schema::Table;
 
 /// The name of the fixture directory the current code writes.
-pub(crate) const CURRENT: &str = "data-v2";
+pub(crate) const CURRENT: &str = "data-v3";
 
 /// 2025-11-30T12:00:00Z: every fixture row lies in the hour after it.
 const T0: i64 = 1_764_504_000_000_000_000;
@@ -238,18 +238,29 @@ mod tests {
             let engine = store
                 .query_engine(Default::default())
                 .await
-                .expect("engine");
+                .expect("engine")
+                .with_audit();
             for table in Table::ALL {
                 let out = engine
                     .execute(&format!("SELECT * FROM {}", table.name()))
                     .await
                     .expect("query");
+                // A table added after the fixture was written (audit: data-v3) has no rows in
+                // it.
                 let want = std::fs::read_to_string(
                     fixture
                         .join("expected")
                         .join(format!("{}.jsonl", table.name())),
                 )
-                .expect("expected rows");
+                .unwrap_or_else(|e| {
+                    assert!(
+                        table == Table::Audit && !fixture.ends_with(CURRENT),
+                        "expected rows of {} in {}: {e}",
+                        table.name(),
+                        fixture.display()
+                    );
+                    String::new()
+                });
                 let want: Vec<&str> = want.lines().collect();
                 assert_eq!(
                     json_lines(&out.batches),

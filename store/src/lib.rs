@@ -37,6 +37,7 @@
     )
 )]
 
+pub mod audit;
 pub mod catalog;
 pub mod compaction;
 pub mod config;

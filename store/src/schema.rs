@@ -31,10 +31,12 @@ pub enum Table {
     SloAlerts,
     /// Alert notifications: queued, every delivery attempt, and how each one ended.
     Notifications,
+    /// Admin actions and authentication failures. Only keys with `admin` can query it.
+    Audit,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Spans,
         Table::Logs,
         Table::Metrics,
@@ -42,6 +44,7 @@ impl Table {
         Table::SloCounts,
         Table::SloAlerts,
         Table::Notifications,
+        Table::Audit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -53,6 +56,7 @@ impl Table {
             Table::SloCounts => "slo_counts",
             Table::SloAlerts => "slo_alerts",
             Table::Notifications => "notifications",
+            Table::Audit => "audit",
         }
     }
 
@@ -65,7 +69,8 @@ impl Table {
             | Table::TraceFragments
             | Table::SloCounts
             | Table::SloAlerts
-            | Table::Notifications => 1,
+            | Table::Notifications
+            | Table::Audit => 1,
         }
     }
 
@@ -82,6 +87,7 @@ impl Table {
             Table::SloCounts => SLO_COUNTS.clone(),
             Table::SloAlerts => SLO_ALERTS.clone(),
             Table::Notifications => NOTIFICATIONS.clone(),
+            Table::Audit => AUDIT.clone(),
         }
     }
 
@@ -89,7 +95,11 @@ impl Table {
     pub fn time_column(self) -> &'static str {
         match self {
             Table::Spans | Table::TraceFragments => "start_time",
-            Table::Logs | Table::Metrics | Table::SloAlerts | Table::Notifications => "time",
+            Table::Logs
+            | Table::Metrics
+            | Table::SloAlerts
+            | Table::Notifications
+            | Table::Audit => "time",
             Table::SloCounts => "slice_start",
         }
     }
@@ -103,7 +113,7 @@ impl Table {
             Table::Metrics => &["metric_name", "time"],
             Table::TraceFragments => &["trace_id", "start_time"],
             Table::SloCounts => &["slo", "slice_start"],
-            Table::SloAlerts | Table::Notifications => &["time"],
+            Table::SloAlerts | Table::Notifications | Table::Audit => &["time"],
         }
     }
 
@@ -111,7 +121,11 @@ impl Table {
     pub fn bloom_columns(self) -> &'static [&'static str] {
         match self {
             Table::Spans | Table::TraceFragments | Table::Logs => &["trace_id"],
-            Table::Metrics | Table::SloCounts | Table::SloAlerts | Table::Notifications => &[],
+            Table::Metrics
+            | Table::SloCounts
+            | Table::SloAlerts
+            | Table::Notifications
+            | Table::Audit => &[],
         }
     }
 }
@@ -425,6 +439,26 @@ static NOTIFICATIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("status_code", DataType::Int64, true),
         Field::new("error", DataType::Utf8, true),
         Field::new("latency_ms", DataType::Float64, true),
+    ]))
+});
+
+static AUDIT: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("time", timestamp_type(), false),
+        Field::new("tenant", DataType::Utf8, false),
+        // silence.create, silence.expire, flush, key.create, key.revoke or auth.failure.
+        Field::new("action", DataType::Utf8, false),
+        // The key that acted (or failed), by id; never the key. cert:<name> for a client
+        // certificate; null when none was presented or the server runs open.
+        Field::new("key_id", DataType::Utf8, true),
+        // The client's address; null for the command line.
+        Field::new("client_address", DataType::Utf8, true),
+        // Where: api, otlp_grpc, otlp_http or cli.
+        Field::new("via", DataType::Utf8, false),
+        // What was acted on: a silence id, a key id.
+        Field::new("target", DataType::Utf8, true),
+        // Why an attempt failed, or what was changed.
+        Field::new("detail", DataType::Utf8, true),
     ]))
 });
 

@@ -14,6 +14,7 @@ use sightline_common::clock::rfc3339;
 use sightline_notify::silence::ApiSilence;
 use sightline_notify::{Notifier, NotifyError};
 
+use crate::audit::Actor;
 use crate::error::ApiError;
 
 pub fn router(notifier: Notifier) -> Router {
@@ -50,18 +51,29 @@ async fn blocking<T: Send + 'static>(
 
 async fn put(
     State(n): State<Notifier>,
+    actor: Actor,
     body: Result<axum::Json<ApiSilence>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let axum::Json(s) =
         body.map_err(|e| ApiError::BadRequest(format!("invalid silence: {}", e.body_text())))?;
+    // What was asked for, bounded like the silence itself (64 matchers, 4 KiB comment).
+    let detail = serde_json::to_string(&s).ok();
     let (silences, now) = (n.silences().clone(), n.now());
     let id = blocking(move || silences.put(&s, now)).await?;
+    actor
+        .record("silence.create", Some(id.clone()), detail)
+        .await;
     Ok(axum::Json(serde_json::json!({ "silenceID": id })).into_response())
 }
 
-async fn expire(State(n): State<Notifier>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn expire(
+    State(n): State<Notifier>,
+    actor: Actor,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let (silences, now, which) = (n.silences().clone(), n.now(), id.clone());
     blocking(move || silences.expire(&which, now)).await?;
+    actor.record("silence.expire", Some(id.clone()), None).await;
     Ok(axum::Json(serde_json::json!({ "expired": id })).into_response())
 }
 

@@ -51,6 +51,7 @@ pub async fn require(
             .map(HeaderValue::as_bytes),
         client: client.map(|c| c.0.0),
         certificate: certificate.as_ref().map(|c| &c.0.0),
+        via: "api",
     };
     let checked = keys.authenticate(&credentials, role.filter(|_| !whoami));
     match checked {

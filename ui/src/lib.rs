@@ -21,6 +21,7 @@
 )]
 
 pub mod alerts;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod format;
@@ -73,6 +74,8 @@ pub struct ApiState {
     pub allowed_hosts: guard::AllowedHosts,
     /// API keys: who may read and administer (see [`auth`]).
     pub keys: Arc<sightline_common::auth::Keys>,
+    /// Where admin actions are recorded (see [`audit`]), when running with a store.
+    pub audit: Option<Arc<sightline_store::audit::AuditLog>>,
 }
 
 /// The API routes.
@@ -80,6 +83,7 @@ pub fn router(state: ApiState) -> Router {
     let notify = state.notify.clone().map(alerts::router);
     let allowed_hosts = state.allowed_hosts.clone();
     let keys = state.keys.clone();
+    let audit = audit::Audit(state.audit.clone());
     let last_flush = Arc::new(tokio::sync::Mutex::new(None));
     let whoami = Router::new()
         .route(auth::WHOAMI, get(auth::whoami))
@@ -89,7 +93,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/sql", post(sql::handle))
         .route(
             "/api/v1/flush",
-            post(move |state: State<ApiState>| flush(state, last_flush.clone())),
+            post(move |state: State<ApiState>, actor: audit::Actor| {
+                flush(state, actor, last_flush.clone())
+            }),
         )
         .route("/api/v1/traces/{trace_id}", get(traces::get))
         .route("/api/v1/services/map", get(services::map))
@@ -107,7 +113,8 @@ pub fn router(state: ApiState) -> Router {
     };
     let api = api.merge(whoami);
     // The host check first, then the key.
-    api.layer(axum::middleware::from_fn_with_state(keys, auth::require))
+    api.layer(axum::Extension(audit))
+        .layer(axum::middleware::from_fn_with_state(keys, auth::require))
         .layer(axum::middleware::from_fn_with_state(
             allowed_hosts,
             guard::check,
@@ -146,6 +153,7 @@ async fn readyz(State(state): State<ApiState>) -> Response {
 
 async fn flush(
     State(state): State<ApiState>,
+    actor: audit::Actor,
     last: Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>,
 ) -> Result<Response, error::ApiError> {
     let Ok(mut last) = last.try_lock() else {
@@ -162,6 +170,10 @@ async fn flush(
         .flush_all()
         .await
         .map_err(|e| error::ApiError::Unavailable(e.to_string()))?;
+    let files: usize = report.values().sum();
+    actor
+        .record("flush", None, Some(format!("{files} files written")))
+        .await;
     Ok(axum::Json(serde_json::json!({ "files_written": report })).into_response())
 }
 

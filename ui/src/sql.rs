@@ -26,6 +26,7 @@ pub struct SqlRequest {
 /// when the answer cannot be encoded.
 pub async fn handle(
     State(state): State<ApiState>,
+    principal: Option<axum::Extension<sightline_common::auth::Principal>>,
     headers: HeaderMap,
     body: String,
 ) -> Result<Response, ApiError> {
@@ -40,7 +41,14 @@ pub async fn handle(
     }
     let started = std::time::Instant::now();
     let data_dir = state.store.config().data_dir.display().to_string();
-    let out = match state.engine.execute(&request.sql).await {
+    // The audit is the administrators' to read: other keys' queries cannot name it.
+    let admin = principal.is_some_and(|p| p.may(sightline_common::auth::Role::Admin));
+    let engine = if admin {
+        state.engine.with_audit()
+    } else {
+        (*state.engine).clone()
+    };
+    let out = match engine.execute(&request.sql).await {
         Ok(out) => redact(out, &data_dir),
         // Where the files are is no business of the answer's.
         Err(e) => {

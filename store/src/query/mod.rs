@@ -160,7 +160,12 @@ impl QueryOutput {
 /// the tables (see [`QueryEngine::with_timeout`]).
 #[derive(Clone)]
 pub struct QueryEngine {
+    /// Every table but `audit`.
     ctx: SessionContext,
+    /// Every table, `audit` included (see [`QueryEngine::with_audit`]).
+    audit_ctx: SessionContext,
+    /// Whether this engine's queries see `audit`.
+    audit: bool,
     limits: QueryLimits,
     slots: Arc<slots::Slots>,
     /// The pool of all queries.
@@ -266,22 +271,40 @@ impl QueryEngine {
             // expensive expression is evaluated a batch at a time, without a pause).
             .with_batch_size(BATCH_ROWS)
             .with_information_schema(true);
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_runtime_env(runtime_env)
-            .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(pace::PaceNestedLoops))
-            .build();
-        let ctx = SessionContext::new_with_state(state);
-        functions::register(&ctx, limits.max_function_bytes);
-        for catalog in catalogs {
-            ctx.register_table(
-                catalog.table().name(),
-                Arc::new(StoreTable::new(catalog.clone())),
-            )?;
+        let mut contexts = Vec::new();
+        for with_audit in [false, true] {
+            let state = SessionStateBuilder::new()
+                .with_config(config.clone())
+                .with_runtime_env(runtime_env.clone())
+                .with_default_features()
+                .with_physical_optimizer_rule(Arc::new(pace::PaceNestedLoops))
+                .build();
+            let ctx = SessionContext::new_with_state(state);
+            functions::register(&ctx, limits.max_function_bytes);
+            for catalog in catalogs {
+                if catalog.table() == Table::Audit && !with_audit {
+                    continue;
+                }
+                ctx.register_table(
+                    catalog.table().name(),
+                    Arc::new(StoreTable::new(catalog.clone())),
+                )?;
+            }
+            if catalogs.iter().any(|c| c.table() == Table::TraceFragments) {
+                let plan = ctx.state().create_logical_plan(TRACES_VIEW_SQL).await?;
+                let view =
+                    datafusion::datasource::ViewTable::new(plan, Some(TRACES_VIEW_SQL.into()));
+                ctx.register_table("traces", Arc::new(view))?;
+            }
+            contexts.push(ctx);
         }
-        let engine = Self {
+        let (Some(audit_ctx), Some(ctx)) = (contexts.pop(), contexts.pop()) else {
+            return Err(QueryError::Internal("no query context".into()));
+        };
+        Ok(Self {
             ctx,
+            audit_ctx,
+            audit: false,
             slots: Arc::new(slots::Slots::new(
                 limits.max_running,
                 limits.max_queued,
@@ -289,17 +312,16 @@ impl QueryEngine {
             )),
             limits,
             pool,
-        };
-        if catalogs.iter().any(|c| c.table() == Table::TraceFragments) {
-            let plan = engine
-                .ctx
-                .state()
-                .create_logical_plan(TRACES_VIEW_SQL)
-                .await?;
-            let view = datafusion::datasource::ViewTable::new(plan, Some(TRACES_VIEW_SQL.into()));
-            engine.ctx.register_table("traces", Arc::new(view))?;
-        }
-        Ok(engine)
+        })
+    }
+
+    /// This engine for a tenant's administrators: the same threads, memory and limits, and
+    /// the `audit` table too (no other engine's query can name it, nor see it in
+    /// `information_schema`).
+    pub fn with_audit(&self) -> Self {
+        let mut e = self.clone();
+        e.audit = true;
+        e
     }
 
     /// Bytes all queries hold of their pool now.
@@ -363,12 +385,17 @@ impl QueryEngine {
 
     /// A context for one query: the shared tables and functions, its own share of memory.
     fn query_context(&self) -> SessionContext {
-        let mut env = (*self.ctx.runtime_env()).clone();
+        let base = if self.audit {
+            &self.audit_ctx
+        } else {
+            &self.ctx
+        };
+        let mut env = (*base.runtime_env()).clone();
         env.memory_pool = Arc::new(pool::QueryPool::new(
             self.pool.clone(),
             self.limits.max_query_memory_bytes,
         ));
-        let state = SessionStateBuilder::new_from_existing(self.ctx.state())
+        let state = SessionStateBuilder::new_from_existing(base.state())
             .with_runtime_env(Arc::new(env))
             .build();
         SessionContext::new_with_state(state)

@@ -80,6 +80,7 @@ fn table_code(t: Table) -> u8 {
         Table::SloCounts => 5,
         Table::SloAlerts => 6,
         Table::Notifications => 7,
+        Table::Audit => 8,
     }
 }
 

@@ -1,0 +1,192 @@
+//! The `audit` table's writer: admin actions are written before they are answered
+//! ([`AuditLog::write`]); authentication failures and key changes, which a client can cause
+//! in numbers, go through a bounded queue written about every 200 ms
+//! ([`AuditSink::record`]; past [`QUEUE`] waiting events new ones are dropped and counted in
+//! `sightline_audit_dropped_total`). Either way a row reaches the WAL like any other write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array as _, ArrayRef, StringArray, TimestampNanosecondArray};
+use arrow::record_batch::RecordBatch;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use sightline_common::auth::{AuditEvent, AuditSink};
+
+use crate::query::QueryError;
+use crate::{Result, Store, Table};
+
+/// Events waiting to be written, at most.
+pub const QUEUE: usize = 4096;
+/// Events written per batch from the queue, at most.
+const BATCH: usize = 1024;
+const LINGER: Duration = Duration::from_millis(200);
+
+/// Records audit events in the store.
+#[derive(Debug)]
+pub struct AuditLog {
+    store: Arc<Store>,
+    tx: tokio::sync::mpsc::Sender<AuditEvent>,
+    dropped: Counter,
+    failed: Counter,
+}
+
+/// Writes the queued events until stopped (see [`AuditLog::new`]).
+#[derive(Debug)]
+pub struct AuditWriter {
+    log: Arc<AuditLog>,
+    rx: tokio::sync::mpsc::Receiver<AuditEvent>,
+}
+
+impl AuditLog {
+    /// The log over `store`, and the writer of its queue, to be run as a task.
+    pub fn new(store: Arc<Store>, registry: &mut Registry) -> (Arc<AuditLog>, AuditWriter) {
+        let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
+        let log = Arc::new(AuditLog {
+            store,
+            tx,
+            dropped: Counter::default(),
+            failed: Counter::default(),
+        });
+        registry.register(
+            "sightline_audit_dropped",
+            "Audit events (authentication failures, key changes) dropped because too many were \
+             waiting to be written",
+            log.dropped.clone(),
+        );
+        registry.register(
+            "sightline_audit_write_failures",
+            "Audit events the store refused to write (the server log says why)",
+            log.failed.clone(),
+        );
+        let writer = AuditWriter {
+            log: log.clone(),
+            rx,
+        };
+        (log, writer)
+    }
+
+    /// Writes `event` durably now.
+    ///
+    /// # Errors
+    /// When the store refuses the write (it is counted and should be logged by the caller).
+    pub async fn write(&self, event: AuditEvent) -> Result<()> {
+        self.write_all(&[event]).await
+    }
+
+    async fn write_all(&self, events: &[AuditEvent]) -> Result<()> {
+        let result = self
+            .store
+            .write(vec![(Table::Audit, batch(events)?)])
+            .await
+            .map(drop);
+        if result.is_err() {
+            self.failed.inc_by(events.len() as u64);
+        }
+        result
+    }
+
+    /// The time of the newest key change the audit holds (0 if none), so that changes made
+    /// while the server was stopped can be recorded at start.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn last_key_change(
+        engine: &crate::query::QueryEngine,
+    ) -> std::result::Result<i64, QueryError> {
+        let out = engine
+            .with_audit()
+            .execute(
+                "SELECT CAST(max(time) AS BIGINT) AS t FROM audit \
+                 WHERE action IN ('key.create', 'key.revoke')",
+            )
+            .await?;
+        Ok(out
+            .batches
+            .first()
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .filter(|a| !a.is_empty() && a.is_valid(0))
+                    .map(|a| a.value(0))
+            })
+            .unwrap_or(0))
+    }
+}
+
+impl AuditSink for AuditLog {
+    fn record(&self, event: AuditEvent) {
+        if self.tx.try_send(event).is_err() {
+            self.dropped.inc();
+        }
+    }
+}
+
+impl AuditWriter {
+    /// Writes queued events in batches until `stop`, then what is still queued.
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        let mut events = Vec::with_capacity(BATCH);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                n = self.rx.recv_many(&mut events, BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    // A moment for more to arrive, so that a burst is one write.
+                    tokio::time::sleep(LINGER).await;
+                    let room = BATCH.saturating_sub(events.len());
+                    if room > 0 {
+                        while let Ok(e) = self.rx.try_recv() {
+                            events.push(e);
+                            if events.len() >= BATCH {
+                                break;
+                            }
+                        }
+                    }
+                    self.write(&mut events).await;
+                }
+            }
+        }
+        while let Ok(e) = self.rx.try_recv() {
+            events.push(e);
+        }
+        self.write(&mut events).await;
+    }
+
+    async fn write(&self, events: &mut Vec<AuditEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.log.write_all(events).await {
+            tracing::warn!(error = %e, events = events.len(), "audit events not written");
+        }
+        events.clear();
+    }
+}
+
+/// The rows of `events`, in the `audit` schema.
+///
+/// # Errors
+/// Never for events made by [`AuditEvent`]'s constructors (the schema is fixed).
+pub fn batch(events: &[AuditEvent]) -> Result<RecordBatch> {
+    let strings = |f: &dyn Fn(&AuditEvent) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(events.iter().map(f)))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            TimestampNanosecondArray::from_iter_values(events.iter().map(|e| e.time))
+                .with_timezone("UTC"),
+        ),
+        strings(&|e| Some(e.tenant.clone())),
+        strings(&|e| Some(e.action.to_string())),
+        strings(&|e| e.key_id.clone()),
+        strings(&|e| e.client.map(|c| c.to_string())),
+        strings(&|e| Some(e.via.to_string())),
+        strings(&|e| e.target.clone()),
+        strings(&|e| e.detail.clone()),
+    ];
+    Ok(RecordBatch::try_new(Table::Audit.schema(), columns)?)
+}
