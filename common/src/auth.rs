@@ -851,6 +851,27 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_attempt_is_known_by_its_key_id_never_its_secret() {
+        let id = "3f9c0a1b2c3d4e5f";
+        let key = format!("sl_{id}_{}", "s".repeat(43));
+        assert_eq!(presented_id(&bearer(&key)).as_deref(), Some(id));
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("default:{key}"));
+        assert_eq!(
+            presented_id(format!("Basic {basic}").as_bytes()).as_deref(),
+            Some(id)
+        );
+        for junk in [
+            "Bearer nope",
+            "Bearer sl_zz_secret",
+            "Basic !!",
+            "",
+            "Bearer sl_3f9c",
+        ] {
+            assert_eq!(presented_id(junk.as_bytes()), None, "{junk}");
+        }
+    }
+
+    #[test]
     fn other_tenants_are_refused_until_data_is_kept_apart() {
         assert!(new_key("team-a", &[Role::Read], "", None).is_err());
         assert!(new_key(DEFAULT_TENANT, &[], "", None).is_err());

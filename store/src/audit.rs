@@ -190,3 +190,73 @@ pub fn batch(events: &[AuditEvent]) -> Result<RecordBatch> {
     ];
     Ok(RecordBatch::try_new(Table::Audit.schema(), columns)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreConfig;
+
+    fn event(action: &'static str, time: i64) -> AuditEvent {
+        AuditEvent {
+            time,
+            tenant: "default".into(),
+            action,
+            key_id: Some("3f9c0a1b2c3d4e5f".into()),
+            client: Some("127.0.0.1".parse().expect("ip")),
+            via: "api",
+            target: None,
+            detail: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_are_stored_and_only_an_audit_engine_sees_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut registry = Registry::default();
+        let store = Store::open(StoreConfig::new(dir.path()), &mut registry).expect("open");
+        let engine = store
+            .query_engine(Default::default())
+            .await
+            .expect("engine");
+        let (log, writer) = AuditLog::new(store.clone(), &mut registry);
+        let stop = stop_signal();
+        let running = tokio::spawn(writer.run(stop.1));
+        log.write(event("flush", 5)).await.expect("write");
+        log.record(event("key.create", 7));
+        log.record(event("key.revoke", 9));
+        let _ = stop.0.send(());
+        running.await.expect("writer");
+        let out = engine
+            .with_audit()
+            .execute("SELECT action, key_id, client_address FROM audit ORDER BY time")
+            .await
+            .expect("query");
+        assert_eq!(out.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+        assert_eq!(AuditLog::last_key_change(&engine).await.expect("query"), 9);
+        // Without the audit: no such table, and information_schema does not list it.
+        let e = engine
+            .execute("SELECT count(*) FROM audit")
+            .await
+            .expect_err("hidden");
+        assert!(e.to_string().contains("audit"), "{e}");
+        let tables = engine
+            .execute("SELECT table_name FROM information_schema.tables WHERE table_name = 'audit'")
+            .await
+            .expect("query");
+        assert_eq!(
+            tables.batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+            0
+        );
+    }
+
+    /// A stop signal for the writer: the sender and the future it completes.
+    fn stop_signal() -> (
+        tokio::sync::oneshot::Sender<()>,
+        impl std::future::Future<Output = ()>,
+    ) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (tx, async move {
+            let _ = rx.await;
+        })
+    }
+}
