@@ -627,28 +627,18 @@ fn failure_bucket(ip: IpAddr) -> IpAddr {
 /// The key id in an `Authorization` header value (Bearer or Basic), if it has the shape of a
 /// key.
 fn presented_id(header: &[u8]) -> Option<String> {
-    let (scheme, value) = std::str::from_utf8(header).ok()?.trim().split_once(' ')?;
-    let key = if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(value.trim())
-            .ok()?;
-        String::from_utf8(decoded)
-            .ok()?
-            .split_once(':')?
-            .1
-            .to_string()
-    } else {
-        value.trim().to_string()
-    };
-    let (id, _) = key.strip_prefix("sl_")?.split_once('_')?;
+    let (_, key) = presented_key(header).ok()?;
+    let id = key_id(&key)?;
     (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_string())
 }
 
-/// The key in an `Authorization` header value, checked against `loaded`.
-fn verify(loaded: &Loaded, authorization: Option<&[u8]>) -> Result<Principal, Denied> {
-    let header = authorization.ok_or(Denied::Unauthenticated(
-        "an API key is needed: send Authorization: Bearer <key>",
-    ))?;
+/// The id part of a key (`sl_<id>_<secret>`).
+fn key_id(key: &str) -> Option<&str> {
+    key.strip_prefix("sl_")?.split_once('_').map(|(id, _)| id)
+}
+
+/// The tenant (Basic only) and the key in an `Authorization` header value.
+fn presented_key(header: &[u8]) -> Result<(Option<String>, String), Denied> {
     let header = std::str::from_utf8(header)
         .map_err(|_| Denied::Unauthenticated("the Authorization header is not text"))?;
     let (scheme, value) = header
@@ -657,8 +647,8 @@ fn verify(loaded: &Loaded, authorization: Option<&[u8]>) -> Result<Principal, De
         .ok_or(Denied::Unauthenticated(
             "Authorization must be Bearer <key> or Basic base64(tenant:key)",
         ))?;
-    let (tenant, key) = if scheme.eq_ignore_ascii_case("bearer") {
-        (None, value.trim().to_string())
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Ok((None, value.trim().to_string()))
     } else if scheme.eq_ignore_ascii_case("basic") {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(value.trim())
@@ -670,19 +660,23 @@ fn verify(loaded: &Loaded, authorization: Option<&[u8]>) -> Result<Principal, De
         let (t, k) = decoded.split_once(':').ok_or(Denied::Unauthenticated(
             "Basic credentials must be tenant:key",
         ))?;
-        (Some(t.to_string()), k.to_string())
+        Ok((Some(t.to_string()), k.to_string()))
     } else {
-        return Err(Denied::Unauthenticated(
+        Err(Denied::Unauthenticated(
             "Authorization must be Bearer <key> or Basic base64(tenant:key)",
-        ));
-    };
+        ))
+    }
+}
+
+/// The key in an `Authorization` header value, checked against `loaded`.
+fn verify(loaded: &Loaded, authorization: Option<&[u8]>) -> Result<Principal, Denied> {
+    let header = authorization.ok_or(Denied::Unauthenticated(
+        "an API key is needed: send Authorization: Bearer <key>",
+    ))?;
+    let (tenant, key) = presented_key(header)?;
     let invalid = Denied::Unauthenticated("the API key is not valid");
-    let id = key
-        .strip_prefix("sl_")
-        .and_then(|rest| rest.split_once('_'))
-        .map(|(id, _)| id.to_string())
-        .ok_or(invalid.clone())?;
-    let record = loaded.records.get(&id).ok_or(invalid.clone())?;
+    let id = key_id(&key).ok_or(invalid.clone())?;
+    let record = loaded.records.get(id).ok_or(invalid.clone())?;
     let presented = sha256_hex(&key);
     let matches: bool = presented.as_bytes().ct_eq(record.sha256.as_bytes()).into();
     if !matches || !record.active(now()) {
