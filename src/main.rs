@@ -13,6 +13,7 @@ mod keys;
 
 mod serve;
 mod slo;
+mod tenants;
 
 use clap::{Parser, Subcommand};
 

@@ -12,15 +12,15 @@ use sightline_collector::Ingest;
 use sightline_collector::grpc::GrpcReceiver;
 use sightline_collector::metrics::CollectorMetrics;
 use sightline_common::listener::{Acceptor, Gate, serve_http};
+use sightline_common::tenant::DEFAULT_TENANT;
 use sightline_common::tls::Alpn;
-use sightline_slo::SystemClock;
-use sightline_store::Store;
 use sightline_ui::{ApiState, Readiness};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, LogFormat};
+use crate::tenants::{AuditRouter, Directory, Metrics, Tenants};
 
 /// How long in-flight requests get to finish once intake stops.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -208,57 +208,6 @@ pub async fn serve(
     if let Some(tls) = &tls {
         tls.register(&mut registry);
     }
-    let store = Store::open(config.store(), &mut registry)
-        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-    let engine = store
-        .query_engine(config.query.limits(&config.data_dir))
-        .await
-        .context("cannot start the query engine")?;
-    // SLOs: loaded, compiled and backfilled before any event arrives, so that live counting
-    // starts exactly where the stored events end.
-    let specs = match &config.slo.dir {
-        Some(dir) => sightline_slo::engine::load_dir(dir).map_err(|errors| {
-            anyhow::anyhow!(
-                "invalid SLO specs in {}:\n{}",
-                dir.display(),
-                errors
-                    .iter()
-                    .map(|e| format!("  {e}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        })?,
-        None => Vec::new(),
-    };
-    let slo_count = specs.len();
-    let maintenance = config
-        .maintenance
-        .iter()
-        .map(|m| m.compile())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let slos = sightline_slo::Engine::open_with_maintenance(
-        store.clone(),
-        &engine,
-        specs,
-        Arc::new(SystemClock),
-        &mut registry,
-        maintenance.clone(),
-    )
-    .await
-    .context("cannot start the SLO engine")?;
-    tracing::info!(slos = slo_count, "SLO engine started");
-    // The audit: admin actions and failed attempts, in the store's `audit` table; key changes
-    // made while the server was stopped are recorded now.
-    let (audit, audit_writer) = sightline_store::audit::AuditLog::new(store.clone(), &mut registry);
-    let audited = sightline_store::audit::AuditLog::last_key_change(&engine)
-        .await
-        .context("cannot read the audit")?;
-    keys.set_audit(audit.clone(), audited);
-    let limits = config.limits.to_limits();
-    let ingest = Ingest::new(store.clone(), CollectorMetrics::new(&mut registry), limits)
-        .with_keys(keys.clone());
-
     let grpc_listener = bind("OTLP/gRPC", config.listen.otlp_grpc).await?;
     let otlp_http_listener = bind("OTLP/HTTP", config.listen.otlp_http).await?;
     let api_listener = bind("the HTTP API", config.listen.http).await?;
@@ -274,17 +223,39 @@ pub async fn serve(
         api_addr.to_string()
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let notifier = sightline_notify::Notifier::open(
-        &config.notify,
-        &config.data_dir.join("notify"),
-        &format!("{scheme}://{link_host}"),
-        store.clone(),
-        slos.clone(),
-        maintenance,
-        Arc::new(SystemClock),
-        &mut registry,
+    let config = Arc::new(config);
+    let tenants = Tenants::new(config.clone(), format!("{scheme}://{link_host}"));
+    // Each tenant: its store (the write-ahead log replayed), query engine, SLOs (loaded,
+    // compiled and backfilled before any event arrives, so that live counting starts exactly
+    // where the stored events end), audit and alert delivery. The default tenant's metrics
+    // are the server's; every known tenant is opened before the ports serve.
+    let default = tenants.open(DEFAULT_TENANT, Some(&mut registry)).await?;
+    let mut known: Vec<String> = keys.tenants();
+    known.extend(config.tls.clients.iter().map(|c| c.tenant.clone()));
+    known.extend(sightline_store::paths::tenants_on_disk(&config.data_dir));
+    known.sort();
+    known.dedup();
+    for name in known.iter().filter(|n| n.as_str() != DEFAULT_TENANT) {
+        tenants.open(name, None).await?;
+    }
+    // The audit: admin actions and failed attempts, in each tenant's `audit` table; key
+    // changes made while the server was stopped are recorded now.
+    let mut audited = 0;
+    for t in tenants.all() {
+        let last = sightline_store::audit::AuditLog::last_key_change(&t.engine)
+            .await
+            .context("cannot read the audit")?;
+        audited = audited.max(last);
+    }
+    keys.set_audit(Arc::new(AuditRouter(tenants.clone())), audited);
+    let limits = config.limits.to_limits();
+    let ingest = Ingest::new(
+        Arc::new(Directory(tenants.clone())),
+        CollectorMetrics::new(&mut registry),
+        limits,
     )
-    .map_err(|e| anyhow::anyhow!("cannot start alert delivery: {e}"))?;
+    .with_keys(keys.clone());
+    drop(default);
 
     // Every listener counts and caps its connections the same way.
     let connection_limits = config.listen.connection_limits();
@@ -303,12 +274,12 @@ pub async fn serve(
 
     let readiness = Arc::new(Readiness::default());
     let api = sightline_ui::router(ApiState {
-        store: store.clone(),
-        engine: Arc::new(engine),
-        registry: Arc::new(registry),
+        tenants: Arc::new(Directory(tenants.clone())),
+        metrics: Arc::new(Metrics {
+            main: registry,
+            tenants: tenants.clone(),
+        }),
         readiness: readiness.clone(),
-        slos: Some(slos.clone()),
-        notify: Some(notifier.clone()),
         allowed_hosts: sightline_ui::guard::AllowedHosts::new(
             config
                 .listen
@@ -318,12 +289,10 @@ pub async fn serve(
                 .chain(config.notify.external_url.as_deref()),
         ),
         keys: keys.clone(),
-        audit: Some(audit.clone()),
     });
 
     let stop_intake = CancellationToken::new();
     let stop_api = CancellationToken::new();
-    let stop_flusher = CancellationToken::new();
     let mut intake = JoinSet::new();
     {
         let token = stop_intake.clone();
@@ -364,49 +333,6 @@ pub async fn serve(
                 .context("HTTP API server failed")
         });
     }
-    let mut background: JoinSet<&'static str> = JoinSet::new();
-    let stop = || stop_flusher.clone().cancelled_owned();
-    background.spawn({
-        let (store, stop) = (store.clone(), stop());
-        async move {
-            store.run_flusher(stop).await;
-            "the flusher"
-        }
-    });
-    background.spawn({
-        let stop = stop();
-        async move {
-            audit_writer.run(stop).await;
-            "the audit writer"
-        }
-    });
-    background.spawn({
-        let (store, stop) = (store.clone(), stop());
-        async move {
-            store.run_maintenance(stop).await;
-            "compaction and retention"
-        }
-    });
-    background.spawn({
-        let (slos, tick, dir, stop) = (
-            slos.clone(),
-            config.slo.tick,
-            config.slo.dir.clone(),
-            stop(),
-        );
-        async move {
-            slos.run(tick, dir, stop).await;
-            "the SLO engine"
-        }
-    });
-    background.spawn({
-        let stop = stop();
-        async move {
-            notifier.run(stop).await;
-            "alert delivery"
-        }
-    });
-
     readiness.set(true);
     tracing::info!(
         otlp_grpc = %grpc_addr,
@@ -448,10 +374,7 @@ pub async fn serve(
             Ok(Err(e)) => e,
             Err(e) => anyhow::anyhow!("the HTTP API panicked: {e}"),
         }),
-        Some(result) = background.join_next() => Some(match result {
-            Ok(part) => anyhow::anyhow!("{part} stopped unexpectedly"),
-            Err(e) => anyhow::anyhow!("a background task panicked: {e}"),
-        }),
+        part = tenants.stopped() => Some(anyhow::anyhow!("{part} stopped unexpectedly")),
     };
     if let Some(e) = &failure {
         tracing::error!(error = %format!("{e:#}"), "stopping the server");
@@ -471,13 +394,7 @@ pub async fn serve(
         );
         intake.abort_all();
     }
-    stop_flusher.cancel();
-    while let Some(done) = background.join_next().await {
-        if let Err(e) = done {
-            tracing::error!(error = %e, "a background task failed while stopping");
-        }
-    }
-    let flushed = store.close().await;
+    let flushed = tenants.stop().await;
     stop_api.cancel();
     if tokio::time::timeout(DRAIN_DEADLINE, async {
         while api_server.join_next().await.is_some() {}
@@ -487,13 +404,13 @@ pub async fn serve(
     {
         api_server.abort_all();
     }
-    match (&flushed, &failure) {
-        (Ok(report), _) => tracing::info!(files = ?report, "flushed; sightline stopped"),
-        (Err(e), _) => tracing::error!(error = %e, "final flush failed"),
+    match &flushed {
+        Ok(report) => tracing::info!(files = ?report, "flushed; sightline stopped"),
+        Err(e) => tracing::error!(error = %format!("{e:#}"), "final flush failed"),
     }
     if let Some(e) = failure {
         return Err(e);
     }
-    flushed.context("final flush failed")?;
+    flushed?;
     Ok(())
 }

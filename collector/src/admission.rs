@@ -4,16 +4,17 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sightline_store::Store;
+use sightline_store::directory::StoreDirectory;
 
 use crate::error::IngestError;
 use crate::ingest::{Signal, Transport};
 use crate::limits::Limits;
 
-/// What admission decides with: the store's memory, the requests in flight, the ceilings.
+/// What admission decides with: every tenant's store's memory, the requests in flight, the
+/// ceilings.
 #[derive(Debug)]
 pub(crate) struct Admission {
-    pub(crate) store: Arc<Store>,
+    pub(crate) stores: Arc<dyn StoreDirectory>,
     pub(crate) limits: Limits,
     /// Bytes of requests admitted and not yet answered.
     pub(crate) inflight: AtomicUsize,
@@ -26,6 +27,8 @@ pub struct Admitted {
     pub(crate) admission: Arc<Admission>,
     pub(crate) signal: Signal,
     pub(crate) transport: Transport,
+    /// Whose data the request carries.
+    pub(crate) tenant: String,
     pub(crate) bytes: usize,
 }
 
@@ -52,6 +55,11 @@ impl Admitted {
     pub fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// The tenant whose data the request carries.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
 }
 
 impl Drop for Admitted {
@@ -67,7 +75,7 @@ const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 impl Admission {
     /// Memory in use: buffered rows, flush working memory, and requests being processed.
     pub(crate) fn memory_in_use(&self) -> usize {
-        self.store.memory_in_use() + self.inflight.load(Ordering::Acquire)
+        self.stores.memory_in_use() + self.inflight.load(Ordering::Acquire)
     }
 
     /// Whether `bytes` more fit under the ceilings: the memory for buffered and in-flight
@@ -80,7 +88,7 @@ impl Admission {
     ) -> Result<(), IngestError> {
         let refuse = |what: String| {
             // Make room: write every buffer to Parquet now.
-            self.store.request_flush();
+            self.stores.request_flush();
             tracing::debug!(signal = signal.name(), transport = transport.name(), %what, "refusing a request");
             IngestError::Unavailable {
                 message: what,
@@ -101,9 +109,9 @@ impl Admission {
         // check): a heavy query must not push ingest into refusals.
         if let (Some(ceiling), Some(rss)) = (
             self.limits.max_resident_bytes,
-            self.store
+            self.stores
                 .resident_bytes()
-                .map(|rss| rss.saturating_sub(self.store.query_memory_bytes() as u64)),
+                .map(|rss| rss.saturating_sub(self.stores.query_memory_bytes() as u64)),
         ) && rss as f64 >= ceiling as f64 * crate::limits::RESIDENT_ADMISSION_SHARE
             && in_use >= self.limits.max_memory_bytes / 8
         {
@@ -113,7 +121,7 @@ impl Admission {
             )));
         }
         if let Some(ceiling) = self.limits.max_parquet_bytes {
-            let parquet = self.store.parquet_disk_bytes();
+            let parquet = self.stores.parquet_disk_bytes();
             if parquet > ceiling {
                 return Err(IngestError::Unavailable {
                     message: format!(
@@ -125,7 +133,7 @@ impl Admission {
                 });
             }
         }
-        let wal = self.store.wal_disk_bytes();
+        let wal = self.stores.wal_disk_bytes();
         if wal > self.limits.max_wal_bytes {
             return Err(refuse(format!(
                 "Sightline's write-ahead log is over its disk ceiling ({wal} of {} bytes); \

@@ -229,7 +229,7 @@ where
     }
     // The key, as gRPC metadata (`authorization`), before anything else is read.
     let conn = parts.extensions.get::<ConnInfo>();
-    ingest.authorize(&sightline_common::auth::Credentials {
+    let tenant = ingest.authorize(&sightline_common::auth::Credentials {
         authorization: parts
             .headers
             .get(http::header::AUTHORIZATION)
@@ -255,7 +255,7 @@ where
         }
     };
     // Admission before reading the body, then as it arrives.
-    let mut admitted = ingest.admit(R::SIGNAL, Transport::Grpc, 0)?;
+    let mut admitted = ingest.admit(R::SIGNAL, Transport::Grpc, tenant, 0)?;
     let frame = crate::body::read(body, limits.max_decoded_bytes + 5, deadline, &mut admitted)
         .await
         .map_err(|e| match e {

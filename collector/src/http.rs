@@ -66,10 +66,11 @@ async fn export<R: ExportRequest>(
         certificate: certificate.as_ref().map(|c| &c.0.0),
         via: "otlp_http",
     };
-    if let Err(e) = state.ingest.authorize(&credentials) {
-        return fail::<R>(&state, format, e);
-    }
-    match receive::<R>(&state, &headers, body, format).await {
+    let tenant = match state.ingest.authorize(&credentials) {
+        Ok(t) => t,
+        Err(e) => return fail::<R>(&state, format, e),
+    };
+    match receive::<R>(&state, &headers, body, format, tenant).await {
         Ok(response) => response,
         Err(e) => fail::<R>(&state, format, e),
     }
@@ -85,6 +86,7 @@ async fn receive<R: ExportRequest>(
     headers: &HeaderMap,
     body: Body,
     format: Format,
+    tenant: String,
 ) -> Result<Response, IngestError> {
     let deadline = tokio::time::Instant::now() + state.limits.body_timeout;
     let encoding = Encoding::from_header(header_str(headers, header::CONTENT_ENCODING))?;
@@ -95,7 +97,7 @@ async fn receive<R: ExportRequest>(
     }
     // Admission before reading the body: an overloaded server refuses cheaply. The body is
     // then admitted as it arrives, never reserved ahead from what the client announces.
-    let mut admitted = state.ingest.admit(R::SIGNAL, Transport::Http, 0)?;
+    let mut admitted = state.ingest.admit(R::SIGNAL, Transport::Http, tenant, 0)?;
     let raw = crate::body::read(body, limit, deadline, &mut admitted).await?;
     state
         .ingest

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
-use sightline_store::Store;
+use sightline_store::directory::StoreDirectory;
 use std::sync::atomic::AtomicUsize;
 
 use crate::limits::{ItemLimits, Limits};
@@ -321,10 +321,11 @@ fn decode_and_convert<R: ExportRequest>(
 
 /// How long a refused sender should wait before retrying.
 impl Ingest {
-    pub fn new(store: Arc<Store>, metrics: CollectorMetrics, limits: Limits) -> Self {
+    /// Receivers that store each tenant's data in its store of `stores`.
+    pub fn new(stores: Arc<dyn StoreDirectory>, metrics: CollectorMetrics, limits: Limits) -> Self {
         Self {
             admission: Arc::new(Admission {
-                store,
+                stores,
                 limits,
                 inflight: AtomicUsize::new(0),
             }),
@@ -340,19 +341,20 @@ impl Ingest {
         self
     }
 
-    /// Whether a request with these credentials may send.
+    /// Whether a request with these credentials may send, and for which tenant (the
+    /// default one when no keys are configured).
     ///
     /// # Errors
     /// Unauthenticated, permission denied, or throttled after too many failures.
     pub fn authorize(
         &self,
         credentials: &sightline_common::auth::Credentials<'_>,
-    ) -> Result<(), IngestError> {
+    ) -> Result<String, IngestError> {
         match &self.keys {
-            None => Ok(()),
+            None => Ok(sightline_common::tenant::DEFAULT_TENANT.to_string()),
             Some(keys) => keys
                 .authenticate(credentials, Some(sightline_common::auth::Role::Ingest))
-                .map(drop)
+                .map(|p| p.tenant)
                 .map_err(IngestError::from),
         }
     }
@@ -377,12 +379,14 @@ impl Ingest {
         &self,
         signal: Signal,
         transport: Transport,
+        tenant: String,
         bytes: usize,
     ) -> Result<Admitted, IngestError> {
         let mut admitted = Admitted {
             admission: self.admission.clone(),
             signal,
             transport,
+            tenant,
             bytes: 0,
         };
         admitted.try_grow(bytes)?;
@@ -435,7 +439,7 @@ impl Ingest {
         };
         let result = match decoded {
             // The reservation is held until the rows are buffered (and counted by the store).
-            Ok((converted, _admitted)) => self.store_converted(converted).await,
+            Ok((converted, admitted)) => self.store_converted(&admitted.tenant, converted).await,
             Err(e) => Err(e),
         };
         // Failures are counted by the receiver, with those that happen before this call.
@@ -481,6 +485,7 @@ impl Ingest {
         &self,
         req: &R,
         transport: Transport,
+        tenant: &str,
     ) -> Result<Outcome, IngestError> {
         let labels = ItemLabels {
             signal: R::SIGNAL.name(),
@@ -488,7 +493,7 @@ impl Ingest {
         };
         let converted = req.convert(&ConvertContext::new(now_ns(), self.limits().items));
         let result = match converted {
-            Ok(c) => self.store_converted(c).await,
+            Ok(c) => self.store_converted(tenant, c).await,
             Err(e) => Err(e.into()),
         };
         self.count(&labels, &result);
@@ -532,14 +537,19 @@ impl Ingest {
         }
     }
 
-    async fn store_converted(&self, converted: Converted) -> Result<Outcome, IngestError> {
+    async fn store_converted(
+        &self,
+        tenant: &str,
+        converted: Converted,
+    ) -> Result<Outcome, IngestError> {
         let outcome = Outcome {
             accepted: converted.accepted,
             rejected: converted.rejected,
             message: converted.rejection,
         };
         if !converted.batches.is_empty() {
-            self.admission.store.write(converted.batches).await?;
+            let store = self.admission.stores.store(tenant).await?;
+            store.write(converted.batches).await?;
         }
         Ok(outcome)
     }

@@ -55,9 +55,7 @@ impl Role {
     }
 }
 
-/// The only tenant until data is kept apart per tenant: keys of other tenants are refused
-/// rather than handed everyone's data.
-pub const DEFAULT_TENANT: &str = "default";
+pub use crate::tenant::DEFAULT_TENANT;
 
 /// One key's record: never the key itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,6 +123,11 @@ pub fn read_keys(path: &Path) -> Result<Vec<KeyRecord>, String> {
             file.version
         ));
     }
+    // A tenant names a directory: a hand-edited record must not name another one.
+    for k in &file.keys {
+        crate::tenant::check_tenant(&k.tenant)
+            .map_err(|e| format!("{}: key {}: {e}", path.display(), k.id))?;
+    }
     Ok(file.keys)
 }
 
@@ -154,7 +157,8 @@ fn sha256_hex(key: &str) -> String {
 /// A new key for `tenant` with `roles`: the key (shown once) and its record.
 ///
 /// # Errors
-/// No role, a tenant other than [`DEFAULT_TENANT`], or no randomness from the system.
+/// No role, a tenant name [`crate::tenant::check_tenant`] refuses, or no randomness from the
+/// system.
 pub fn new_key(
     tenant: &str,
     roles: &[Role],
@@ -164,11 +168,7 @@ pub fn new_key(
     if roles.is_empty() {
         return Err("a key needs at least one role (ingest, read, admin)".into());
     }
-    if tenant != DEFAULT_TENANT {
-        return Err(format!(
-            "tenant {tenant:?}: this version keeps one tenant's data, {DEFAULT_TENANT:?}; keys of other tenants would see it all"
-        ));
-    }
+    crate::tenant::check_tenant(tenant)?;
     use ring::rand::SecureRandom as _;
     let rng = ring::rand::SystemRandom::new();
     let (mut id, mut secret) = ([0u8; 8], [0u8; 32]);
@@ -437,6 +437,21 @@ impl Keys {
     /// every request needs credentials.
     pub fn configured(&self) -> bool {
         self.certificates || !self.lock().records.is_empty()
+    }
+
+    /// The tenants of the keys that work now (not revoked, not expired), sorted.
+    pub fn tenants(&self) -> Vec<String> {
+        let t = now();
+        let mut out: Vec<String> = self
+            .lock()
+            .records
+            .values()
+            .filter(|r| r.revoked.is_none() && r.expires.is_none_or(|e| e > t))
+            .map(|r| r.tenant.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Failed attempts since start.
@@ -866,8 +881,10 @@ mod tests {
     }
 
     #[test]
-    fn other_tenants_are_refused_until_data_is_kept_apart() {
-        assert!(new_key("team-a", &[Role::Read], "", None).is_err());
+    fn keys_need_a_role_and_a_tenant_name_that_is_a_safe_directory() {
+        assert!(new_key("team-a", &[Role::Read], "", None).is_ok());
+        assert!(new_key("../x", &[Role::Read], "", None).is_err());
+        assert!(new_key("wal", &[Role::Read], "", None).is_err());
         assert!(new_key(DEFAULT_TENANT, &[], "", None).is_err());
     }
 

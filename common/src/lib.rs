@@ -9,7 +9,8 @@
 //! - [`config`]: durations (`30s`) and sizes (`64MiB`) as written in the config file;
 //! - [`error`]: an error with its sources on one line;
 //! - [`process`]: the resident memory of this or another process;
-//! - [`listener`]: connection caps and timeouts, and the one HTTP serve loop.
+//! - [`listener`]: connection caps and timeouts, and the one HTTP serve loop;
+//! - [`tenant`]: tenant names, checked once before they name a directory.
 //!
 //! ```
 //! use sightline_common::clock::{Clock, ManualClock, MINUTE};
@@ -34,4 +35,5 @@ pub mod error;
 pub mod listener;
 pub mod process;
 pub mod seeded;
+pub mod tenant;
 pub mod tls;

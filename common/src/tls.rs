@@ -133,12 +133,8 @@ fn identity_principal(c: &ClientIdentity) -> Result<(ServerName<'static>, Princi
     if !matches!(name, ServerName::DnsName(_)) {
         return Err(format!("tls.clients: {:?} is not a DNS name", c.name));
     }
-    if c.tenant != DEFAULT_TENANT {
-        return Err(format!(
-            "tls.clients: {:?}: only the tenant {DEFAULT_TENANT:?} exists in this version",
-            c.name
-        ));
-    }
+    crate::tenant::check_tenant(&c.tenant)
+        .map_err(|e| format!("tls.clients: {:?}: {e}", c.name))?;
     if c.roles.is_empty() {
         return Err(format!("tls.clients: {:?} needs at least one role", c.name));
     }

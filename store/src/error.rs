@@ -22,6 +22,8 @@ pub enum StoreError {
     Arrow(#[from] arrow::error::ArrowError),
     #[error("batch for table {table} does not match its schema: {reason}")]
     SchemaMismatch { table: &'static str, reason: String },
+    #[error("{0}")]
+    Tenant(String),
     #[error("the store is shutting down")]
     ShuttingDown,
     #[error("another process is using the data directory {0} (its LOCK file is held)")]

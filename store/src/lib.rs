@@ -16,6 +16,7 @@
 //!   read-only SQL engine with timeout, row and memory limits on a runtime of its own, which
 //!   plans, collects and streams every query (bounded by [`sql_bounds`] first); [`expr`]:
 //!   SQL expressions compiled for evaluation on batches (the SLO engine's);
+//! - [`directory`]: every tenant's store as the receivers find it (one [`Store`] per tenant);
 //! - [`config`]: the `[storage]`, `[compaction]`, `[retention]` and `[query]` config sections.
 //!
 //! ```no_run
@@ -41,6 +42,7 @@ pub mod audit;
 pub mod catalog;
 pub mod compaction;
 pub mod config;
+pub mod directory;
 pub mod error;
 pub mod expr;
 #[cfg(test)]
@@ -196,7 +198,8 @@ impl Store {
     /// the write-ahead log into the buffers (skipping what is already in Parquet), and starts
     /// the log for new writes.
     pub fn open(config: StoreConfig, registry: &mut Registry) -> Result<Arc<Self>> {
-        let lock = lock_data_dir(&config.data_dir)?;
+        sightline_common::tenant::check_tenant(&config.tenant).map_err(StoreError::Tenant)?;
+        let lock = lock_data_dir(&paths::lock_dir(&config.data_dir, &config.tenant))?;
         let mut catalogs = BTreeMap::new();
         for table in Table::ALL {
             let dir = paths::table_dir(&config.data_dir, &config.tenant, table);
@@ -204,7 +207,7 @@ impl Store {
         }
         let catalogs = Arc::new(catalogs);
         let wal_metrics = WalMetrics::new(registry);
-        let wal_dir = paths::wal_dir(&config.data_dir);
+        let wal_dir = paths::wal_dir(&config.data_dir, &config.tenant);
 
         let mut last_seq = catalogs
             .values()
@@ -267,7 +270,7 @@ impl Store {
             maintenance_metrics: MaintenanceMetrics::new(registry),
             graveyard: std::sync::Mutex::new(Vec::new()),
             working: memory::WorkingMemory::default(),
-            rss: memory::RssSampler::start(),
+            rss: memory::RssSampler::shared(),
             hook: std::sync::RwLock::new(None),
             write_gate: tokio::sync::RwLock::new(()),
             query_engines: Default::default(),
@@ -282,6 +285,11 @@ impl Store {
 
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    /// The tenant whose data this store holds.
+    pub fn tenant(&self) -> &str {
+        &self.config.tenant
     }
 
     pub fn catalog(&self, table: Table) -> &Arc<TableCatalog> {
@@ -614,7 +622,7 @@ mod recovery_tests {
         assert_eq!(ids(&store).await, expected(26));
         store.close().await.expect("close");
         assert_eq!(store.wal_disk_bytes(), 0);
-        let left = std::fs::read_dir(paths::wal_dir(dir.path()))
+        let left = std::fs::read_dir(paths::wal_dir(dir.path(), "default"))
             .expect("wal dir")
             .filter(|e| {
                 e.as_ref()

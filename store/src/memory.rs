@@ -70,6 +70,13 @@ impl RssSampler {
         Some(Self(value))
     }
 
+    /// The process's one sampler (every tenant's store reads the same process), started on
+    /// first use.
+    pub fn shared() -> Option<Self> {
+        static SHARED: std::sync::OnceLock<Option<RssSampler>> = std::sync::OnceLock::new();
+        SHARED.get_or_init(Self::start).clone()
+    }
+
     /// The latest sample, in bytes.
     pub fn bytes(&self) -> u64 {
         self.0.load(Ordering::Acquire)

@@ -4,8 +4,10 @@
 //! `<root>/<tenant>/<table>/date=YYYY-MM-DD/hour=HH/<min_ns>_<max_ns>_<wal_seq>_<id>.parquet`
 //!
 //! A file's name carries the time range of its rows (pruning without reading footers) and the
-//! highest WAL sequence number of the writes it holds. `<root>/wal/` holds the write-ahead log
-//! and `<table>/_watermark` the highest sequence number whose rows are all in Parquet.
+//! highest WAL sequence number of the writes it holds. Each tenant has a write-ahead log of its
+//! own: the default tenant's is `<root>/wal/` (where it was before there were tenants), any
+//! other's `<root>/<tenant>/_wal/` (a name no table has). `<table>/_watermark` holds the
+//! highest sequence number whose rows are all in Parquet.
 
 use std::path::{Path, PathBuf};
 
@@ -42,9 +44,46 @@ pub fn partition_dir(table_dir: &Path, hour: i64) -> PathBuf {
 
 pub const WATERMARK_FILE: &str = "_watermark";
 
-/// The write-ahead log's directory.
-pub fn wal_dir(root: &Path) -> PathBuf {
-    root.join("wal")
+/// A tenant's write-ahead log directory.
+pub fn wal_dir(root: &Path, tenant: &str) -> PathBuf {
+    if tenant == sightline_common::tenant::DEFAULT_TENANT {
+        root.join("wal")
+    } else {
+        root.join(tenant).join("_wal")
+    }
+}
+
+/// Where a tenant's store keeps its lock file: the default tenant's is the data directory's
+/// (so two processes never share one), any other's its own directory.
+pub fn lock_dir(root: &Path, tenant: &str) -> PathBuf {
+    if tenant == sightline_common::tenant::DEFAULT_TENANT {
+        root.to_path_buf()
+    } else {
+        root.join(tenant)
+    }
+}
+
+/// The tenants with data under `root`: directories with a valid tenant name that hold at
+/// least one table directory or a write-ahead log.
+pub fn tenants_on_disk(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if sightline_common::tenant::check_tenant(&name).is_err() || !entry.path().is_dir() {
+            continue;
+        }
+        let holds_data = Table::ALL
+            .iter()
+            .any(|t| table_dir(root, &name, *t).is_dir())
+            || wal_dir(root, &name).is_dir();
+        if holds_data {
+            out.push(name);
+        }
+    }
+    out.sort();
+    out
 }
 
 /// What a data file's name says about it.

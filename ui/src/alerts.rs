@@ -7,7 +7,7 @@
 //! - `GET /api/v1/notifications/pending`: what the outbox still has to deliver
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sightline_common::clock::rfc3339;
@@ -16,21 +16,42 @@ use sightline_notify::{Notifier, NotifyError};
 
 use crate::audit::Actor;
 use crate::error::ApiError;
+use crate::tenant::Tenant;
 
-pub fn router(notifier: Notifier) -> Router {
+/// The routes; each request works on its tenant's alert delivery.
+pub fn router() -> Router {
     Router::new()
         .route("/api/v1/silences", get(list).post(put))
         .route("/api/v1/silences/{id}", get(one).delete(expire))
         .route("/api/v1/maintenance", get(maintenance))
         .route("/api/v1/notifications/pending", get(pending))
-        .with_state(notifier)
 }
 
-async fn list(State(n): State<Notifier>) -> Response {
+/// The requesting tenant's alert delivery.
+#[derive(Debug)]
+struct Delivery(Notifier);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Delivery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let tenant = Tenant::from_request_parts(parts, state).await?;
+        tenant
+            .notify
+            .clone()
+            .map(Delivery)
+            .ok_or_else(|| ApiError::NotFound("alert delivery is not running".into()))
+    }
+}
+
+async fn list(Delivery(n): Delivery) -> Response {
     axum::Json(n.silences().list(n.now())).into_response()
 }
 
-async fn one(State(n): State<Notifier>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn one(Delivery(n): Delivery, Path(id): Path<String>) -> Result<Response, ApiError> {
     n.silences()
         .list(n.now())
         .into_iter()
@@ -50,7 +71,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn put(
-    State(n): State<Notifier>,
+    Delivery(n): Delivery,
     actor: Actor,
     body: Result<axum::Json<ApiSilence>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -67,7 +88,7 @@ async fn put(
 }
 
 async fn expire(
-    State(n): State<Notifier>,
+    Delivery(n): Delivery,
     actor: Actor,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -77,7 +98,7 @@ async fn expire(
     Ok(axum::Json(serde_json::json!({ "expired": id })).into_response())
 }
 
-async fn maintenance(State(n): State<Notifier>) -> Response {
+async fn maintenance(Delivery(n): Delivery) -> Response {
     let now = n.now();
     let windows: Vec<serde_json::Value> = n
         .maintenance()
@@ -95,6 +116,6 @@ async fn maintenance(State(n): State<Notifier>) -> Response {
     axum::Json(serde_json::json!({ "windows": windows })).into_response()
 }
 
-async fn pending(State(n): State<Notifier>) -> Response {
+async fn pending(Delivery(n): Delivery) -> Response {
     axum::Json(serde_json::json!({ "pending": n.pending() })).into_response()
 }

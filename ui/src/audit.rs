@@ -11,16 +11,13 @@ use axum::http::request::Parts;
 use sightline_common::auth::{AuditEvent, ClientIp, Principal};
 use sightline_store::audit::AuditLog;
 
-/// The audit log, put in every request's extensions by the router.
-#[derive(Debug, Clone, Default)]
-pub struct Audit(pub Option<Arc<AuditLog>>);
-
 /// Who is making a request, for the audit.
 #[derive(Debug)]
 pub struct Actor {
     principal: Option<Principal>,
     client: Option<IpAddr>,
-    audit: Audit,
+    /// The audit of the actor's tenant.
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Actor {
@@ -30,7 +27,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
         Ok(Actor {
             principal: parts.extensions.get::<Principal>().cloned(),
             client: parts.extensions.get::<ClientIp>().map(|c| c.0),
-            audit: parts.extensions.get::<Audit>().cloned().unwrap_or_default(),
+            audit: crate::tenant::audit_of(parts).await,
         })
     }
 }
@@ -43,7 +40,7 @@ impl Actor {
         target: Option<String>,
         detail: Option<String>,
     ) {
-        let Some(log) = &self.audit.0 else {
+        let Some(log) = &self.audit else {
             return;
         };
         let mut event =

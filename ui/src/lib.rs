@@ -29,6 +29,7 @@ pub mod guard;
 pub mod services;
 pub mod slos;
 pub mod sql;
+pub mod tenant;
 pub mod traces;
 pub mod web;
 
@@ -41,8 +42,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
-use sightline_store::Store;
-use sightline_store::query::QueryEngine;
+
+pub use tenant::{TenantApi, TenantDirectory};
 
 /// Whether the server should receive traffic (set once every listener is up, cleared when
 /// shutting down).
@@ -62,28 +63,40 @@ impl Readiness {
 /// What the API handlers share.
 #[derive(Debug, Clone)]
 pub struct ApiState {
-    pub store: Arc<Store>,
-    pub engine: Arc<QueryEngine>,
-    pub registry: Arc<Registry>,
+    /// Every tenant's store, engine, SLOs, alert delivery and audit; a request reaches only
+    /// its key's tenant's (see [`tenant`]).
+    pub tenants: Arc<dyn TenantDirectory>,
+    /// The self-metrics `/metrics` shows.
+    pub metrics: Arc<dyn MetricsSource>,
     pub readiness: Arc<Readiness>,
-    /// The SLO engine (absent in tools that run without one).
-    pub slos: Option<sightline_slo::Engine>,
-    /// Alert delivery (silences, maintenance windows, the outbox), when running.
-    pub notify: Option<sightline_notify::Notifier>,
     /// Host names the API answers to besides `localhost` and IP addresses (see [`guard`]).
     pub allowed_hosts: guard::AllowedHosts,
     /// API keys: who may read and administer (see [`auth`]).
     pub keys: Arc<sightline_common::auth::Keys>,
-    /// Where admin actions are recorded (see [`audit`]), when running with a store.
-    pub audit: Option<Arc<sightline_store::audit::AuditLog>>,
+}
+
+/// What `/metrics` shows: one registry, or the server's with every tenant's.
+pub trait MetricsSource: Send + Sync + std::fmt::Debug {
+    /// The metrics in the OpenMetrics text format.
+    ///
+    /// # Errors
+    /// When a metric cannot be encoded.
+    fn encode(&self) -> Result<String, std::fmt::Error>;
+}
+
+impl MetricsSource for Registry {
+    fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, self)?;
+        Ok(text)
+    }
 }
 
 /// The API routes.
 pub fn router(state: ApiState) -> Router {
-    let notify = state.notify.clone().map(alerts::router);
     let allowed_hosts = state.allowed_hosts.clone();
     let keys = state.keys.clone();
-    let audit = audit::Audit(state.audit.clone());
+    let tenants = tenant::Tenants(state.tenants.clone());
     let last_flush = Arc::new(tokio::sync::Mutex::new(None));
     let whoami = Router::new()
         .route(auth::WHOAMI, get(auth::whoami))
@@ -93,7 +106,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/sql", post(sql::handle))
         .route(
             "/api/v1/flush",
-            post(move |state: State<ApiState>, actor: audit::Actor| {
+            post(move |state: tenant::Tenant, actor: audit::Actor| {
                 flush(state, actor, last_flush.clone())
             }),
         )
@@ -106,14 +119,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .fallback(web::serve)
-        .with_state(state);
-    let api = match notify {
-        Some(n) => api.merge(n),
-        None => api,
-    };
+        .with_state(state)
+        .merge(alerts::router());
     let api = api.merge(whoami);
     // The host check first, then the key.
-    api.layer(axum::Extension(audit))
+    api.layer(axum::Extension(tenants))
         .layer(axum::middleware::from_fn_with_state(keys, auth::require))
         .layer(axum::middleware::from_fn_with_state(
             allowed_hosts,
@@ -152,7 +162,7 @@ async fn readyz(State(state): State<ApiState>) -> Response {
 }
 
 async fn flush(
-    State(state): State<ApiState>,
+    state: tenant::Tenant,
     actor: audit::Actor,
     last: Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>,
 ) -> Result<Response, error::ApiError> {
@@ -178,9 +188,8 @@ async fn flush(
 }
 
 async fn metrics(State(state): State<ApiState>) -> Response {
-    let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
-        Ok(()) => (
+    match state.metrics.encode() {
+        Ok(text) => (
             [(
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",

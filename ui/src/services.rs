@@ -3,15 +3,15 @@
 //! callee, a producer and its consumer). Per edge: calls, their rate, errors and error rate
 //! (from the callee's span status) and latency percentiles (the callee's spans' durations).
 
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 use sightline_common::clock::{HOUR, Nanos, rfc3339};
 
-use crate::ApiState;
 use crate::error::ApiError;
 use crate::slos::time_range;
+use crate::tenant::Tenant;
 
 /// The longest range one map may cover: the join reads both sides of every call in it.
 pub const MAX_RANGE: Nanos = 24 * HOUR;
@@ -53,10 +53,7 @@ pub fn map_sql(from: Nanos, to: Nanos) -> String {
 /// # Errors
 /// 400 for times that do not parse, `from` after `to`, or a range over a day; the query's
 /// errors (its timeout and memory limits apply).
-pub async fn map(
-    State(state): State<ApiState>,
-    Query(p): Query<MapParams>,
-) -> Result<Response, ApiError> {
+pub async fn map(state: Tenant, Query(p): Query<MapParams>) -> Result<Response, ApiError> {
     let (from, to) = time_range(p.from.as_deref(), p.to.as_deref())?;
     let from = from.unwrap_or(to.saturating_sub(HOUR));
     if from >= to {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sightline_common::clock::{MINUTE, Nanos, rfc3339};
@@ -14,10 +14,10 @@ use sightline_slo::engine::HistoryPoint;
 use sightline_slo::spec::Indicator;
 use sightline_slo::status::{Budget, BurnRate, Status};
 
-use crate::ApiState;
 use crate::error::ApiError;
+use crate::tenant::Tenant;
 
-pub async fn list(State(state): State<ApiState>) -> Response {
+pub async fn list(state: Tenant) -> Response {
     let slos: Vec<SloView> = state
         .slos
         .as_ref()
@@ -34,10 +34,7 @@ fn no_slo(name: &str) -> ApiError {
 ///
 /// # Errors
 /// 404 for an unknown SLO.
-pub async fn get(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn get(state: Tenant, Path(name): Path<String>) -> Result<Response, ApiError> {
     let s = state
         .slos
         .as_ref()
@@ -307,7 +304,7 @@ pub(crate) fn time_range(
 /// # Errors
 /// 400 for times or a step that do not parse (or `from` after `to`), 404 for an unknown SLO.
 pub async fn history(
-    State(state): State<ApiState>,
+    state: Tenant,
     Path(name): Path<String>,
     Query(p): Query<HistoryParams>,
 ) -> Result<Response, ApiError> {

@@ -1,13 +1,12 @@
 //! `POST /api/v1/sql`: run one read-only statement, answer JSON, CSV or Arrow IPC.
 
-use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::ApiState;
 use crate::error::ApiError;
 use crate::format::{self, OutputFormat};
+use crate::tenant::Tenant;
 use sightline_store::query::QueryOutput;
 
 #[derive(Debug, Deserialize)]
@@ -25,7 +24,7 @@ pub struct SqlRequest {
 /// statement, 408 past the timeout, 429 when too many queries are running and waiting, 500
 /// when the answer cannot be encoded.
 pub async fn handle(
-    State(state): State<ApiState>,
+    state: Tenant,
     principal: Option<axum::Extension<sightline_common::auth::Principal>>,
     headers: HeaderMap,
     body: String,

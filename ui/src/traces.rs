@@ -4,14 +4,14 @@
 //! files and row groups of those hours are read (time pruning, then trace-id statistics and
 //! bloom filters inside them).
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use sightline_store::query::QueryOutput;
 
-use crate::ApiState;
 use crate::error::ApiError;
 use crate::format::json_rows;
+use crate::tenant::Tenant;
 
 /// Logs of a trace may be stamped a little before or after its spans (clock skew, batching).
 const LOG_MARGIN_NS: i64 = 60_000_000_000;
@@ -41,10 +41,7 @@ fn is_trace_id(s: &str) -> bool {
 ///
 /// # Errors
 /// 400 for an id that is not 32 hex digits, 404 for an unknown trace, the query's errors.
-pub async fn get(
-    State(state): State<ApiState>,
-    Path(trace_id): Path<String>,
-) -> Result<Response, ApiError> {
+pub async fn get(state: Tenant, Path(trace_id): Path<String>) -> Result<Response, ApiError> {
     let id = trace_id.to_ascii_lowercase();
     if !is_trace_id(&id) {
         return Err(ApiError::BadRequest(format!(
