@@ -711,6 +711,48 @@ mod recovery_tests {
         assert_eq!(ids(&store).await, expected(25));
     }
 
+    /// Two tenants under one data directory: each store sees only its rows, keeps its own
+    /// write-ahead log, and replays only its own after a crash; a name that could leave the
+    /// data directory is refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tenants_of_one_directory_keep_their_rows_and_logs_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = |tenant: &str| {
+            let mut c = StoreConfig::new(dir.path());
+            c.tenant = tenant.into();
+            c
+        };
+        {
+            let default = Store::open(config("default"), &mut Registry::default()).expect("open");
+            let other = Store::open(config("team-a"), &mut Registry::default()).expect("open");
+            write_each(&default, 0..3).await;
+            write_each(&other, 10..15).await;
+            default.flush_all().await.expect("flush");
+            assert_eq!(ids(&default).await, expected(3));
+            assert_eq!(
+                ids(&other).await,
+                (10..15).map(|i| format!("{i:032x}")).collect::<Vec<_>>()
+            );
+            // Crash without close: team-a's rows are only in its own log.
+        }
+        assert!(paths::wal_dir(dir.path(), "team-a").starts_with(dir.path().join("team-a")));
+        assert_eq!(paths::tenants_on_disk(dir.path()), ["default", "team-a"]);
+        let other = Store::open(config("team-a"), &mut Registry::default()).expect("reopen");
+        assert_eq!(ids(&other).await.len(), 5);
+        let default = Store::open(config("default"), &mut Registry::default()).expect("reopen");
+        assert_eq!(ids(&default).await, expected(3));
+        assert!(matches!(
+            Store::open(config("team-a"), &mut Registry::default()),
+            Err(StoreError::Locked(_))
+        ));
+        for bad in ["../escape", "wal", ""] {
+            assert!(matches!(
+                Store::open(config(bad), &mut Registry::default()),
+                Err(StoreError::Tenant(_))
+            ));
+        }
+    }
+
     /// Pins the WAL truncation order: writes racing flushes (each of which truncates the log)
     /// over small segments, then a crash: every acknowledged write comes back exactly once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
