@@ -97,7 +97,7 @@ pub fn router(state: ApiState) -> Router {
     let allowed_hosts = state.allowed_hosts.clone();
     let keys = state.keys.clone();
     let tenants = tenant::Tenants(state.tenants.clone());
-    let last_flush = Arc::new(tokio::sync::Mutex::new(None));
+    let last_flush = FlushTimes::default();
     let whoami = Router::new()
         .route(auth::WHOAMI, get(auth::whoami))
         .with_state(keys.clone());
@@ -161,11 +161,25 @@ async fn readyz(State(state): State<ApiState>) -> Response {
     }
 }
 
+/// When each tenant's last flush on demand started (one tenant's flushes never hold
+/// another's back).
+type FlushTimes = Arc<
+    std::sync::Mutex<
+        std::collections::BTreeMap<String, Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>>,
+    >,
+>;
+
 async fn flush(
     state: tenant::Tenant,
     actor: audit::Actor,
-    last: Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>,
+    times: FlushTimes,
 ) -> Result<Response, error::ApiError> {
+    let last = times
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(state.name.clone())
+        .or_default()
+        .clone();
     let Ok(mut last) = last.try_lock() else {
         return Err(error::ApiError::TooManyRequests(
             "a flush is running or about to; retry in a second".into(),
@@ -187,7 +201,20 @@ async fn flush(
     Ok(axum::Json(serde_json::json!({ "files_written": report })).into_response())
 }
 
-async fn metrics(State(state): State<ApiState>) -> Response {
+async fn metrics(
+    State(state): State<ApiState>,
+    principal: Option<axum::Extension<sightline_common::auth::Principal>>,
+) -> Response {
+    // The metrics are every tenant's: the operator's (the default tenant's admins) alone.
+    if principal.is_some_and(|p| p.tenant != sightline_common::tenant::DEFAULT_TENANT) {
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({
+                "error": "/metrics shows every tenant's series: it needs an admin key of the default tenant"
+            })),
+        )
+            .into_response();
+    }
     match state.metrics.encode() {
         Ok(text) => (
             [(
