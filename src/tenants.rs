@@ -374,8 +374,8 @@ impl MetricsSource for Metrics {
     }
 }
 
-/// Merges OpenMetrics texts into one: each family once, with the samples of `others` labelled
-/// with their tenant after the main text's own.
+/// Merges OpenMetrics texts into one: each family described once, with the samples of
+/// `others` labelled with their tenant after the main text's own.
 pub fn merge_metrics(main: &str, others: &[(String, String)]) -> String {
     struct Family {
         /// Which text described it first: only that text's descriptors are kept.
@@ -401,7 +401,9 @@ pub fn merge_metrics(main: &str, others: &[(String, String)]) -> String {
                         samples: Vec::new(),
                     }
                 });
-                if family.origin == origin {
+                // A family registered more than once (one per listener, each with its own
+                // label) is described as often; OpenMetrics allows one description.
+                if family.origin == origin && !family.descriptors.iter().any(|d| d == line) {
                     family.descriptors.push(line.to_string());
                 }
                 current = Some(name);
@@ -451,7 +453,8 @@ mod tests {
     #[test]
     fn tenant_metrics_join_the_families_of_the_server_with_a_tenant_label() {
         let main = "# HELP a_total A.\n# TYPE a_total counter\na_total 1\n\
-                    # HELP b B.\n# TYPE b gauge\nb{table=\"spans\"} 2\n# EOF\n";
+                    # HELP b B.\n# TYPE b gauge\nb{table=\"spans\"} 2\n\
+                    # HELP b B.\n# TYPE b gauge\nb{table=\"logs\"} 4\n# EOF\n";
         let other = "# HELP a_total A.\n# TYPE a_total counter\na_total 5\n\
                      # HELP b B.\n# TYPE b gauge\nb{table=\"spans\"} 7\nb{} 0\n\
                      # HELP c C.\n# TYPE c gauge\nc 3\n# EOF\n";
@@ -459,7 +462,8 @@ mod tests {
         assert_eq!(
             merged,
             "# HELP a_total A.\n# TYPE a_total counter\na_total 1\na_total{tenant=\"team-a\"} 5\n\
-             # HELP b B.\n# TYPE b gauge\nb{table=\"spans\"} 2\nb{tenant=\"team-a\",table=\"spans\"} 7\n\
+             # HELP b B.\n# TYPE b gauge\nb{table=\"spans\"} 2\nb{table=\"logs\"} 4\n\
+             b{tenant=\"team-a\",table=\"spans\"} 7\n\
              b{tenant=\"team-a\"} 0\n\
              # HELP c C.\n# TYPE c gauge\nc{tenant=\"team-a\"} 3\n# EOF\n"
         );
