@@ -26,7 +26,8 @@ pub struct KeysArgs {
 enum KeysCommand {
     /// Make a key and print it (once: only its hash is stored).
     Create {
-        /// The tenant the key belongs to (one tenant for now: default).
+        /// The tenant the key belongs to: its data, SQL, SLOs, silences and audit are apart from
+        /// every other tenant's.
         #[arg(long, default_value = auth::DEFAULT_TENANT)]
         tenant: String,
         /// ingest, read or admin; repeatable.
