@@ -56,7 +56,7 @@ async fn export<R: ExportRequest>(
     // Until the content type is known, errors are answered in JSON.
     let format = match Format::from_content_type(header_str(&headers, header::CONTENT_TYPE)) {
         Ok(f) => f,
-        Err(e) => return fail::<R>(&state, Format::Json, e),
+        Err(e) => return refuse_unread::<R>(&state, Format::Json, e, body).await,
     };
     let credentials = sightline_common::auth::Credentials {
         authorization: headers
@@ -68,12 +68,72 @@ async fn export<R: ExportRequest>(
     };
     let tenant = match state.ingest.authorize(&credentials) {
         Ok(t) => t,
-        Err(e) => return fail::<R>(&state, format, e),
+        Err(e) => return refuse_unread::<R>(&state, format, e, body).await,
     };
-    match receive::<R>(&state, &headers, body, format, tenant).await {
+    let encoding = match Encoding::from_header(header_str(&headers, header::CONTENT_ENCODING)) {
+        Ok(e) => e,
+        Err(e) => return refuse_unread::<R>(&state, format, e, body).await,
+    };
+    let limit = state.limits.max_body_bytes;
+    let declared = header_str(&headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        // Not read: the sender is told at once, and the connection closes.
+        return fail::<R>(&state, format, IngestError::TooLarge { limit, stage: "" });
+    }
+    // Admission before reading the body: an overloaded server, or a tenant over its rate, is
+    // refused cheaply. The body is then admitted as it arrives, never reserved ahead from
+    // what the client announces.
+    let admitted = match state.ingest.admit(R::SIGNAL, Transport::Http, tenant, 0) {
+        Ok(a) => a,
+        Err(e) => return refuse_unread::<R>(&state, format, e, body).await,
+    };
+    match receive::<R>(&state, encoding, body, format, admitted).await {
         Ok(response) => response,
         Err(e) => fail::<R>(&state, format, e),
     }
+}
+
+/// How long a refused request's body is read (and thrown away) before the answer.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Answers a request refused before its body was read, after reading the body and throwing
+/// it away (at most `limits.max_body_bytes`, for at most a second, one frame held at a time).
+/// A body left unread makes the server close the connection: an exporter that keeps its
+/// connection alive, as they do, would find it broken at its next request (and over TLS
+/// would pay a new handshake for every refusal). A body that cannot be read within the
+/// bounds is left, and the answer says `Connection: close`.
+async fn refuse_unread<R: ExportRequest>(
+    state: &HttpState,
+    format: Format,
+    e: IngestError,
+    body: Body,
+) -> Response {
+    use http_body_util::BodyExt as _;
+    let limit = state.limits.max_body_bytes;
+    let drain = async {
+        let mut body = std::pin::pin!(body);
+        let mut read = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return false;
+            };
+            read += frame.data_ref().map_or(0, |d| d.len());
+            if read > limit {
+                return false;
+            }
+        }
+        true
+    };
+    let drained = tokio::time::timeout(DRAIN_TIME, drain)
+        .await
+        .unwrap_or(false);
+    let mut response = fail::<R>(state, format, e);
+    if !drained {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 fn fail<R: ExportRequest>(state: &HttpState, format: Format, e: IngestError) -> Response {
@@ -83,22 +143,13 @@ fn fail<R: ExportRequest>(state: &HttpState, format: Format, e: IngestError) -> 
 
 async fn receive<R: ExportRequest>(
     state: &HttpState,
-    headers: &HeaderMap,
+    encoding: Encoding,
     body: Body,
     format: Format,
-    tenant: String,
+    mut admitted: crate::admission::Admitted,
 ) -> Result<Response, IngestError> {
     let deadline = tokio::time::Instant::now() + state.limits.body_timeout;
-    let encoding = Encoding::from_header(header_str(headers, header::CONTENT_ENCODING))?;
-    let limit = state.limits.max_body_bytes;
-    let declared = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
-        return Err(IngestError::TooLarge { limit, stage: "" });
-    }
-    // Admission before reading the body: an overloaded server refuses cheaply. The body is
-    // then admitted as it arrives, never reserved ahead from what the client announces.
-    let mut admitted = state.ingest.admit(R::SIGNAL, Transport::Http, tenant, 0)?;
-    let raw = crate::body::read(body, limit, deadline, &mut admitted).await?;
+    let raw = crate::body::read(body, state.limits.max_body_bytes, deadline, &mut admitted).await?;
     state
         .ingest
         .count_bytes(R::SIGNAL, Transport::Http, raw.len());
