@@ -33,6 +33,8 @@ pub struct Config {
     /// Maintenance windows: mute matching alerts, and leave their minutes out of the budget
     /// of SLOs with `exclude_maintenance: true`.
     pub maintenance: Vec<sightline_slo::maintenance::MaintenanceConfig>,
+    /// What each tenant may take: its ingest rate, shares of memory and queries.
+    pub tenants: sightline_common::tenant::TenantsConfig,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
             slo: SloConfig::default(),
             notify: Default::default(),
             maintenance: Vec::new(),
+            tenants: Default::default(),
         }
     }
 }
@@ -168,6 +171,7 @@ impl Config {
             self.retention.validate(),
             self.slo.validate(),
             self.notify.validate().map_err(|e| e.to_string()),
+            self.tenants.validate(),
         ];
         for s in sections {
             s.map_err(anyhow::Error::msg)?;
@@ -187,6 +191,22 @@ impl Config {
                  limits.max_resident_bytes: ingest and queries each get their own memory, and \
                  the process needs room of its own"
             );
+        }
+        let tenants = std::iter::once(("tenants.defaults".to_string(), self.tenants.defaults))
+            .chain(
+                self.tenants
+                    .overrides
+                    .keys()
+                    .map(|t| (format!("tenants.overrides.{t}"), self.tenants.limits(t))),
+            );
+        for (key, l) in tenants {
+            if (self.limits.max_memory_bytes as f64 * l.memory_share)
+                < self.limits.max_decoded_bytes as f64
+            {
+                bail!(
+                    "{key}.memory_share of limits.max_memory_bytes must hold at least one                      request of limits.max_decoded_bytes, or the tenant's largest requests                      would be refused for ever"
+                );
+            }
         }
         if (self.limits.max_wal_bytes as u64) < 2 * self.storage.wal_segment_bytes as u64 {
             bail!("limits.max_wal_bytes must be at least twice storage.wal_segment_bytes");
@@ -258,6 +278,34 @@ mod tests {
         c.validate().expect("and is valid");
         assert!(c.tls.enabled());
         assert_eq!(c.tls.handshake_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_tenant_limits_example_parses_and_small_memory_shares_are_refused() {
+        let doc = include_str!("../docs/security.md");
+        let block = doc
+            .split("```toml\n")
+            .nth(2)
+            .and_then(|b| b.split("```").next())
+            .expect("the [tenants] block in docs/security.md");
+        let c = Config::from_toml(block).expect("the [tenants] example parses");
+        c.validate().expect("and is valid");
+        assert_eq!(c.tenants.limits("team-a").ingest_items_per_second, 5000);
+        assert_eq!(c.tenants.limits("team-a").memory_share, 0.5);
+        assert_eq!(c.tenants.limits("team-b").ingest_items_per_second, 200_000);
+        let c = Config::from_toml(
+            "[limits]\nmax_memory_bytes = \"256MiB\"\n\
+             [tenants.overrides.tiny]\nmemory_share = 0.1\n",
+        )
+        .expect("parses");
+        let err = c
+            .validate()
+            .expect_err("25 MiB cannot hold a 64 MiB request");
+        assert!(
+            err.to_string()
+                .contains("tenants.overrides.tiny.memory_share"),
+            "{err}"
+        );
     }
 
     #[test]

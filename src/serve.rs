@@ -224,7 +224,7 @@ pub async fn serve(
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     let config = Arc::new(config);
-    let tenants = Tenants::new(config.clone(), format!("{scheme}://{link_host}"));
+    let tenants = Tenants::new(config.clone(), format!("{scheme}://{link_host}"))?;
     // Each tenant: its store (the write-ahead log replayed), query engine, SLOs (loaded,
     // compiled and backfilled before any event arrives, so that live counting starts exactly
     // where the stored events end), audit and alert delivery. The default tenant's metrics
@@ -254,6 +254,7 @@ pub async fn serve(
         CollectorMetrics::new(&mut registry),
         limits,
     )
+    .with_tenant_limits(config.tenants.clone())
     .with_keys(keys.clone());
     drop(default);
 

@@ -9,6 +9,7 @@ use sightline_store::directory::StoreDirectory;
 use crate::error::IngestError;
 use crate::ingest::{Signal, Transport};
 use crate::limits::Limits;
+use crate::quota::{Quota, Quotas};
 
 /// What admission decides with: every tenant's store's memory, the requests in flight, the
 /// ceilings.
@@ -18,6 +19,8 @@ pub(crate) struct Admission {
     pub(crate) limits: Limits,
     /// Bytes of requests admitted and not yet answered.
     pub(crate) inflight: AtomicUsize,
+    /// Each tenant's rate and share.
+    pub(crate) quotas: Quotas,
 }
 
 /// A request's share of the memory ceiling, grown as the request costs more (its body as it
@@ -29,6 +32,7 @@ pub struct Admitted {
     pub(crate) transport: Transport,
     /// Whose data the request carries.
     pub(crate) tenant: String,
+    pub(crate) quota: Arc<Quota>,
     pub(crate) bytes: usize,
 }
 
@@ -39,15 +43,29 @@ impl Admitted {
     /// [`IngestError::Unavailable`] when memory is short.
     pub fn try_grow(&mut self, bytes: usize) -> Result<(), IngestError> {
         self.admission.check(self.signal, self.transport, bytes)?;
+        self.admission
+            .check_share(&self.tenant, &self.quota, bytes)?;
         self.admission.inflight.fetch_add(bytes, Ordering::AcqRel);
+        self.quota.hold(bytes);
         self.bytes += bytes;
         Ok(())
+    }
+
+    /// Charges the decoded request's items and bytes to its tenant's rate.
+    ///
+    /// # Errors
+    /// [`IngestError::OverQuota`] when the tenant went over its rate since the request was
+    /// let in.
+    pub fn charge(&self, items: u64, bytes: usize) -> Result<(), IngestError> {
+        self.quota
+            .charge(&self.tenant, items, bytes, std::time::Instant::now())
     }
 
     /// Gives back `bytes` of what is held (memory the request no longer uses).
     pub fn release(&mut self, bytes: usize) {
         let bytes = bytes.min(self.bytes);
         self.admission.inflight.fetch_sub(bytes, Ordering::AcqRel);
+        self.quota.give_back(bytes);
         self.bytes -= bytes;
     }
 
@@ -67,6 +85,7 @@ impl Drop for Admitted {
         self.admission
             .inflight
             .fetch_sub(self.bytes, Ordering::AcqRel);
+        self.quota.give_back(self.bytes);
     }
 }
 
@@ -76,6 +95,36 @@ impl Admission {
     /// Memory in use: buffered rows, flush working memory, and requests being processed.
     pub(crate) fn memory_in_use(&self) -> usize {
         self.stores.memory_in_use() + self.inflight.load(Ordering::Acquire)
+    }
+
+    /// Whether `bytes` more of `tenant`'s fit in its share of the memory ceiling (while more
+    /// than one tenant is open: a server with one tenant gives it the whole ceiling).
+    pub(crate) fn check_share(
+        &self,
+        tenant: &str,
+        quota: &Quota,
+        bytes: usize,
+    ) -> Result<(), IngestError> {
+        let stores = self.stores.open_stores();
+        if stores.len() < 2 {
+            return Ok(());
+        }
+        let Some(store) = stores.iter().find(|s| s.tenant() == tenant) else {
+            return Ok(());
+        };
+        let share = crate::quota::memory_share(&quota.limits, self.limits.max_memory_bytes);
+        let in_use = sightline_store::Store::memory_in_use(store) + quota.held();
+        if in_use.saturating_add(bytes) <= share {
+            return Ok(());
+        }
+        sightline_store::Store::request_flush(store);
+        quota.count_refusal("memory");
+        Err(IngestError::OverQuota {
+            message: format!(
+                "tenant {tenant:?} holds {in_use} bytes, its share of the memory ceiling is                  {share} (tenants: memory_share of limits.max_memory_bytes); retry later"
+            ),
+            retry_after: RETRY_AFTER,
+        })
     }
 
     /// Whether `bytes` more fit under the ceilings: the memory for buffered and in-flight

@@ -44,6 +44,12 @@ pub enum IngestError {
         message: String,
         retry_after: Duration,
     },
+    /// The tenant is over its ingest rate or its share of the memory ceiling.
+    #[error("{message}")]
+    OverQuota {
+        message: String,
+        retry_after: Duration,
+    },
 }
 
 impl From<sightline_common::auth::Denied> for IngestError {
@@ -74,7 +80,9 @@ impl IngestError {
             IngestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             IngestError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             IngestError::PermissionDenied(_) => StatusCode::FORBIDDEN,
-            IngestError::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
+            IngestError::Throttled { .. } | IngestError::OverQuota { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
@@ -93,7 +101,10 @@ impl IngestError {
             IngestError::Internal(_) => tonic::Code::Internal,
             IngestError::Unauthenticated(_) => tonic::Code::Unauthenticated,
             IngestError::PermissionDenied(_) => tonic::Code::PermissionDenied,
-            IngestError::Throttled { .. } => tonic::Code::ResourceExhausted,
+            // Retryable: the status carries RetryInfo.
+            IngestError::Throttled { .. } | IngestError::OverQuota { .. } => {
+                tonic::Code::ResourceExhausted
+            }
         }
     }
 
@@ -101,7 +112,8 @@ impl IngestError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             IngestError::Unavailable { retry_after, .. }
-            | IngestError::Throttled { retry_after, .. } => Some(*retry_after),
+            | IngestError::Throttled { retry_after, .. }
+            | IngestError::OverQuota { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -120,6 +132,7 @@ impl IngestError {
             IngestError::Unauthenticated(_) => "unauthenticated",
             IngestError::PermissionDenied(_) => "permission_denied",
             IngestError::Throttled { .. } => "throttled",
+            IngestError::OverQuota { .. } => "over_quota",
         }
     }
 }

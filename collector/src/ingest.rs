@@ -74,6 +74,8 @@ pub trait ExportRequest:
     /// attributes (as far as `limits` keep them) copied in — the resource is stored once per
     /// row.
     fn stored_bytes(&self, limits: &ItemLimits) -> u64;
+    /// Spans, data points or log records in the request (what a tenant's rate counts).
+    fn items(&self) -> u64;
 }
 
 /// Bytes of what `limits` can keep of `attrs`, at most: the largest `max_attributes` of
@@ -129,6 +131,14 @@ impl ExportRequest for ExportTraceServiceRequest {
         total
     }
 
+    fn items(&self) -> u64 {
+        self.resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| ss.spans.len() as u64)
+            .sum()
+    }
+
     fn response(rejected: i64, message: String) -> Self::Response {
         ExportTraceServiceResponse {
             partial_success: (rejected > 0 || !message.is_empty()).then_some(
@@ -180,6 +190,23 @@ impl ExportRequest for ExportMetricsServiceRequest {
         total
     }
 
+    fn items(&self) -> u64 {
+        use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+        self.resource_metrics
+            .iter()
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .map(|m| match &m.data {
+                Some(Data::Gauge(g)) => g.data_points.len(),
+                Some(Data::Sum(s)) => s.data_points.len(),
+                Some(Data::Histogram(h)) => h.data_points.len(),
+                Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+                Some(Data::Summary(s)) => s.data_points.len(),
+                None => 0,
+            } as u64)
+            .sum()
+    }
+
     fn response(rejected: i64, message: String) -> Self::Response {
         ExportMetricsServiceResponse {
             partial_success: (rejected > 0 || !message.is_empty()).then_some(
@@ -217,6 +244,14 @@ impl ExportRequest for ExportLogsServiceRequest {
             }
         }
         total
+    }
+
+    fn items(&self) -> u64 {
+        self.resource_logs
+            .iter()
+            .flat_map(|rl| &rl.scope_logs)
+            .map(|sl| sl.log_records.len() as u64)
+            .sum()
     }
 
     fn response(rejected: i64, message: String) -> Self::Response {
@@ -309,6 +344,8 @@ fn decode_and_convert<R: ExportRequest>(
     admitted.try_grow(shape.memory_bytes as usize)?;
     let request: R = crate::decode::decode(&bytes, format)?;
     drop(bytes);
+    // Known only now: what the request counts against its tenant's rate.
+    admitted.charge(request.items(), decoded_len)?;
     admitted.release(decoded_len);
     let stored = request.stored_bytes(&limits.items);
     let need = admitted.bytes() as u64 + stored;
@@ -328,10 +365,24 @@ impl Ingest {
                 stores,
                 limits,
                 inflight: AtomicUsize::new(0),
+                quotas: crate::quota::Quotas::new(Default::default(), metrics.over_quota.clone()),
             }),
             metrics,
             keys: None,
         }
+    }
+
+    /// Each tenant's ingest rate and share of the memory ceiling (the defaults otherwise).
+    /// Set before the receivers take the `Ingest`: its clones keep the limits they had.
+    #[must_use]
+    pub fn with_tenant_limits(mut self, config: sightline_common::tenant::TenantsConfig) -> Self {
+        self.admission = Arc::new(Admission {
+            stores: self.admission.stores.clone(),
+            limits: self.admission.limits,
+            inflight: AtomicUsize::new(0),
+            quotas: crate::quota::Quotas::new(config, self.metrics.over_quota.clone()),
+        });
+        self
     }
 
     /// Requests must carry a key with the ingest role (once any key is configured).
@@ -382,11 +433,15 @@ impl Ingest {
         tenant: String,
         bytes: usize,
     ) -> Result<Admitted, IngestError> {
+        let quota = self.admission.quotas.of(&tenant);
+        // A tenant over its rate is refused before anything more of its request is read.
+        quota.check_rate(&tenant, std::time::Instant::now())?;
         let mut admitted = Admitted {
             admission: self.admission.clone(),
             signal,
             transport,
             tenant,
+            quota,
             bytes: 0,
         };
         admitted.try_grow(bytes)?;

@@ -12,7 +12,8 @@
 //! - [`ingest`]: the shared path (admit → decode → convert → store → count → answer) both
 //!   receivers call;
 //! - [`error`]: ingest errors and their single mapping to HTTP and gRPC statuses;
-//! - [`limits`] and [`config`]: what a request may cost (the `[limits]` config section).
+//! - [`limits`] and [`config`]: what a request may cost (the `[limits]` config section);
+//! - `quota`: each tenant's ingest rate and share of the memory ceiling (`[tenants]`).
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<sightline_store::Store>) {
@@ -46,6 +47,7 @@ pub mod http;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
+mod quota;
 pub mod shape;
 
 pub use error::IngestError;

@@ -19,8 +19,17 @@ pub struct RequestLabels {
     pub outcome: &'static str,
 }
 
+/// A tenant refused for its quota, and which limit it reached (`rate` or `memory`). The
+/// tenants are those keys or certificates name, so the label set is bounded by them.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    pub tenant: String,
+    pub limit: &'static str,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct CollectorMetrics {
+    pub over_quota: Family<QuotaLabels, Counter>,
     pub accepted: Family<ItemLabels, Counter>,
     pub rejected: Family<ItemLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
@@ -44,8 +53,15 @@ impl CollectorMetrics {
         r.register(
             "requests",
             "Export requests by outcome (ok, partial, malformed, unsupported_media_type, \
-             too_large, unavailable, internal)",
+             too_large, too_costly, timeout, unavailable, internal, unauthenticated, \
+             permission_denied, throttled, over_quota)",
             m.requests.clone(),
+        );
+        r.register(
+            "over_quota",
+            "Requests refused because their tenant was over its ingest rate (limit=rate) or \
+             its share of the memory ceiling (limit=memory)",
+            m.over_quota.clone(),
         );
         r.register(
             "received_bytes",

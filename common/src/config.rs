@@ -85,6 +85,11 @@ pub fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     }
 }
 
+/// `#[serde(deserialize_with = "opt_size")]` for `Option<usize>` fields.
+pub fn opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    size(d).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

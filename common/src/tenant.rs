@@ -40,9 +40,142 @@ pub fn check_tenant(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What one tenant may take of the server: its ingest rate, and its shares of the memory
+/// ceiling, of the query places and of the query memory. The shares hold while more than one
+/// tenant is open; a server with one tenant gives it all it has.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantLimits {
+    /// Spans, log records and data points per second (0: no limit).
+    pub ingest_items_per_second: u64,
+    /// Bytes per second, counted decompressed (0: no limit).
+    #[serde(deserialize_with = "crate::config::size")]
+    pub ingest_bytes_per_second: usize,
+    /// How far ahead of its rate a tenant may send: this many seconds of it.
+    #[serde(deserialize_with = "crate::config::duration")]
+    pub ingest_burst: std::time::Duration,
+    /// Most of `limits.max_memory_bytes` the tenant's buffers and requests may hold.
+    pub memory_share: f64,
+    /// Most of `query.max_running` the tenant's queries may hold at once.
+    pub query_share: f64,
+    /// Most of `query.memory_limit` the tenant's queries may hold together.
+    pub query_memory_share: f64,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        Self {
+            ingest_items_per_second: 200_000,
+            ingest_bytes_per_second: 128 << 20,
+            ingest_burst: std::time::Duration::from_secs(2),
+            memory_share: 0.5,
+            query_share: 0.5,
+            query_memory_share: 0.5,
+        }
+    }
+}
+
+/// One tenant's exceptions to the defaults: what it names replaces the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantLimitsOverride {
+    pub ingest_items_per_second: Option<u64>,
+    #[serde(deserialize_with = "crate::config::opt_size")]
+    pub ingest_bytes_per_second: Option<usize>,
+    #[serde(deserialize_with = "crate::config::opt_duration")]
+    pub ingest_burst: Option<std::time::Duration>,
+    pub memory_share: Option<f64>,
+    pub query_share: Option<f64>,
+    pub query_memory_share: Option<f64>,
+}
+
+/// The `[tenants]` section: limits for every tenant, and per tenant.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantsConfig {
+    pub defaults: TenantLimits,
+    pub overrides: std::collections::BTreeMap<String, TenantLimitsOverride>,
+}
+
+impl TenantsConfig {
+    /// The limits of `tenant`: its overrides over the defaults.
+    pub fn limits(&self, tenant: &str) -> TenantLimits {
+        let d = self.defaults;
+        let Some(o) = self.overrides.get(tenant) else {
+            return d;
+        };
+        TenantLimits {
+            ingest_items_per_second: o
+                .ingest_items_per_second
+                .unwrap_or(d.ingest_items_per_second),
+            ingest_bytes_per_second: o
+                .ingest_bytes_per_second
+                .unwrap_or(d.ingest_bytes_per_second),
+            ingest_burst: o.ingest_burst.unwrap_or(d.ingest_burst),
+            memory_share: o.memory_share.unwrap_or(d.memory_share),
+            query_share: o.query_share.unwrap_or(d.query_share),
+            query_memory_share: o.query_memory_share.unwrap_or(d.query_memory_share),
+        }
+    }
+
+    /// Checks every tenant's limits and the overrides' names.
+    ///
+    /// # Errors
+    /// The first value that cannot work, naming its key.
+    pub fn validate(&self) -> Result<(), String> {
+        let check = |key: &str, l: &TenantLimits| {
+            for (name, share) in [
+                ("memory_share", l.memory_share),
+                ("query_share", l.query_share),
+                ("query_memory_share", l.query_memory_share),
+            ] {
+                if !(share > 0.0 && share <= 1.0) {
+                    return Err(format!("{key}.{name} must be above 0 and at most 1"));
+                }
+            }
+            if l.ingest_burst < std::time::Duration::from_millis(100) {
+                return Err(format!("{key}.ingest_burst must be at least 100ms"));
+            }
+            Ok(())
+        };
+        check("tenants.defaults", &self.defaults)?;
+        for tenant in self.overrides.keys() {
+            check_tenant(tenant).map_err(|e| format!("tenants.overrides: {e}"))?;
+            check(&format!("tenants.overrides.{tenant}"), &self.limits(tenant))?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overrides_replace_only_what_they_name() {
+        let config: TenantsConfig = serde_json::from_str(
+            r#"{"defaults": {"ingest_items_per_second": 1000, "ingest_bytes_per_second": "1MiB"},
+                "overrides": {"team-a": {"ingest_items_per_second": 50, "memory_share": 0.25}}}"#,
+        )
+        .expect("parses");
+        let a = config.limits("team-a");
+        assert_eq!(a.ingest_items_per_second, 50);
+        assert_eq!(a.ingest_bytes_per_second, 1 << 20);
+        assert_eq!(a.memory_share, 0.25);
+        assert_eq!(a.query_share, TenantLimits::default().query_share);
+        assert_eq!(config.limits("team-b").ingest_items_per_second, 1000);
+        assert_eq!(config.validate(), Ok(()));
+        let bad: TenantsConfig =
+            serde_json::from_str(r#"{"overrides": {"Team": {}}}"#).expect("parses");
+        assert!(bad.validate().expect_err("bad name").contains("Team"));
+        let bad: TenantsConfig =
+            serde_json::from_str(r#"{"overrides": {"t": {"memory_share": 1.5}}}"#).expect("parses");
+        assert!(
+            bad.validate()
+                .expect_err("share past 1")
+                .contains("tenants.overrides.t.memory_share")
+        );
+    }
 
     #[test]
     fn names_that_could_leave_their_directory_are_refused() {
