@@ -20,6 +20,7 @@ use sightline_slo::SystemClock;
 use sightline_store::Store;
 use sightline_store::audit::AuditLog;
 use sightline_store::directory::{StoreDirectory, StoreFuture};
+use sightline_store::query::{QueryShared, TenantShare};
 use sightline_ui::tenant::TenantFuture;
 use sightline_ui::{MetricsSource, TenantApi, TenantDirectory};
 use tokio::task::JoinSet;
@@ -43,12 +44,19 @@ pub struct Tenants {
     stopped_tx: tokio::sync::mpsc::UnboundedSender<String>,
     stopped_rx: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>,
     stop: CancellationToken,
+    /// The query places, memory and spill space of every tenant's engine.
+    query: QueryShared,
 }
 
 impl Tenants {
-    pub fn new(config: Arc<Config>, link: String) -> Arc<Self> {
+    /// # Errors
+    /// When the query spill directory cannot be made.
+    pub fn new(config: Arc<Config>, link: String) -> anyhow::Result<Arc<Self>> {
         let (stopped_tx, stopped_rx) = tokio::sync::mpsc::unbounded_channel();
-        Arc::new(Self {
+        let query = QueryShared::new(&config.query.limits(&config.data_dir))
+            .context("cannot start the query engine")?;
+        Ok(Arc::new(Self {
+            query,
             config,
             link,
             open: RwLock::default(),
@@ -58,7 +66,7 @@ impl Tenants {
             stopped_tx,
             stopped_rx: tokio::sync::Mutex::new(stopped_rx),
             stop: CancellationToken::new(),
-        })
+        }))
     }
 
     fn opened(&self, name: &str) -> Option<Arc<TenantApi>> {
@@ -152,8 +160,17 @@ impl Tenants {
         store_config.tenant = name.to_string();
         let store = Store::open(store_config, registry)
             .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+        let share = config.tenants.limits(name);
         let engine = store
-            .query_engine(config.query.limits(&config.data_dir, name))
+            .query_engine_in(
+                config.query.limits(&config.data_dir),
+                &self.query,
+                TenantShare {
+                    tenant: name,
+                    places: share.query_share,
+                    memory: share.query_memory_share,
+                },
+            )
             .await
             .context("cannot start the query engine")?;
         // SLOs: loaded, compiled and backfilled before the tenant's events are counted live.
@@ -187,7 +204,7 @@ impl Tenants {
         };
         let slos = sightline_slo::Engine::open_with_maintenance(
             store.clone(),
-            &engine,
+            &engine.for_internal_readers(),
             specs,
             Arc::new(SystemClock),
             registry,

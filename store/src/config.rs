@@ -287,9 +287,8 @@ impl QueryConfig {
         )
     }
 
-    /// The limits every query of `tenant` runs under; spilling under `<data_dir>/spill` (or
-    /// `spill_dir`), in a directory of the tenant's.
-    pub fn limits(&self, data_dir: &std::path::Path, tenant: &str) -> crate::query::QueryLimits {
+    /// The limits every query runs under; spilling under `<data_dir>/spill` (or `spill_dir`).
+    pub fn limits(&self, data_dir: &std::path::Path) -> crate::query::QueryLimits {
         crate::query::QueryLimits {
             timeout: self.timeout,
             max_rows: self.max_rows,
@@ -304,8 +303,7 @@ impl QueryConfig {
                 dir: self
                     .spill_dir
                     .clone()
-                    .unwrap_or_else(|| data_dir.join("spill"))
-                    .join(tenant),
+                    .unwrap_or_else(|| data_dir.join("spill")),
                 max_bytes: self.max_spill_bytes as u64,
             }),
             sql: crate::query::SqlBounds {

@@ -309,6 +309,29 @@ impl Store {
         limits: query::QueryLimits,
     ) -> std::result::Result<query::QueryEngine, query::QueryError> {
         let engine = query::QueryEngine::new(&self.catalogs(), limits).await?;
+        self.keep_engine(engine)
+    }
+
+    /// A SQL engine over this store's tables in the places, memory and spill space of
+    /// `shared`, within the share of this store's tenant.
+    ///
+    /// # Errors
+    /// As [`query::QueryEngine::in_shared`].
+    pub async fn query_engine_in(
+        &self,
+        limits: query::QueryLimits,
+        shared: &query::QueryShared,
+        share: query::TenantShare<'_>,
+    ) -> std::result::Result<query::QueryEngine, query::QueryError> {
+        let engine =
+            query::QueryEngine::in_shared(&self.catalogs(), limits, shared, Some(share)).await?;
+        self.keep_engine(engine)
+    }
+
+    fn keep_engine(
+        &self,
+        engine: query::QueryEngine,
+    ) -> std::result::Result<query::QueryEngine, query::QueryError> {
         self.query_engines
             .lock()
             .unwrap_or_else(|e| e.into_inner())

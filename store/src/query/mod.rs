@@ -167,8 +167,11 @@ pub struct QueryEngine {
     /// Whether this engine's queries see `audit`.
     audit: bool,
     limits: QueryLimits,
+    /// The places of all queries.
     slots: Arc<slots::Slots>,
-    /// The pool of all queries.
+    /// The places of this engine's tenant, held while more than the counted tenants are open.
+    tenant_slots: Option<(Arc<slots::Slots>, Arc<std::sync::atomic::AtomicUsize>)>,
+    /// The pool of this engine's queries (its tenant's share of all, or all).
     pool: Arc<dyn MemoryPool>,
 }
 
@@ -234,23 +237,41 @@ impl QueryStream {
     }
 }
 
-impl QueryEngine {
-    /// Registers the tables over `catalogs`, and the bounded functions.
+/// What the query engines of every tenant share: the places for running queries, the pool
+/// of query memory and the spill directory. One per process, so that `query.max_running`,
+/// `query.memory_limit` and `query.max_spill_bytes` bound all queries however many tenants
+/// there are.
+#[derive(Clone)]
+pub struct QueryShared {
+    slots: Arc<slots::Slots>,
+    pool: Arc<dyn MemoryPool>,
+    runtime_env: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    /// Tenants with an engine: the tenants' shares hold while there is more than one.
+    tenants: Arc<std::sync::atomic::AtomicUsize>,
+    limits: QueryLimits,
+}
+
+impl std::fmt::Debug for QueryShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryShared")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueryShared {
+    /// The places, pool and spill directory of `limits` (the directory is emptied: what an
+    /// earlier run left there is garbage now).
     ///
     /// # Errors
-    /// [`QueryError::Internal`] when the spill directory cannot be made or a table cannot be
-    /// registered.
-    pub async fn new(
-        catalogs: &[Arc<TableCatalog>],
-        limits: QueryLimits,
-    ) -> Result<Self, QueryError> {
+    /// [`QueryError::Internal`] when the spill directory cannot be made.
+    pub fn new(limits: &QueryLimits) -> Result<Self, QueryError> {
         let pool: Arc<dyn MemoryPool> = Arc::new(TrackConsumersPool::new(
             GreedyMemoryPool::new(limits.memory_bytes),
             std::num::NonZeroUsize::new(3).unwrap_or(std::num::NonZeroUsize::MIN),
         ));
         let disk = match &limits.spill {
             Some(spill) => {
-                // Whatever an earlier run left there is garbage now.
                 let _ = std::fs::remove_dir_all(&spill.dir);
                 std::fs::create_dir_all(&spill.dir).map_err(|e| {
                     QueryError::Internal(format!("cannot create {}: {e}", spill.dir.display()))
@@ -265,6 +286,84 @@ impl QueryEngine {
             .with_memory_pool(pool.clone())
             .with_disk_manager_builder(disk)
             .build_arc()?;
+        Ok(Self {
+            slots: Arc::new(slots::Slots::new(
+                limits.max_running,
+                limits.max_queued,
+                limits.threads,
+            )),
+            pool,
+            runtime_env,
+            tenants: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            limits: limits.clone(),
+        })
+    }
+
+    /// Bytes all queries of all tenants hold now.
+    pub fn memory_in_use(&self) -> usize {
+        self.pool.reserved()
+    }
+}
+
+/// A tenant's part of the [`QueryShared`]: its name and shares.
+#[derive(Debug, Clone, Copy)]
+pub struct TenantShare<'a> {
+    pub tenant: &'a str,
+    /// Of `query.max_running` (and as many waiting as `query.max_queued`).
+    pub places: f64,
+    /// Of `query.memory_limit`.
+    pub memory: f64,
+}
+
+impl QueryEngine {
+    /// Registers the tables over `catalogs`, and the bounded functions, with places, memory
+    /// and spill space of its own.
+    ///
+    /// # Errors
+    /// [`QueryError::Internal`] when the spill directory cannot be made or a table cannot be
+    /// registered.
+    pub async fn new(
+        catalogs: &[Arc<TableCatalog>],
+        limits: QueryLimits,
+    ) -> Result<Self, QueryError> {
+        let shared = QueryShared::new(&limits)?;
+        Self::in_shared(catalogs, limits, &shared, None).await
+    }
+
+    /// As [`Self::new`], running in the places, memory and spill space of `shared`, within
+    /// the tenant's share of them when `tenant` is given.
+    ///
+    /// # Errors
+    /// [`QueryError::Internal`] when a table cannot be registered.
+    pub async fn in_shared(
+        catalogs: &[Arc<TableCatalog>],
+        limits: QueryLimits,
+        shared: &QueryShared,
+        tenant: Option<TenantShare<'_>>,
+    ) -> Result<Self, QueryError> {
+        let runtime_env = shared.runtime_env.clone();
+        let (pool, tenant_slots) = match tenant {
+            None => (shared.pool.clone(), None),
+            Some(t) => {
+                shared
+                    .tenants
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+                let memory = (shared.limits.memory_bytes as f64 * t.memory) as usize;
+                let places = ((shared.limits.max_running as f64 * t.places).ceil() as usize).max(1);
+                let pool: Arc<dyn MemoryPool> = Arc::new(pool::QueryPool::tenant(
+                    shared.pool.clone(),
+                    memory,
+                    t.tenant,
+                    shared.tenants.clone(),
+                ));
+                let slots = Arc::new(slots::Slots::tenant(
+                    t.tenant,
+                    places,
+                    shared.limits.max_queued,
+                ));
+                (pool, Some((slots, shared.tenants.clone())))
+            }
+        };
         let config = SessionConfig::new()
             .with_target_partitions(limits.threads.max(1))
             // A stopped query stops between batches: smaller batches stop sooner (an
@@ -305,11 +404,8 @@ impl QueryEngine {
             ctx,
             audit_ctx,
             audit: false,
-            slots: Arc::new(slots::Slots::new(
-                limits.max_running,
-                limits.max_queued,
-                limits.threads,
-            )),
+            slots: shared.slots.clone(),
+            tenant_slots,
             limits,
             pool,
         })
@@ -324,7 +420,17 @@ impl QueryEngine {
         e
     }
 
-    /// Bytes all queries hold of their pool now.
+    /// This engine for the server's own readers of a tenant's data (SLO counting and
+    /// backfills): the same tables and memory, in the places of all queries but not held to
+    /// the tenant's share of them — what a tenant's users ask for must not hold up the
+    /// server's own work for the tenant, which can run a query while it reads another.
+    pub fn for_internal_readers(&self) -> Self {
+        let mut e = self.clone();
+        e.tenant_slots = None;
+        e
+    }
+
+    /// Bytes this engine's queries hold of their pool now (its tenant's, or all).
     pub fn memory_in_use(&self) -> usize {
         self.pool.reserved()
     }
@@ -353,9 +459,15 @@ impl QueryEngine {
         work: impl Future<Output = Result<T, QueryError>> + Send + 'static,
     ) -> Result<T, QueryError> {
         let timeout = self.limits.timeout;
-        self.slots
-            .run(tokio::time::Instant::now() + timeout, timeout, work)
-            .await
+        let deadline = tokio::time::Instant::now() + timeout;
+        // A place among the tenant's first (while tenants share the server), then among all.
+        let tenant = match &self.tenant_slots {
+            Some((slots, open)) if open.load(std::sync::atomic::Ordering::Acquire) > 1 => {
+                Some(slots.admit(deadline, timeout).await?)
+            }
+            _ => None,
+        };
+        self.slots.run(deadline, timeout, tenant, work).await
     }
 
     /// Plans one read-only SQL statement in a query place: its snapshot of the store is

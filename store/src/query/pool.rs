@@ -1,6 +1,8 @@
-//! Query memory: one pool for all queries (`query.memory_limit`) and, inside it, a share per
-//! query (`query.max_query_memory_bytes`), so that one query cannot take what every other
-//! query needs. Sorts, joins, aggregations and a query's collected answer reserve from it.
+//! Query memory: one pool for all queries of all tenants (`query.memory_limit`), inside it a
+//! share per tenant (`tenants.query_memory_share`, while more than one tenant is open) and
+//! inside that a share per query (`query.max_query_memory_bytes`), so that neither one query
+//! nor one tenant can take what the others need. Sorts, joins, aggregations and a query's
+//! collected answer reserve from it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,20 +12,59 @@ use datafusion::execution::memory_pool::{
     MemoryConsumer, MemoryLimit, MemoryPool, MemoryReservation,
 };
 
-/// One query's share of the pool of all queries.
+/// One query's or one tenant's share of the pool around it.
 #[derive(Debug)]
 pub(crate) struct QueryPool {
     all: Arc<dyn MemoryPool>,
     limit: usize,
     used: AtomicUsize,
+    whose: Whose,
+}
+
+/// Whose share a pool is.
+#[derive(Debug)]
+enum Whose {
+    Query,
+    /// A tenant's, which holds while `open` counts more than one tenant.
+    Tenant {
+        name: String,
+        open: Arc<AtomicUsize>,
+    },
 }
 
 impl QueryPool {
+    /// One query's share of `all`.
     pub(crate) fn new(all: Arc<dyn MemoryPool>, limit: usize) -> Self {
         Self {
             all,
             limit,
             used: AtomicUsize::new(0),
+            whose: Whose::Query,
+        }
+    }
+
+    /// A tenant's share of `all`, held while `open` counts more than one tenant.
+    pub(crate) fn tenant(
+        all: Arc<dyn MemoryPool>,
+        limit: usize,
+        name: &str,
+        open: Arc<AtomicUsize>,
+    ) -> Self {
+        Self {
+            all,
+            limit,
+            used: AtomicUsize::new(0),
+            whose: Whose::Tenant {
+                name: name.to_string(),
+                open,
+            },
+        }
+    }
+
+    fn holds(&self) -> bool {
+        match &self.whose {
+            Whose::Query => true,
+            Whose::Tenant { open, .. } => open.load(Ordering::Acquire) > 1,
         }
     }
 }
@@ -64,14 +105,21 @@ impl MemoryPool for QueryPool {
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
         let used = self.used.fetch_add(additional, Ordering::AcqRel);
-        if used + additional > self.limit {
+        if used + additional > self.limit && self.holds() {
             self.used.fetch_sub(additional, Ordering::AcqRel);
-            return Err(DataFusionError::ResourcesExhausted(format!(
-                "{} needs {additional} bytes more, and the query holds {used} of the {} \
-                 bytes one query may use (query.max_query_memory_bytes)",
-                reservation.consumer().name(),
-                self.limit
-            )));
+            let consumer = reservation.consumer().name();
+            let limit = self.limit;
+            return Err(DataFusionError::ResourcesExhausted(match &self.whose {
+                Whose::Query => format!(
+                    "{consumer} needs {additional} bytes more, and the query holds {used} of \
+                     the {limit} bytes one query may use (query.max_query_memory_bytes)"
+                ),
+                Whose::Tenant { name, .. } => format!(
+                    "{consumer} needs {additional} bytes more, and the queries of tenant \
+                     {name:?} hold {used} of the {limit} bytes its queries may use together \
+                     (tenants: query_memory_share of query.memory_limit)"
+                ),
+            }));
         }
         if let Err(e) = self.all.try_grow(reservation, additional) {
             self.used.fetch_sub(additional, Ordering::AcqRel);
@@ -110,5 +158,24 @@ mod tests {
         ra.free();
         rb.try_grow(20).expect("room again");
         assert_eq!(all.reserved(), 60);
+    }
+
+    #[test]
+    fn a_tenant_gets_its_share_once_another_tenant_is_open() {
+        let all: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(100));
+        let open = Arc::new(AtomicUsize::new(1));
+        let t: Arc<dyn MemoryPool> =
+            Arc::new(QueryPool::tenant(all.clone(), 50, "team-a", open.clone()));
+        let q: Arc<dyn MemoryPool> = Arc::new(QueryPool::new(t.clone(), 80));
+        let r = MemoryConsumer::new("sort").register(&q);
+        r.try_grow(70)
+            .expect("alone, the tenant has the whole pool");
+        r.shrink(70);
+        open.store(2, Ordering::Release);
+        r.try_grow(40).expect("within the tenant's share");
+        let err = r.try_grow(20).expect_err("past the tenant's share");
+        assert!(err.to_string().contains("team-a"), "{err}");
+        assert!(err.to_string().contains("query_memory_share"), "{err}");
+        assert_eq!((q.reserved(), t.reserved(), all.reserved()), (40, 40, 40));
     }
 }

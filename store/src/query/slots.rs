@@ -38,6 +38,8 @@ pub(crate) struct Slots {
     max_queued: usize,
     /// Worker threads per query.
     threads: usize,
+    /// The tenant whose places these are (`None`: the places of all queries).
+    tenant: Option<String>,
 }
 
 /// Counts of the query places, for metrics.
@@ -63,6 +65,15 @@ impl Slots {
             queued: AtomicUsize::new(0),
             max_queued,
             threads: threads.max(1),
+            tenant: None,
+        }
+    }
+
+    /// The places of one tenant's queries, inside those of all queries.
+    pub(crate) fn tenant(name: &str, max_running: usize, max_queued: usize) -> Self {
+        Self {
+            tenant: Some(name.to_string()),
+            ..Self::new(max_running, max_queued, 1)
         }
     }
 
@@ -74,7 +85,7 @@ impl Slots {
     }
 
     /// A place, at once or after waiting in the queue until `deadline`.
-    async fn admit(
+    pub(crate) async fn admit(
         &self,
         deadline: Instant,
         timeout: Duration,
@@ -84,11 +95,19 @@ impl Slots {
         }
         if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
             self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(QueryError::Busy(format!(
-                "{} queries are running and {} are waiting, the most Sightline takes \
-                 (query.max_running, query.max_queued); retry later",
-                self.max_running, self.max_queued
-            )));
+            return Err(QueryError::Busy(match &self.tenant {
+                None => format!(
+                    "{} queries are running and {} are waiting, the most Sightline takes \
+                     (query.max_running, query.max_queued); retry later",
+                    self.max_running, self.max_queued
+                ),
+                Some(tenant) => format!(
+                    "{} queries of tenant {tenant:?} are running and {} are waiting, the most \
+                     one tenant may have (tenants: query_share of query.max_running, \
+                     query.max_queued); retry later",
+                    self.max_running, self.max_queued
+                ),
+            }));
         }
         let _leave = Leave(&self.queued);
         match tokio::time::timeout_at(deadline, self.running.clone().acquire_owned()).await {
@@ -99,11 +118,13 @@ impl Slots {
     }
 
     /// Runs `work` in a place of its own until it ends or `deadline` passes (then it is told
-    /// to stop, as it is when the returned future is dropped).
+    /// to stop, as it is when the returned future is dropped). `tenant`, the place the query
+    /// holds among its tenant's, is given back with this one, once the query's threads stop.
     pub(crate) async fn run<T, F>(
         &self,
         deadline: Instant,
         timeout: Duration,
+        tenant: Option<OwnedSemaphorePermit>,
         work: F,
     ) -> Result<T, QueryError>
     where
@@ -152,6 +173,7 @@ impl Slots {
                 // doing, not before.
                 runtime.shutdown_timeout(STOP_WAIT);
                 drop(permit);
+                drop(tenant);
             })
             .map_err(|e| QueryError::Internal(format!("cannot start a query thread: {e}")))?;
         // Dropping `stop` — on timeout, or when this future is dropped — stops the query.
