@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prost::bytes::{Buf as _, BufMut as _, Bytes};
 use sightline_common::error::chain as error_chain;
@@ -219,10 +219,13 @@ pub(crate) async fn worker(
     pool: Arc<Vec<Payload>>,
     mut idx: usize,
     deadline: Instant,
+    pace: Option<f64>,
     stop: Arc<AtomicBool>,
 ) -> Stats {
     let mut st = Stats::default();
     let is_grpc = matches!(client, Client::Grpc(..));
+    // With a pace (items per second), when the next request is due.
+    let mut due = Instant::now();
     loop {
         let now = Instant::now();
         if now >= deadline || stop.load(Ordering::Relaxed) {
@@ -264,7 +267,12 @@ pub(crate) async fn worker(
                 Some(ERROR_BACKOFF)
             }
         };
-        if let Some(b) = backoff {
+        if let Some(rate) = pace {
+            // Open loop: requests leave on schedule, whatever the answers were; a late one
+            // leaves at once (and the schedule is not caught up in a burst).
+            due = (due + Duration::from_secs_f64(p.items as f64 / rate)).max(Instant::now());
+            tokio::time::sleep_until(due.min(deadline).into()).await;
+        } else if let Some(b) = backoff {
             let left = deadline.saturating_duration_since(Instant::now());
             tokio::time::sleep(b.min(left)).await;
         }

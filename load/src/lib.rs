@@ -132,6 +132,12 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub batch_spans: u32,
 
+    /// Send at most this many items per second in all (spread over the workers, each pacing
+    /// its requests) instead of as fast as the server answers: a tenant's normal rate, or a
+    /// flood of a known size. Latencies then are those of a client at that rate.
+    #[arg(long, value_name = "ITEMS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
+
     /// gzip the request bodies (Content-Encoding: gzip / grpc-encoding: gzip).
     #[arg(long)]
     pub gzip: bool,
@@ -397,7 +403,14 @@ pub async fn run(args: LoadArgs) -> Result<(), LoadError> {
         // Spread the workers' starting points over the pool.
         let first = w * pool.len() / n_workers.max(1);
         let (pool, stop) = (pool.clone(), stop.clone());
-        workers.spawn(async move { (proto, worker(client, pool, first, deadline, stop).await) });
+        // Each worker's share of --rate, in items per second.
+        let pace = args.rate.map(|r| r as f64 / n_workers.max(1) as f64);
+        workers.spawn(async move {
+            (
+                proto,
+                worker(client, pool, first, deadline, pace, stop).await,
+            )
+        });
     }
     let mut grpc_stats = Stats::default();
     let mut http_stats = Stats::default();
