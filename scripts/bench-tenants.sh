@@ -13,7 +13,7 @@ flood_limit="${FLOOD_LIMIT:-20000}"; quiet_rate="${QUIET_RATE:-10000}"
 bin="$CARGO_TARGET_DIR/release/sightline"
 [ -x "$bin" ] || cargo build --release --bin sightline
 work=$(mktemp -d /tmp/sightline-bench-tenants.XXXXXX)
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/data"
 key() { "$bin" keys create --data-dir "$work/data" --tenant "$1" --role ingest 2>/dev/null; }
 quiet_key=$(key quiet); flood_key=$(key flood)
