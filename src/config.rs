@@ -204,7 +204,9 @@ impl Config {
                 < self.limits.max_decoded_bytes as f64
             {
                 bail!(
-                    "{key}.memory_share of limits.max_memory_bytes must hold at least one                      request of limits.max_decoded_bytes, or the tenant's largest requests                      would be refused for ever"
+                    "{key}.memory_share of limits.max_memory_bytes must hold at least one \
+                     request of limits.max_decoded_bytes, or the tenant's largest requests \
+                     would be refused for ever"
                 );
             }
         }
@@ -232,7 +234,7 @@ impl Config {
             wal_segment_bytes: self.storage.wal_segment_bytes as u64,
             compaction: self.compaction.policy(),
             maintenance_interval: self.compaction.interval,
-            retention: self.retention.by_table(),
+            retention: sightline_store::config::retention_by_table(&self.retention),
             // Replaced files stay for queries planned before the swap.
             file_grace: self.query.timeout + std::time::Duration::from_secs(30),
             max_resident_bytes: (self.limits.max_resident_bytes > 0)
@@ -390,7 +392,7 @@ mod tests {
     fn retention_per_signal() {
         let c = Config::from_toml("[retention]\nspans = \"7d\"\nlogs = \"0\"\n").expect("parse");
         c.validate().expect("valid");
-        let r = c.retention.by_table();
+        let r = sightline_store::config::retention_by_table(&c.retention);
         assert_eq!(
             r.get(&sightline_store::Table::Spans),
             Some(&Duration::from_secs(7 * 86400))

@@ -156,11 +156,13 @@ impl Tenants {
     ) -> anyhow::Result<(Arc<TenantApi>, Vec<(&'static str, Task)>)> {
         let config = &self.config;
         let is_default = name == DEFAULT_TENANT;
+        let share = config.tenants.limits(name);
         let mut store_config = config.store();
         store_config.tenant = name.to_string();
+        store_config.retention =
+            sightline_store::config::retention_by_table(&share.retention.or(config.retention));
         let store = Store::open(store_config, registry)
             .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-        let share = config.tenants.limits(name);
         let engine = store
             .query_engine_in(
                 config.query.limits(&config.data_dir),
@@ -328,6 +330,14 @@ impl StoreDirectory for Directory {
 
     fn open_stores(&self) -> Vec<Arc<Store>> {
         self.0.all().iter().map(|t| t.store.clone()).collect()
+    }
+
+    fn open_store(&self, tenant: &str) -> Option<Arc<Store>> {
+        self.0.opened(tenant).map(|t| t.store.clone())
+    }
+
+    fn open_count(&self) -> usize {
+        self.0.open.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 

@@ -90,6 +90,9 @@ impl Drop for Admitted {
 }
 
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// A tenant over its stored bytes waits for retention, which runs every maintenance
+/// interval: asking again every second would only cost both sides.
+const STORED_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Admission {
     /// Memory in use: buffered rows, flush working memory, and requests being processed.
@@ -105,25 +108,49 @@ impl Admission {
         quota: &Quota,
         bytes: usize,
     ) -> Result<(), IngestError> {
-        let stores = self.stores.open_stores();
-        if stores.len() < 2 {
+        if self.stores.open_count() < 2 {
             return Ok(());
         }
-        let Some(store) = stores.iter().find(|s| s.tenant() == tenant) else {
+        let Some(store) = self.stores.open_store(tenant) else {
             return Ok(());
         };
         let share = crate::quota::memory_share(&quota.limits, self.limits.max_memory_bytes);
-        let in_use = sightline_store::Store::memory_in_use(store) + quota.held();
+        let in_use = store.memory_in_use() + quota.held();
         if in_use.saturating_add(bytes) <= share {
             return Ok(());
         }
-        sightline_store::Store::request_flush(store);
+        store.request_flush();
         quota.count_refusal("memory");
         Err(IngestError::OverQuota {
             message: format!(
-                "tenant {tenant:?} holds {in_use} bytes, its share of the memory ceiling is                  {share} (tenants: memory_share of limits.max_memory_bytes); retry later"
+                "tenant {tenant:?} holds {in_use} bytes, its share of the memory ceiling is \
+                 {share} (tenants: memory_share of limits.max_memory_bytes); retry later"
             ),
             retry_after: RETRY_AFTER,
+        })
+    }
+
+    /// Whether `tenant`'s data is within the disk it may fill (`max_stored_bytes`: its
+    /// Parquet files and write-ahead log), checked before its request is read.
+    pub(crate) fn check_stored(&self, tenant: &str, quota: &Quota) -> Result<(), IngestError> {
+        let ceiling = quota.limits.max_stored_bytes as u64;
+        if ceiling == 0 {
+            return Ok(());
+        }
+        let Some(store) = self.stores.open_store(tenant) else {
+            return Ok(());
+        };
+        let stored = store.parquet_disk_bytes() + store.wal_disk_bytes();
+        if stored <= ceiling {
+            return Ok(());
+        }
+        quota.count_refusal("stored");
+        Err(IngestError::OverQuota {
+            message: format!(
+                "tenant {tenant:?} stores {stored} bytes, more than the {ceiling} it may \
+                 (tenants: max_stored_bytes); retry once retention has made room"
+            ),
+            retry_after: STORED_RETRY_AFTER,
         })
     }
 

@@ -436,6 +436,7 @@ impl Ingest {
         let quota = self.admission.quotas.of(&tenant);
         // A tenant over its rate is refused before anything more of its request is read.
         quota.check_rate(&tenant, std::time::Instant::now())?;
+        self.admission.check_stored(&tenant, &quota)?;
         let mut admitted = Admitted {
             admission: self.admission.clone(),
             signal,

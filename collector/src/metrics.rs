@@ -59,8 +59,9 @@ impl CollectorMetrics {
         );
         r.register(
             "over_quota",
-            "Requests refused because their tenant was over its ingest rate (limit=rate) or \
-             its share of the memory ceiling (limit=memory)",
+            "Requests refused because their tenant was over its ingest rate (limit=rate), \
+             its share of the memory ceiling (limit=memory) or its stored bytes \
+             (limit=stored)",
             m.over_quota.clone(),
         );
         r.register(

@@ -120,7 +120,7 @@ impl Quota {
         }
     }
 
-    /// Counts a refusal for reaching `limit` (`rate` or `memory`).
+    /// Counts a refusal for reaching `limit` (`rate`, `memory` or `stored`).
     pub(crate) fn count_refusal(&self, limit: &'static str) {
         if let Some((family, tenant)) = &self.refused {
             family

@@ -111,3 +111,54 @@ mod tests {
         assert!(parse_size("99999999999GiB").is_err());
     }
 }
+
+/// How long each signal is kept; whole hours are dropped. Absent keeps data forever (or, for
+/// a tenant, as the `[retention]` section says); "0" keeps it forever.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    #[serde(deserialize_with = "opt_duration")]
+    pub spans: Option<Duration>,
+    #[serde(deserialize_with = "opt_duration")]
+    pub logs: Option<Duration>,
+    #[serde(deserialize_with = "opt_duration")]
+    pub metrics: Option<Duration>,
+}
+
+impl RetentionConfig {
+    /// What this names, and `base` for the rest.
+    #[must_use]
+    pub fn or(self, base: RetentionConfig) -> RetentionConfig {
+        RetentionConfig {
+            spans: self.spans.or(base.spans),
+            logs: self.logs.or(base.logs),
+            metrics: self.metrics.or(base.metrics),
+        }
+    }
+
+    /// Checks every signal's retention; `key` names the section (`retention`).
+    ///
+    /// # Errors
+    /// A retention shorter than an hour (data is dropped by whole hours).
+    pub fn validate_as(&self, key: &str) -> Result<(), String> {
+        for (name, d) in [
+            ("spans", self.spans),
+            ("logs", self.logs),
+            ("metrics", self.metrics),
+        ] {
+            if d.is_some_and(|d| !d.is_zero() && d < Duration::from_secs(3600)) {
+                return Err(format!(
+                    "{key}.{name} must be at least 1h (data is dropped by whole hours), or 0 to \
+                     keep forever"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// # Errors
+    /// As [`RetentionConfig::validate_as`], for the `[retention]` section.
+    pub fn validate(&self) -> Result<(), String> {
+        self.validate_as("retention")
+    }
+}

@@ -40,9 +40,10 @@ pub fn check_tenant(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// What one tenant may take of the server: its ingest rate, and its shares of the memory
-/// ceiling, of the query places and of the query memory. The shares hold while more than one
-/// tenant is open; a server with one tenant gives it all it has.
+/// What one tenant may take of the server: its ingest rate, its shares of the memory ceiling,
+/// of the query places and of the query memory, the disk its data may fill and how long its
+/// data is kept. The shares hold while more than one tenant is open (a server with one tenant
+/// gives it all it has); the rates, the stored bytes and the retention always.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantLimits {
@@ -60,6 +61,12 @@ pub struct TenantLimits {
     pub query_share: f64,
     /// Most of `query.memory_limit` the tenant's queries may hold together.
     pub query_memory_share: f64,
+    /// Bytes of Parquet files and write-ahead log the tenant's data may fill (0: no limit);
+    /// past it the tenant's ingest is refused until retention makes room.
+    #[serde(deserialize_with = "crate::config::size")]
+    pub max_stored_bytes: usize,
+    /// How long the tenant's data is kept, per signal; what it leaves out is `[retention]`'s.
+    pub retention: crate::config::RetentionConfig,
 }
 
 impl Default for TenantLimits {
@@ -71,6 +78,8 @@ impl Default for TenantLimits {
             memory_share: 0.5,
             query_share: 0.5,
             query_memory_share: 0.5,
+            max_stored_bytes: 0,
+            retention: crate::config::RetentionConfig::default(),
         }
     }
 }
@@ -87,6 +96,10 @@ pub struct TenantLimitsOverride {
     pub memory_share: Option<f64>,
     pub query_share: Option<f64>,
     pub query_memory_share: Option<f64>,
+    #[serde(deserialize_with = "crate::config::opt_size")]
+    pub max_stored_bytes: Option<usize>,
+    /// Per signal: what it names replaces the default's.
+    pub retention: crate::config::RetentionConfig,
 }
 
 /// The `[tenants]` section: limits for every tenant, and per tenant.
@@ -115,6 +128,8 @@ impl TenantsConfig {
             memory_share: o.memory_share.unwrap_or(d.memory_share),
             query_share: o.query_share.unwrap_or(d.query_share),
             query_memory_share: o.query_memory_share.unwrap_or(d.query_memory_share),
+            max_stored_bytes: o.max_stored_bytes.unwrap_or(d.max_stored_bytes),
+            retention: o.retention.or(d.retention),
         }
     }
 
@@ -136,7 +151,7 @@ impl TenantsConfig {
             if l.ingest_burst < std::time::Duration::from_millis(100) {
                 return Err(format!("{key}.ingest_burst must be at least 100ms"));
             }
-            Ok(())
+            l.retention.validate_as(&format!("{key}.retention"))
         };
         check("tenants.defaults", &self.defaults)?;
         for tenant in self.overrides.keys() {
@@ -174,6 +189,46 @@ mod tests {
             bad.validate()
                 .expect_err("share past 1")
                 .contains("tenants.overrides.t.memory_share")
+        );
+    }
+
+    #[test]
+    fn a_tenant_keeps_its_data_as_long_as_its_own_retention_says_signal_by_signal() {
+        let hour = std::time::Duration::from_secs(3600);
+        let config: TenantsConfig = serde_json::from_str(
+            r#"{"defaults": {"retention": {"spans": "7d"}, "max_stored_bytes": "10GiB"},
+                "overrides": {"short": {"retention": {"logs": "1h"}, "max_stored_bytes": "1MiB"},
+                              "forever": {"retention": {"spans": "0"}}}}"#,
+        )
+        .expect("parses");
+        assert_eq!(config.validate(), Ok(()));
+        let short = config.limits("short");
+        assert_eq!(
+            short.retention.spans,
+            Some(168 * hour),
+            "the default's spans"
+        );
+        assert_eq!(short.retention.logs, Some(hour));
+        assert_eq!(short.max_stored_bytes, 1 << 20);
+        let forever = config.limits("forever");
+        assert_eq!(forever.retention.spans, Some(std::time::Duration::ZERO));
+        assert_eq!(forever.max_stored_bytes, 10 << 30);
+        // What no tenant section names is the process's [retention].
+        let process = crate::config::RetentionConfig {
+            metrics: Some(30 * 24 * hour),
+            spans: Some(hour),
+            ..Default::default()
+        };
+        let merged = short.retention.or(process);
+        assert_eq!(merged.metrics, Some(30 * 24 * hour));
+        assert_eq!(merged.spans, Some(168 * hour));
+        let bad: TenantsConfig =
+            serde_json::from_str(r#"{"overrides": {"t": {"retention": {"logs": "10m"}}}}"#)
+                .expect("parses");
+        assert!(
+            bad.validate()
+                .expect_err("shorter than an hour")
+                .contains("tenants.overrides.t.retention.logs")
         );
     }
 

@@ -87,30 +87,21 @@ impl Default for CompactionConfig {
     }
 }
 
-/// How long each signal is kept; whole hours are dropped. Absent or "0" keeps data forever.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetentionConfig {
-    #[serde(deserialize_with = "sightline_common::config::opt_duration")]
-    pub spans: Option<Duration>,
-    #[serde(deserialize_with = "sightline_common::config::opt_duration")]
-    pub logs: Option<Duration>,
-    #[serde(deserialize_with = "sightline_common::config::opt_duration")]
-    pub metrics: Option<Duration>,
-}
+pub use sightline_common::config::RetentionConfig;
 
-impl RetentionConfig {
-    pub fn by_table(&self) -> std::collections::BTreeMap<crate::Table, Duration> {
-        use crate::Table;
-        [
-            (Table::Spans, self.spans),
-            (Table::Logs, self.logs),
-            (Table::Metrics, self.metrics),
-        ]
-        .into_iter()
-        .filter_map(|(t, d)| d.filter(|d| !d.is_zero()).map(|d| (t, d)))
-        .collect()
-    }
+/// How long each table is kept under `retention` (signals without one, or with "0", forever).
+pub fn retention_by_table(
+    retention: &RetentionConfig,
+) -> std::collections::BTreeMap<crate::Table, Duration> {
+    use crate::Table;
+    [
+        (Table::Spans, retention.spans),
+        (Table::Logs, retention.logs),
+        (Table::Metrics, retention.metrics),
+    ]
+    .into_iter()
+    .filter_map(|(t, d)| d.filter(|d| !d.is_zero()).map(|d| (t, d)))
+    .collect()
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -220,26 +211,6 @@ impl CompactionConfig {
             min_files: self.min_files,
             close_after: self.close_after,
         })
-    }
-}
-
-impl RetentionConfig {
-    /// # Errors
-    /// A retention shorter than an hour (data is dropped by whole hours).
-    pub fn validate(&self) -> Result<(), String> {
-        for (name, d) in [
-            ("retention.spans", self.spans),
-            ("retention.logs", self.logs),
-            ("retention.metrics", self.metrics),
-        ] {
-            if d.is_some_and(|d| !d.is_zero() && d < Duration::from_secs(3600)) {
-                return Err(format!(
-                    "{name} must be at least 1h (data is dropped by whole hours), or 0 to keep \
-                     forever"
-                ));
-            }
-        }
-        Ok(())
     }
 }
 

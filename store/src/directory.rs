@@ -22,6 +22,17 @@ pub trait StoreDirectory: Send + Sync + std::fmt::Debug {
     /// The stores open now.
     fn open_stores(&self) -> Vec<Arc<Store>>;
 
+    /// The store of `tenant` if it is open (never opens one).
+    fn open_store(&self, tenant: &str) -> Option<Arc<Store>> {
+        self.open_stores()
+            .into_iter()
+            .find(|s| s.tenant() == tenant)
+    }
+    /// How many stores are open.
+    fn open_count(&self) -> usize {
+        self.open_stores().len()
+    }
+
     /// Memory every store accounts for (buffered rows, flush working memory).
     fn memory_in_use(&self) -> usize {
         self.open_stores()

@@ -241,6 +241,16 @@ def _server_binary() -> str:
     return binary
 
 
+def create_key(data_dir, tenant: str, role: str) -> str:
+    """`sightline keys create`: a new key of `tenant` with `role`, printed once."""
+    out = subprocess.run(
+        [_server_binary(), "keys", "create", "--data-dir", str(data_dir), "--tenant", tenant, "--role", role],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 def launch_server(workdir: Path, config: str | None = None, ca_file: str | None = None) -> Server:
     """Start `sightline serve` on ephemeral ports under `workdir` and wait until it is ready.
     `config` is the text of a TOML config file to start it with; `ca_file` the CA its TLS

@@ -6,15 +6,15 @@ rate; one tenant's queries filling its places leave another's free."""
 
 from __future__ import annotations
 
+import os
 import statistics
-import subprocess
 import threading
 import time
 
 import grpc
 import pytest
 import requests
-from conftest import _server_binary, launch_server
+from conftest import create_key, launch_server
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -37,17 +37,14 @@ ingest_burst = "1s"
 """
 
 
-def create_key(data_dir, tenant: str, role: str) -> str:
-    out = subprocess.run(
-        [_server_binary(), "keys", "create", "--data-dir", str(data_dir), "--tenant", tenant, "--role", role],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
+def spans_request(tenant: str, seq: int, n: int, at: int | None = None, pad: int = 0) -> bytes:
+    """`n` spans of `tenant` (its service), started at `at` (now when not given), each
+    carrying `pad` random (incompressible) bytes as an attribute."""
+    now = time.time_ns() if at is None else at
 
+    def attributes():
+        return [KeyValue(key="pad", value=AnyValue(bytes_value=os.urandom(pad)))] if pad else []
 
-def spans_request(tenant: str, seq: int, n: int) -> bytes:
-    now = time.time_ns()
     spans = [
         Span(
             trace_id=(seq << 32 | i | 1 << 100).to_bytes(16, "big"),
@@ -56,6 +53,7 @@ def spans_request(tenant: str, seq: int, n: int) -> bytes:
             kind=Span.SPAN_KIND_SERVER,
             start_time_unix_nano=now,
             end_time_unix_nano=now + 1_000,
+            attributes=attributes(),
         )
         for i in range(n)
     ]
@@ -303,3 +301,70 @@ def test_a_tenant_past_its_share_of_the_memory_ceiling_is_refused_and_the_other_
         assert set(small) == {200}, small
     finally:
         assert srv.stop() == 0, srv.log_tail()
+
+
+STORED_CONFIG = """
+[compaction]
+interval = "1s"
+
+[retention]
+spans = "0"
+
+[tenants.overrides.brief]
+max_stored_bytes = "256KiB"
+retention = { spans = "1h" }
+"""
+
+
+def test_each_tenant_keeps_its_data_as_long_as_it_may_and_fills_no_more_disk_than_it_may(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    keys = {t: {r: create_key(data, t, r) for r in ("ingest", "admin")} for t in ("brief", "keeper")}
+    admin = create_key(data, "default", "admin")
+    srv = launch_server(tmp_path, STORED_CONFIG)
+    try:
+        five_hours_ago = time.time_ns() - 5 * 3600 * 10**9
+        for t in ("brief", "keeper"):
+            assert post_spans(srv, keys[t]["ingest"], spans_request(t, 1, 300, at=five_hours_ago)).status_code == 200
+            assert post_spans(srv, keys[t]["ingest"], spans_request(t, 2, 100)).status_code == 200
+            flushed = requests.post(f"{srv.api_url}/api/v1/flush", headers=auth_header(keys[t]["admin"]), timeout=30)
+            assert flushed.status_code == 200, flushed.text
+
+        # Retention: the brief tenant's hour of five hours ago goes at the next maintenance
+        # pass; the keeper keeps its own, the same hour, for ever ([retention] spans = "0").
+        def count(t: str) -> int:
+            r = sql(srv, keys[t]["admin"], "SELECT count(*) FROM spans")
+            assert r.status_code == 200, r.text
+            return r.json()["rows"][0][0]
+
+        deadline = time.monotonic() + 30
+        while count("brief") != 100 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert count("brief") == 100, "the brief tenant's old hour was not dropped"
+        assert count("keeper") == 400
+
+        # Stored bytes: the brief tenant may fill 256 KiB. Incompressible padding passes it
+        # in a few requests; then it is refused before its body is read, and the keeper is not.
+        answers = []
+        for seq in range(3, 40):
+            r = post_spans(srv, keys["brief"]["ingest"], spans_request("brief", seq, 50, pad=2048))
+            assert r.status_code in (200, 429), (r.status_code, r.text)
+            answers.append(r)
+            if r.status_code == 429:
+                break
+        refused = answers[-1]
+        assert refused.status_code == 429, f"never refused after {len(answers)} requests of 100 KiB"
+        assert "max_stored_bytes" in refused.text and "brief" in refused.text, refused.text
+        assert int(refused.headers["Retry-After"]) >= 1
+        accepted = 100 + 50 * (len(answers) - 1)
+        assert count("brief") == accepted, "a refused request stored nothing, an accepted one all"
+        keeper = post_spans(srv, keys["keeper"]["ingest"], spans_request("keeper", 99, 50, pad=2048))
+        assert keeper.status_code == 200, keeper.text
+        metrics = requests.get(f"{srv.api_url}/metrics", headers=auth_header(admin), timeout=10).text
+        assert 'sightline_ingest_over_quota_total{tenant="brief",limit="stored"} 1' in metrics
+    finally:
+        assert srv.stop() == 0, srv.log_tail()
+
+
+def auth_header(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import datetime
 import signal
-import subprocess
 
 import pytest
 import requests
 from alerting import slo_spec
-from conftest import _server_binary, launch_server, poll
+from conftest import create_key, launch_server, poll
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
@@ -32,15 +31,6 @@ TENANTS = ("team-a", "team-b")
 class FixedTrace(RandomIdGenerator):
     def generate_trace_id(self) -> int:
         return TRACE_ID
-
-
-def create_key(data_dir, tenant: str, role: str) -> str:
-    out = subprocess.run(
-        [_server_binary(), "keys", "create", "--data-dir", str(data_dir), "--tenant", tenant, "--role", role],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    return out.stdout.strip()
 
 
 def auth(key: str) -> dict:
