@@ -35,6 +35,8 @@ pub struct Config {
     pub maintenance: Vec<sightline_slo::maintenance::MaintenanceConfig>,
     /// What each tenant may take: its ingest rate, shares of memory and queries.
     pub tenants: sightline_common::tenant::TenantsConfig,
+    /// Gateways whose `X-Scope-OrgID` names a request's tenant.
+    pub trusted_proxy: sightline_common::proxy::TrustedProxyConfig,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             notify: Default::default(),
             maintenance: Vec::new(),
             tenants: Default::default(),
+            trusted_proxy: Default::default(),
         }
     }
 }
@@ -172,6 +175,7 @@ impl Config {
             self.slo.validate(),
             self.notify.validate().map_err(|e| e.to_string()),
             self.tenants.validate(),
+            self.trusted_proxy.compile().map(|_| ()),
         ];
         for s in sections {
             s.map_err(anyhow::Error::msg)?;
@@ -260,12 +264,8 @@ mod tests {
     #[test]
     fn the_tls_examples_parse_and_validate() {
         let doc = include_str!("../docs/security.md");
-        let block = doc
-            .split("```toml\n")
-            .nth(1)
-            .and_then(|b| b.split("```").next())
-            .expect("a TOML block in docs/security.md");
-        let c = Config::from_toml(block).expect("the security.md example parses");
+        let c = Config::from_toml(toml_block(doc, "[[tls.clients]]"))
+            .expect("the security.md example parses");
         c.validate().expect("and is valid");
         assert_eq!(c.tls.clients[0].roles, ["ingest"]);
         // The example config's commented section, uncommented.
@@ -283,15 +283,31 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configs_commented_trusted_proxy_is_valid() {
+        let example = include_str!("../sightline.example.toml");
+        let section: String = example
+            .lines()
+            .skip_while(|l| !l.starts_with("# [trusted_proxy]"))
+            .take_while(|l| l.starts_with('#'))
+            .filter(|l| !l.starts_with("# A ") && !l.starts_with("# from "))
+            .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+            .collect();
+        let c = Config::from_toml(&section).expect("the example's [trusted_proxy] parses");
+        c.validate().expect("and is valid");
+        assert_eq!(c.trusted_proxy.addresses.len(), 2);
+    }
+
+    #[test]
     fn the_tenant_limits_example_parses_and_small_memory_shares_are_refused() {
         let doc = include_str!("../docs/security.md");
-        let block = doc
-            .split("```toml\n")
-            .nth(2)
-            .and_then(|b| b.split("```").next())
-            .expect("the [tenants] block in docs/security.md");
-        let c = Config::from_toml(block).expect("the [tenants] example parses");
+        let c = Config::from_toml(toml_block(doc, "[tenants.defaults]"))
+            .expect("the [tenants] example parses");
         c.validate().expect("and is valid");
+        assert_eq!(
+            c.tenants.limits("team-a").max_stored_bytes,
+            50 << 30,
+            "the example's override"
+        );
         assert_eq!(c.tenants.limits("team-a").ingest_items_per_second, 5000);
         assert_eq!(c.tenants.limits("team-a").memory_share, 0.5);
         assert_eq!(c.tenants.limits("team-b").ingest_items_per_second, 200_000);
@@ -308,6 +324,29 @@ mod tests {
                 .contains("tenants.overrides.tiny.memory_share"),
             "{err}"
         );
+    }
+
+    /// The ```toml block of `doc` that contains `marker`.
+    fn toml_block<'a>(doc: &'a str, marker: &str) -> &'a str {
+        doc.split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .find(|b| b.contains(marker))
+            .unwrap_or_else(|| panic!("no toml block with {marker}"))
+    }
+
+    #[test]
+    fn the_trusted_proxy_example_parses_and_bad_addresses_are_refused() {
+        let doc = include_str!("../docs/security.md");
+        let c = Config::from_toml(toml_block(doc, "[trusted_proxy]")).expect("parses");
+        c.validate().expect("and is valid");
+        let proxy = c.trusted_proxy.compile().expect("valid").expect("on");
+        assert!(proxy.trusts("10.0.1.200".parse().expect("address")));
+        assert!(!proxy.trusts("10.0.0.8".parse().expect("address")));
+        let c = Config::from_toml("[trusted_proxy]\naddresses = [\"gateway.local\"]\n")
+            .expect("parses");
+        let err = c.validate().expect_err("a name is no address");
+        assert!(err.to_string().contains("gateway.local"), "{err}");
     }
 
     #[test]

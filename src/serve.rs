@@ -196,9 +196,11 @@ pub async fn serve(
     let keys = Arc::new(
         sightline_common::auth::Keys::open(&sightline_common::auth::keys_path(&config.data_dir))
             .map_err(anyhow::Error::msg)?
-            .with_certificate_identities(tls.as_ref().is_some_and(|t| t.identities_configured())),
+            .with_certificate_identities(tls.as_ref().is_some_and(|t| t.identities_configured()))
+            .with_trusted_proxy(config.trusted_proxy.compile().map_err(anyhow::Error::msg)?),
     );
-    // Keys, or client certificates every connection must present, guard the ports.
+    // Keys (a trusted proxy needs them from everyone else), or client certificates every
+    // connection must present, guard the ports.
     open_network_check(
         &config,
         keys.configured() || tls.as_ref().is_some_and(|t| t.client_auth_required()),

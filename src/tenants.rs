@@ -109,6 +109,10 @@ impl Tenants {
         if self.stop.is_cancelled() {
             anyhow::bail!("the server is stopping");
         }
+        let max = self.config.tenants.max_tenants;
+        if self.open.read().unwrap_or_else(|e| e.into_inner()).len() >= max {
+            anyhow::bail!("{max} tenants are open already (tenants.max_tenants)");
+        }
         let mut own = Registry::default();
         let is_default = name == DEFAULT_TENANT;
         let registry = match registry {

@@ -139,6 +139,15 @@ impl IngestError {
 
 impl From<StoreError> for IngestError {
     fn from(e: StoreError) -> Self {
+        // A tenant that cannot be opened (too many open, its directory unreadable): the
+        // sender keeps its data and retries; the operator sees why in the log.
+        if let StoreError::Tenant(why) = &e {
+            tracing::warn!(error = %why, "a tenant cannot be opened; sender will retry");
+            return IngestError::Unavailable {
+                message: "this tenant cannot be served now; retry later".into(),
+                retry_after: Duration::from_secs(5),
+            };
+        }
         if e.is_retryable() {
             tracing::warn!(error = %e, "store refused a write; sender will retry");
             IngestError::Unavailable {

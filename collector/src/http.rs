@@ -64,6 +64,9 @@ async fn export<R: ExportRequest>(
             .map(HeaderValue::as_bytes),
         client: client.map(|c| c.0.0),
         certificate: certificate.as_ref().map(|c| &c.0.0),
+        org_id: headers
+            .get(sightline_common::proxy::ORG_ID_HEADER)
+            .map(HeaderValue::as_bytes),
         via: "otlp_http",
     };
     let tenant = match state.ingest.authorize(&credentials) {

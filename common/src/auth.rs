@@ -254,6 +254,9 @@ pub struct Credentials<'a> {
     pub authorization: Option<&'a [u8]>,
     pub client: Option<IpAddr>,
     pub certificate: Option<&'a Principal>,
+    /// Its `X-Scope-OrgID` header value, believed only from a trusted proxy
+    /// ([`crate::proxy`]).
+    pub org_id: Option<&'a [u8]>,
     pub via: &'static str,
 }
 
@@ -331,6 +334,9 @@ pub struct Keys {
     /// Client certificates can stand for a tenant: then credentials are needed even with no
     /// key.
     certificates: bool,
+    /// Peers whose `X-Scope-OrgID` names the tenant: then credentials are needed even with no
+    /// key.
+    proxy: Option<crate::proxy::TrustedProxy>,
     /// Where failed attempts and key changes are recorded, once set.
     audit: std::sync::OnceLock<std::sync::Arc<dyn AuditSink>>,
     /// Key creations and revocations up to this time are in the audit already.
@@ -360,6 +366,7 @@ impl Keys {
             }),
             failures: Mutex::default(),
             certificates: false,
+            proxy: None,
             audit: std::sync::OnceLock::new(),
             audited_until: Mutex::new(0),
             failed_total: Default::default(),
@@ -433,10 +440,18 @@ impl Keys {
         self
     }
 
-    /// Whether any key was ever created (or client certificates stand for tenants): then
-    /// every request needs credentials.
+    /// Requests from `proxy`'s peers carrying `X-Scope-OrgID` are that tenant's, with the
+    /// proxy's roles; every other request needs credentials even when no key exists.
+    #[must_use]
+    pub fn with_trusted_proxy(mut self, proxy: Option<crate::proxy::TrustedProxy>) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
+    /// Whether any key was ever created (or client certificates stand for tenants, or a
+    /// trusted proxy names them): then every request needs credentials.
     pub fn configured(&self) -> bool {
-        self.certificates || !self.lock().records.is_empty()
+        self.certificates || self.proxy.is_some() || !self.lock().records.is_empty()
     }
 
     /// The tenants of the keys that work now (not revoked, not expired), sorted.
@@ -504,6 +519,7 @@ impl Keys {
             authorization,
             client,
             certificate: None,
+            org_id: None,
             via: "",
         };
         self.authenticate(&credentials, Some(role))
@@ -522,14 +538,17 @@ impl Keys {
             authorization,
             client,
             certificate: None,
+            org_id: None,
             via: "",
         };
         self.authenticate(&credentials, None)
     }
 
-    /// Who `credentials` are, if they may do `role` (any role: `None`). An `Authorization`
-    /// header is checked as a key; without one, a client certificate's identity stands. With
-    /// no key configured (and no certificate identities) every request is let in, as the
+    /// Who `credentials` are, if they may do `role` (any role: `None`). With a trusted proxy
+    /// configured, an `X-Scope-OrgID` header decides (from a trusted peer: that tenant, with
+    /// the proxy's roles; from any other: refused). Otherwise an `Authorization` header is
+    /// checked as a key; without one, a client certificate's identity stands. With no key
+    /// configured (and no certificate identities or proxy) every request is let in, as the
     /// default tenant.
     ///
     /// # Errors
@@ -543,11 +562,12 @@ impl Keys {
             authorization,
             client,
             certificate,
+            org_id,
             via,
         } = *credentials;
         // One look at the keys per request: whether any is configured, then the key.
         let loaded = self.lock();
-        if loaded.records.is_empty() && !self.certificates {
+        if loaded.records.is_empty() && !self.certificates && self.proxy.is_none() {
             return Ok(Principal {
                 tenant: DEFAULT_TENANT.into(),
                 key_id: String::new(),
@@ -557,9 +577,33 @@ impl Keys {
         if let Some(retry_after) = client.and_then(|ip| self.locked_out(ip)) {
             return Err(Denied::TooManyFailures { retry_after });
         }
-        let presented = match (authorization, certificate) {
-            (None, Some(p)) => Ok(p.clone()),
-            _ => verify(&loaded, authorization),
+        let presented = match (&self.proxy, org_id) {
+            (Some(proxy), Some(org_id)) if client.is_some_and(|c| proxy.trusts(c)) => {
+                proxy.principal(org_id)
+            }
+            // Not from a proxy: the header may only repeat the tenant of the key sent with
+            // it (exporters set up for a Mimir-style gateway send both).
+            (Some(_), Some(org_id)) => match (authorization, certificate) {
+                (None, None) => Err(Denied::Unauthenticated(
+                    "X-Scope-OrgID is believed only from the addresses in trusted_proxy; send \
+                     an API key",
+                )),
+                (None, Some(p)) => Ok(p.clone()),
+                _ => verify(&loaded, authorization),
+            }
+            .and_then(|p| {
+                if org_id.trim_ascii() == p.tenant.as_bytes() {
+                    Ok(p)
+                } else {
+                    Err(Denied::Unauthenticated(
+                        "X-Scope-OrgID names another tenant than the key's",
+                    ))
+                }
+            }),
+            _ => match (authorization, certificate) {
+                (None, Some(p)) => Ok(p.clone()),
+                _ => verify(&loaded, authorization),
+            },
         };
         let result = presented.and_then(|p| match role {
             Some(role) if !p.may(role) => Err(Denied::Forbidden(role)),
@@ -857,6 +901,62 @@ mod tests {
             keys.authenticate(&wrong, Some(Role::Ingest)),
             Err(Denied::Unauthenticated(_))
         ));
+    }
+
+    #[test]
+    fn a_trusted_proxy_names_the_tenant_and_no_one_else_can() {
+        let (key, record) = new_key("team-a", &[Role::Ingest], "", None).expect("key");
+        let proxy = crate::proxy::TrustedProxyConfig {
+            addresses: vec!["10.1.0.0/16".into()],
+            roles: vec![Role::Ingest],
+        }
+        .compile()
+        .expect("valid");
+        let (_dir, keys) = keys_with(&[]);
+        let keys = keys.with_trusted_proxy(proxy.clone());
+        assert!(keys.configured(), "with a proxy, requests need credentials");
+        let ask = |keys: &Keys, org: &[u8], from: &str, key: Option<&[u8]>, role: Role| {
+            keys.authenticate(
+                &Credentials {
+                    authorization: key,
+                    client: Some(from.parse().expect("address")),
+                    org_id: Some(org),
+                    ..Credentials::default()
+                },
+                Some(role),
+            )
+        };
+        let who = ask(&keys, b"team-b", "10.1.2.3", None, Role::Ingest).expect("from the proxy");
+        assert_eq!(
+            (who.tenant.as_str(), who.key_id.as_str()),
+            ("team-b", "proxy")
+        );
+        assert_eq!(
+            ask(&keys, b"team-b", "10.1.2.3", None, Role::Read),
+            Err(Denied::Forbidden(Role::Read)),
+            "the proxy's roles only"
+        );
+        assert!(matches!(
+            ask(&keys, b"team-b", "10.2.0.1", None, Role::Ingest),
+            Err(Denied::Unauthenticated(_))
+        ));
+        assert_eq!(
+            keys.failures(),
+            1,
+            "a header from elsewhere is a failed attempt"
+        );
+        // Beside a key, from elsewhere: the header may repeat the key's tenant, no other.
+        let (_dir, keys) = keys_with(&[record]);
+        let keys = keys.with_trusted_proxy(proxy);
+        let header = bearer(&key);
+        let who = ask(&keys, b"team-a", "10.2.0.1", Some(&header), Role::Ingest).expect("its own");
+        assert_eq!(who.tenant, "team-a");
+        assert!(matches!(
+            ask(&keys, b"team-b", "10.2.0.1", Some(&header), Role::Ingest),
+            Err(Denied::Unauthenticated(_))
+        ));
+        // Without the header a key is a key, from anywhere.
+        assert!(keys.check(Some(&header), None, Role::Ingest).is_ok());
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod durable;
 pub mod error;
 pub mod listener;
 pub mod process;
+pub mod proxy;
 pub mod seeded;
 pub mod tenant;
 pub mod tls;

@@ -103,11 +103,24 @@ pub struct TenantLimitsOverride {
 }
 
 /// The `[tenants]` section: limits for every tenant, and per tenant.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantsConfig {
+    /// Most tenants open at once (each is a store, a write-ahead log and tasks of its own):
+    /// a key or a trusted proxy naming one more is refused.
+    pub max_tenants: usize,
     pub defaults: TenantLimits,
     pub overrides: std::collections::BTreeMap<String, TenantLimitsOverride>,
+}
+
+impl Default for TenantsConfig {
+    fn default() -> Self {
+        Self {
+            max_tenants: 1000,
+            defaults: TenantLimits::default(),
+            overrides: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 impl TenantsConfig {
@@ -153,6 +166,9 @@ impl TenantsConfig {
             }
             l.retention.validate_as(&format!("{key}.retention"))
         };
+        if self.max_tenants == 0 {
+            return Err("tenants.max_tenants must be at least 1 (the default tenant)".into());
+        }
         check("tenants.defaults", &self.defaults)?;
         for tenant in self.overrides.keys() {
             check_tenant(tenant).map_err(|e| format!("tenants.overrides: {e}"))?;
