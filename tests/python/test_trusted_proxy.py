@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 
 import pytest
 from conftest import create_key, launch_server
@@ -104,3 +105,37 @@ def test_no_one_but_the_proxy_can_name_a_tenant(proxied):
         assert status == 401 and "X-Scope-OrgID" in text, (bad, status, text)
     for bad in ["Team-B", "a|b"]:
         assert not (srv.data_dir / bad).exists(), bad
+
+
+ONE_SPAN = {
+    "resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "c",
+        "startTimeUnixNano": str(time.time_ns()), "endTimeUnixNano": str(time.time_ns() + 1000),
+    }]}]}]
+}  # fmt: skip
+
+
+def test_a_proxy_naming_ever_new_tenants_is_held_to_max_tenants(tmp_path):
+    # The default tenant and two more may be open; a fourth is refused retryably, and those
+    # open go on.
+    srv = launch_server(tmp_path, CONFIG + "\n[tenants]\nmax_tenants = 3\n")
+    try:
+        send_span(srv, "http", "one", "a")
+        send_span(srv, "grpc", "two", "b")
+        status, text = sql(srv, "SELECT count(*) FROM spans", {"X-Scope-OrgID": "three"})
+        assert status == 503 and "cannot be served" in text, (status, text)
+        host, port = srv.otlp_http.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.request(
+            "POST", "/v1/traces", body=json.dumps(ONE_SPAN).encode(),
+            headers={"Content-Type": "application/json", "X-Scope-OrgID": "three"},
+        )  # fmt: skip
+        r = conn.getresponse()
+        assert r.status == 503 and r.getheader("Retry-After"), (r.status, r.read())
+        conn.close()
+        assert not (srv.data_dir / "three").exists()
+        for tenant in ("one", "two"):
+            status, text = sql(srv, "SELECT count(*) FROM spans", {"X-Scope-OrgID": tenant})
+            assert status == 200 and json.loads(text)["rows"] == [[1]], text
+    finally:
+        assert srv.stop() == 0, srv.log_tail()
