@@ -227,6 +227,7 @@ impl Tenants {
         };
         let notifier = sightline_notify::Notifier::open(
             &config.notify,
+            name,
             &notify_dir,
             &self.link,
             store.clone(),

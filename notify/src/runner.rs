@@ -43,6 +43,8 @@ struct Runner {
 
 struct Shared {
     engine: Engine,
+    /// Put as the `tenant` label on every alert of a tenant other than the default.
+    tenant: Option<String>,
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
     silences: Silences,
@@ -82,8 +84,9 @@ fn integrations(
 }
 
 impl Notifier {
-    /// Opens the outbox and the silences in `dir` (created if needed) and builds the
-    /// receivers. `external_url` is used when the config gives none. Time comes from `clock`
+    /// Opens `tenant`'s outbox and silences in `dir` (created if needed) and builds the
+    /// receivers (the operator's, shared: alerts of a tenant other than the default carry a
+    /// `tenant` label). `external_url` is used when the config gives none. Time comes from `clock`
     /// (backoff, `max_age`, the breaker, silences and windows).
     ///
     /// # Errors
@@ -95,6 +98,7 @@ impl Notifier {
     )]
     pub fn open(
         config: &NotifyConfig,
+        tenant: &str,
         dir: &Path,
         external_url: &str,
         store: Arc<Store>,
@@ -153,6 +157,8 @@ impl Notifier {
         Ok(Self {
             shared: Arc::new(Shared {
                 engine,
+                tenant: (tenant != sightline_common::tenant::DEFAULT_TENANT)
+                    .then(|| tenant.to_string()),
                 store,
                 clock,
                 silences,
@@ -248,8 +254,17 @@ impl Runner {
         }
         let now = s.clock.now();
         let engine = &s.engine;
+        let mut firing = engine.firing();
+        if let Some(tenant) = &s.tenant {
+            // Routes and receivers are shared by all tenants: the label says whose alert it
+            // is (and lets a route send each tenant's to its own receiver). It replaces any
+            // `tenant` a spec's labels set, so no tenant can pass for another.
+            for f in &mut firing {
+                f.labels.insert("tenant".into(), tenant.clone());
+            }
+        }
         self.dispatcher
-            .observe_with(&engine.firing(), now, |fp| engine.resolved_annotations(fp));
+            .observe_with(&firing, now, |fp| engine.resolved_annotations(fp));
         if self.dispatcher.next_due().is_none_or(|t| t > now) {
             return;
         }

@@ -450,3 +450,56 @@ def test_email_over_implicit_tls_with_authentication(tmp_path):
             stop(server)
     finally:
         smtp.stop()
+
+
+def test_each_tenant_s_alerts_say_whose_they_are_and_route_by_it(tmp_path):
+    """Receivers and routes are the operator's, shared by tenants: a tenant's alerts carry a
+    `tenant` label (which no spec can set to another tenant's name), so a route can send each
+    tenant's pages to its own receiver."""
+    from alerting import spans
+    from conftest import create_key
+
+    ops, team_a = Hook().start(), Hook().start()
+    service = "checkout-tenants"
+    data = tmp_path / "data"
+    data.mkdir()
+    keys = {t: create_key(data, t, "ingest") for t in ("team-a", "team-b")}
+    slo_dir = tmp_path / "slos"
+    for tenant in ("team-a", "team-b"):
+        (slo_dir / tenant).mkdir(parents=True)
+        spec = slo_spec(service)
+        if tenant == "team-b":  # tries to pass for team-a
+            spec = spec.replace("  team: payments", "  team: payments\n  tenant: team-a")
+        (slo_dir / tenant / "checkout.yaml").write_text(spec)
+    receivers = webhook_receiver("ops", ops.url) + webhook_receiver("team-a", team_a.url)
+    route = '\n[notify.route]\nreceivers = ["ops"]\n'
+    child = """
+[[notify.route.routes]]
+receivers = ["team-a"]
+matchers = ['tenant="team-a"']
+"""
+    server = launch_server(tmp_path, config(slo_dir, receivers, route=route, extra=child))
+
+    def outage_of(tenant: str) -> None:
+        r = requests.post(
+            f"{server.otlp_http_url}/v1/traces", data=spans(service, 200, error=True), timeout=10,
+            headers={"content-type": "application/x-protobuf", "authorization": f"Bearer {keys[tenant]}"},
+        )  # fmt: skip
+        assert r.status_code == 200, r.text
+
+    try:
+        outage_of("team-a")
+        poll(lambda: team_a.delivered(), what="team-a's page at team-a's receiver", timeout=30)
+        (a,) = team_a.delivered()
+        assert a.json["commonLabels"]["tenant"] == "team-a"
+        assert {x["labels"]["tenant"] for x in a.json["alerts"]} == {"team-a"}
+        outage_of("team-b")
+        poll(lambda: ops.delivered(), what="team-b's page at the operator's receiver", timeout=30)
+        (b,) = ops.delivered()
+        assert b.json["commonLabels"]["tenant"] == "team-b", b.json["commonLabels"]
+        time.sleep(2)  # a group_interval: nothing more arrives anywhere
+        assert len(team_a.delivered()) == 1 and len(ops.delivered()) == 1
+    finally:
+        stop(server)
+        ops.stop()
+        team_a.stop()
