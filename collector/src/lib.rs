@@ -48,6 +48,7 @@ pub mod ingest;
 pub mod limits;
 pub mod metrics;
 mod quota;
+pub mod request;
 pub mod shape;
 
 pub use error::IngestError;
