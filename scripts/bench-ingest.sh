@@ -7,6 +7,8 @@
 # SLO_DIR=dir runs the server with --slo-dir dir (to measure the cost of live SLO counting).
 # TLS=1 runs it with TLS on every listener (a CA and certificate made with openssl for the run)
 # and the load tool with --ca-file.
+# KEYS=1 creates API keys first, so every request is checked (the load tool sends an ingest
+# key, the script an admin key for /metrics and the flush).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sightline-target}"
@@ -20,6 +22,11 @@ cat > "$work/sightline.toml" <<TOML
 durability = "$durability"
 TOML
 scheme=http; curl_tls=(); load_tls=()
+if [ "${KEYS:-0}" = 1 ]; then
+  mkdir -p "$work/data"
+  load_tls+=(--api-key "$("$bin" keys create --data-dir "$work/data" --role ingest 2>/dev/null)")
+  curl_tls+=(-H "Authorization: Bearer $("$bin" keys create --data-dir "$work/data" --role admin 2>/dev/null)")
+fi
 if [ "${TLS:-0}" = 1 ]; then
   ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
   openssl req -x509 "${ec[@]}" -days 1 -subj /CN=bench-ca -keyout "$work/ca.key" \
@@ -31,7 +38,7 @@ if [ "${TLS:-0}" = 1 ]; then
     -CAcreateserial -days 1 -extfile "$work/ext" -out "$work/server.pem" 2>/dev/null
   printf '[tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$work/server.pem" "$work/server.key" \
     >> "$work/sightline.toml"
-  scheme=https; curl_tls=(--cacert "$work/ca.pem"); load_tls=(--ca-file "$work/ca.pem")
+  scheme=https; curl_tls+=(--cacert "$work/ca.pem"); load_tls+=(--ca-file "$work/ca.pem")
 fi
 "$bin" serve --config "$work/sightline.toml" --data-dir "$work/data" \
   --otlp-grpc-listen 127.0.0.1:0 --otlp-http-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
