@@ -31,15 +31,8 @@ pub fn table_dir(root: &Path, tenant: &str, table: Table) -> PathBuf {
 
 /// Directory of the hourly partition `hour` (hours since the epoch) of a table.
 pub fn partition_dir(table_dir: &Path, hour: i64) -> PathBuf {
-    let t: DateTime<Utc> = DateTime::from_timestamp(hour * 3600, 0).unwrap_or_default();
-    table_dir
-        .join(format!(
-            "date={:04}-{:02}-{:02}",
-            t.year(),
-            t.month(),
-            t.day()
-        ))
-        .join(format!("hour={:02}", t.hour()))
+    let (date, hour) = partition_parts(hour);
+    table_dir.join(date).join(hour)
 }
 
 pub const WATERMARK_FILE: &str = "_watermark";
@@ -124,9 +117,112 @@ pub fn parse_partition(date_dir: &str, hour_dir: &str) -> Option<i64> {
     Some(t.timestamp().div_euclid(3600))
 }
 
+/// The same layout in an object store: paths relative to the store's root (a bucket and
+/// prefix, or the data directory), `/`-separated, each part of them as the directories
+/// above name it — so a data directory served through `object_store`'s local file system
+/// holds exactly the files it holds today.
+pub mod object {
+    use object_store::path::Path as ObjectPath;
+
+    use super::FileNameInfo;
+    use crate::schema::Table;
+
+    /// Where a tenant's table is: `<tenant>/<table>`.
+    pub fn table_prefix(tenant: &str, table: Table) -> ObjectPath {
+        ObjectPath::from_iter([tenant, table.name()])
+    }
+
+    /// Where an hour of a table is: `<tenant>/<table>/date=YYYY-MM-DD/hour=HH`.
+    pub fn partition_prefix(tenant: &str, table: Table, hour: i64) -> ObjectPath {
+        let (date, hour) = super::partition_parts(hour);
+        table_prefix(tenant, table).join(date).join(hour)
+    }
+
+    /// A data file of an hour (`name` from [`super::data_file_name`]).
+    pub fn data_file(tenant: &str, table: Table, hour: i64, name: &str) -> ObjectPath {
+        partition_prefix(tenant, table, hour).join(name)
+    }
+
+    /// A table's watermark (the highest WAL sequence number all in Parquet).
+    pub fn watermark(tenant: &str, table: Table) -> ObjectPath {
+        table_prefix(tenant, table).join(super::WATERMARK_FILE)
+    }
+
+    /// What a data file's path says: its tenant, table, hour and name's facts; `None` for
+    /// anything that is not a data file of ours (a watermark, a temporary file, a path of
+    /// another layout).
+    pub fn parse_data_file(path: &ObjectPath) -> Option<(String, Table, i64, FileNameInfo)> {
+        let parts: Vec<_> = path.parts().collect();
+        let [tenant, table, date, hour, name] = parts.as_slice() else {
+            return None;
+        };
+        let table = Table::ALL
+            .iter()
+            .copied()
+            .find(|t| t.name() == table.as_ref())?;
+        sightline_common::tenant::check_tenant(tenant.as_ref()).ok()?;
+        let hour = super::parse_partition(date.as_ref(), hour.as_ref())?;
+        let info = super::parse_data_file_name(name.as_ref())?;
+        Some((tenant.as_ref().to_string(), table, hour, info))
+    }
+}
+
+/// The directory names of an hour: `date=YYYY-MM-DD` and `hour=HH`.
+fn partition_parts(hour: i64) -> (String, String) {
+    let t: DateTime<Utc> = DateTime::from_timestamp(hour * 3600, 0).unwrap_or_default();
+    (
+        format!("date={:04}-{:02}-{:02}", t.year(), t.month(), t.day()),
+        format!("hour={:02}", t.hour()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_paths_are_the_directories_relative_to_the_root() {
+        let hour = hour_of(1_764_318_000_123_456_789);
+        let name = data_file_name(1, 2, 3, "ab");
+        for tenant in ["default", "team-a"] {
+            for table in Table::ALL {
+                let dir = partition_dir(&table_dir(Path::new(""), tenant, table), hour).join(&name);
+                let object = object::data_file(tenant, table, hour, &name);
+                assert_eq!(object.as_ref(), dir.to_str().expect("text"));
+                assert_eq!(
+                    object::parse_data_file(&object),
+                    Some((
+                        tenant.to_string(),
+                        table,
+                        hour,
+                        FileNameInfo {
+                            min_time: 1,
+                            max_time: 2,
+                            wal_seq: 3
+                        }
+                    ))
+                );
+            }
+        }
+        assert_eq!(
+            object::watermark("default", Table::Spans).as_ref(),
+            "default/spans/_watermark"
+        );
+        for other in [
+            "default/spans/_watermark",
+            "default/spans/date=2025-11-28/hour=08/1_2_3_ab.parquet.tmp",
+            "default/nope/date=2025-11-28/hour=08/1_2_3_ab.parquet",
+            "Team/spans/date=2025-11-28/hour=08/1_2_3_ab.parquet",
+            "default/spans/date=2025-11-28/hour=24/1_2_3_ab.parquet",
+            "x/default/spans/date=2025-11-28/hour=08/1_2_3_ab.parquet",
+        ] {
+            assert_eq!(
+                object::parse_data_file(&object_store::path::Path::from(other)),
+                None,
+                "{other}"
+            );
+        }
+    }
 
     #[test]
     fn partition_dir_round_trips() {
