@@ -240,6 +240,7 @@ pub async fn serve(
     for name in known.iter().filter(|n| n.as_str() != DEFAULT_TENANT) {
         tenants.open(name, None).await?;
     }
+    tenants.cap_from_now();
     // The audit: admin actions and failed attempts, in each tenant's `audit` table; key
     // changes made while the server was stopped are recorded now.
     let mut audited = 0;

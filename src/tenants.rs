@@ -46,6 +46,9 @@ pub struct Tenants {
     stop: CancellationToken,
     /// The query places, memory and spill space of every tenant's engine.
     query: QueryShared,
+    /// Set once the tenants known at start are open: from then on `tenants.max_tenants`
+    /// bounds the tenants open (those known at start always open, however many).
+    capped: std::sync::atomic::AtomicBool,
 }
 
 impl Tenants {
@@ -66,6 +69,7 @@ impl Tenants {
             stopped_tx,
             stopped_rx: tokio::sync::Mutex::new(stopped_rx),
             stop: CancellationToken::new(),
+            capped: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -110,7 +114,9 @@ impl Tenants {
             anyhow::bail!("the server is stopping");
         }
         let max = self.config.tenants.max_tenants;
-        if self.open.read().unwrap_or_else(|e| e.into_inner()).len() >= max {
+        if self.capped.load(std::sync::atomic::Ordering::Acquire)
+            && self.open.read().unwrap_or_else(|e| e.into_inner()).len() >= max
+        {
             anyhow::bail!("{max} tenants are open already (tenants.max_tenants)");
         }
         let mut own = Registry::default();
@@ -142,6 +148,12 @@ impl Tenants {
             .insert(name.to_string(), api.clone());
         tracing::info!(tenant = name, "tenant opened");
         Ok(api)
+    }
+
+    /// The tenants known at start are open: from now on `tenants.max_tenants` holds.
+    pub fn cap_from_now(&self) {
+        self.capped
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Runs `task` as one of the tenants' tasks (awaited when the server stops).

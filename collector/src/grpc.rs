@@ -236,10 +236,7 @@ where
             .map(HeaderValue::as_bytes),
         client: conn.and_then(|c| c.remote_addr).map(|a| a.ip()),
         certificate: conn.and_then(|c| c.certificate.as_ref()),
-        org_id: parts
-            .headers
-            .get(sightline_common::proxy::ORG_ID_HEADER)
-            .map(HeaderValue::as_bytes),
+        org_id: sightline_common::proxy::OrgId::of(&parts.headers),
         via: "otlp_grpc",
     })?;
     let encoding = match parts.headers.get("grpc-encoding").map(HeaderValue::to_str) {

@@ -64,9 +64,7 @@ async fn export<R: ExportRequest>(
             .map(HeaderValue::as_bytes),
         client: client.map(|c| c.0.0),
         certificate: certificate.as_ref().map(|c| &c.0.0),
-        org_id: headers
-            .get(sightline_common::proxy::ORG_ID_HEADER)
-            .map(HeaderValue::as_bytes),
+        org_id: sightline_common::proxy::OrgId::of(&headers),
         via: "otlp_http",
     };
     let tenant = match state.ingest.authorize(&credentials) {

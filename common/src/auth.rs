@@ -254,9 +254,8 @@ pub struct Credentials<'a> {
     pub authorization: Option<&'a [u8]>,
     pub client: Option<IpAddr>,
     pub certificate: Option<&'a Principal>,
-    /// Its `X-Scope-OrgID` header value, believed only from a trusted proxy
-    /// ([`crate::proxy`]).
-    pub org_id: Option<&'a [u8]>,
+    /// Its `X-Scope-OrgID` header, believed only from a trusted proxy ([`crate::proxy`]).
+    pub org_id: crate::proxy::OrgId<'a>,
     pub via: &'static str,
 }
 
@@ -519,7 +518,7 @@ impl Keys {
             authorization,
             client,
             certificate: None,
-            org_id: None,
+            org_id: Default::default(),
             via: "",
         };
         self.authenticate(&credentials, Some(role))
@@ -538,7 +537,7 @@ impl Keys {
             authorization,
             client,
             certificate: None,
-            org_id: None,
+            org_id: Default::default(),
             via: "",
         };
         self.authenticate(&credentials, None)
@@ -574,16 +573,23 @@ impl Keys {
                 roles: vec![Role::Ingest, Role::Read, Role::Admin],
             });
         }
-        if let Some(retry_after) = client.and_then(|ip| self.locked_out(ip)) {
+        // A trusted gateway speaks for many clients: its failures are its clients' (or a
+        // neighbour's in its IPv6 /64), and locking it out would lock out every tenant
+        // behind it. It is neither locked out nor counted against.
+        let trusted = client.is_some_and(|c| self.proxy.as_ref().is_some_and(|p| p.trusts(c)));
+        if !trusted && let Some(retry_after) = client.and_then(|ip| self.locked_out(ip)) {
             return Err(Denied::TooManyFailures { retry_after });
         }
+        use crate::proxy::OrgId;
         let presented = match (&self.proxy, org_id) {
-            (Some(proxy), Some(org_id)) if client.is_some_and(|c| proxy.trusts(c)) => {
-                proxy.principal(org_id)
-            }
+            (Some(_), OrgId::Repeated) => Err(Denied::Unauthenticated(
+                "X-Scope-OrgID must be sent once (a gateway replaces its client's, never adds \
+                 one)",
+            )),
+            (Some(proxy), OrgId::One(org_id)) if trusted => proxy.principal(org_id),
             // Not from a proxy: the header may only repeat the tenant of the key sent with
             // it (exporters set up for a Mimir-style gateway send both).
-            (Some(_), Some(org_id)) => match (authorization, certificate) {
+            (Some(_), OrgId::One(org_id)) => match (authorization, certificate) {
                 (None, None) => Err(Denied::Unauthenticated(
                     "X-Scope-OrgID is believed only from the addresses in trusted_proxy; send \
                      an API key",
@@ -611,7 +617,7 @@ impl Keys {
         });
         if let Err(Denied::Unauthenticated(why)) = &result {
             self.failed_total.inc();
-            if let Some(ip) = client {
+            if let Some(ip) = client.filter(|_| !trusted) {
                 self.fail(ip);
             }
             if let Some(sink) = self.audit.get() {
@@ -909,6 +915,7 @@ mod tests {
         let proxy = crate::proxy::TrustedProxyConfig {
             addresses: vec!["10.1.0.0/16".into()],
             roles: vec![Role::Ingest],
+            ..Default::default()
         }
         .compile()
         .expect("valid");
@@ -920,7 +927,7 @@ mod tests {
                 &Credentials {
                     authorization: key,
                     client: Some(from.parse().expect("address")),
-                    org_id: Some(org),
+                    org_id: crate::proxy::OrgId::One(org),
                     ..Credentials::default()
                 },
                 Some(role),
@@ -945,6 +952,27 @@ mod tests {
             1,
             "a header from elsewhere is a failed attempt"
         );
+        let twice = Credentials {
+            client: Some("10.1.2.3".parse().expect("address")),
+            org_id: crate::proxy::OrgId::Repeated,
+            ..Credentials::default()
+        };
+        assert!(matches!(
+            keys.authenticate(&twice, Some(Role::Ingest)),
+            Err(Denied::Unauthenticated(_))
+        ));
+        // The gateway's clients failing (or a neighbour in its /64) never lock it out.
+        for _ in 0..2 * MAX_FAILURES {
+            let _ = ask(&keys, b"Team-B", "10.1.2.3", None, Role::Ingest);
+        }
+        assert!(ask(&keys, b"team-b", "10.1.2.3", None, Role::Ingest).is_ok());
+        for _ in 0..2 * MAX_FAILURES {
+            let _ = ask(&keys, b"team-b", "10.2.0.9", None, Role::Ingest);
+        }
+        assert!(matches!(
+            ask(&keys, b"team-b", "10.2.0.9", None, Role::Ingest),
+            Err(Denied::TooManyFailures { .. })
+        ));
         // Beside a key, from elsewhere: the header may repeat the key's tenant, no other.
         let (_dir, keys) = keys_with(&[record]);
         let keys = keys.with_trusted_proxy(proxy);

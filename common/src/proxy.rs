@@ -4,7 +4,9 @@
 //! — the TCP peer's address, never a forwarded one — and gives such a request the roles the
 //! section names. From any other peer the header may only repeat the tenant of the key sent
 //! with it (else 401), so a client cannot name a tenant by sending it; without the section
-//! the header is ignored, as before.
+//! the header is ignored, as before. A request carrying the header twice is refused: a
+//! gateway must replace what its client sent, not add to it. The default tenant (the
+//! operator's) may be named only when the section allows it.
 
 use std::net::IpAddr;
 
@@ -19,6 +21,29 @@ pub const ORG_ID_HEADER: &str = "x-scope-orgid";
 /// is 16 hex digits, so this can name none).
 pub const PROXY_KEY_ID: &str = "proxy";
 
+/// What a request says in `X-Scope-OrgID`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OrgId<'a> {
+    #[default]
+    Absent,
+    One(&'a [u8]),
+    /// More than one value: a gateway that adds its header instead of replacing the
+    /// client's would otherwise let the client's copy decide.
+    Repeated,
+}
+
+impl<'a> OrgId<'a> {
+    /// The header's values in `headers` (HTTP headers and gRPC metadata alike).
+    pub fn of(headers: &'a axum::http::HeaderMap) -> Self {
+        let mut values = headers.get_all(ORG_ID_HEADER).iter();
+        match (values.next(), values.next()) {
+            (None, _) => OrgId::Absent,
+            (Some(v), None) => OrgId::One(v.as_bytes()),
+            (Some(_), Some(_)) => OrgId::Repeated,
+        }
+    }
+}
+
 /// The `[trusted_proxy]` section.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -28,6 +53,9 @@ pub struct TrustedProxyConfig {
     pub addresses: Vec<String>,
     /// What a proxied request may do.
     pub roles: Vec<Role>,
+    /// Whether the gateway may name the default tenant — the operator's, whose audit holds
+    /// every failed attempt with an unknown key and whose admins read `/metrics` of all.
+    pub allow_default_tenant: bool,
 }
 
 impl Default for TrustedProxyConfig {
@@ -35,6 +63,7 @@ impl Default for TrustedProxyConfig {
         Self {
             addresses: Vec::new(),
             roles: vec![Role::Ingest, Role::Read],
+            allow_default_tenant: false,
         }
     }
 }
@@ -65,9 +94,16 @@ impl TrustedProxyConfig {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(all) = networks.iter().find(|n| n.prefix_len() == 0) {
+            return Err(format!(
+                "trusted_proxy.addresses: {all} trusts every address, so anyone could name any \
+                 tenant; list the gateways' own addresses"
+            ));
+        }
         Ok(Some(TrustedProxy {
             networks,
             roles: self.roles.clone(),
+            allow_default_tenant: self.allow_default_tenant,
         }))
     }
 }
@@ -77,6 +113,7 @@ impl TrustedProxyConfig {
 pub struct TrustedProxy {
     networks: Vec<IpNet>,
     roles: Vec<Role>,
+    allow_default_tenant: bool,
 }
 
 impl TrustedProxy {
@@ -95,14 +132,18 @@ impl TrustedProxy {
     /// # Errors
     /// [`Denied::Unauthenticated`] when the header names no possible tenant.
     pub fn principal(&self, org_id: &[u8]) -> Result<Principal, Denied> {
-        let tenant = std::str::from_utf8(org_id)
+        let tenant = std::str::from_utf8(org_id.trim_ascii())
             .ok()
-            .map(str::trim)
             .filter(|t| crate::tenant::check_tenant(t).is_ok())
             .ok_or(Denied::Unauthenticated(
                 "X-Scope-OrgID must name one tenant: 1 to 63 lower-case letters, digits, '-' \
                  and '_'",
             ))?;
+        if tenant == crate::tenant::DEFAULT_TENANT && !self.allow_default_tenant {
+            return Err(Denied::Unauthenticated(
+                "X-Scope-OrgID may not name the default tenant (trusted_proxy.allow_default_tenant)",
+            ));
+        }
         Ok(Principal {
             tenant: tenant.to_string(),
             key_id: PROXY_KEY_ID.to_string(),
@@ -158,6 +199,8 @@ mod tests {
             b"wal",
             b"\xff",
             &[b'a'; 64][..],
+            "team-a\u{a0}".as_bytes(),
+            b"default",
         ] {
             assert!(
                 matches!(p.principal(bad), Err(Denied::Unauthenticated(_))),
@@ -181,7 +224,25 @@ mod tests {
         let none = TrustedProxyConfig {
             addresses: vec!["10.0.0.1".into()],
             roles: vec![],
+            ..Default::default()
         };
         assert!(none.compile().expect_err("no roles").contains("roles"));
+        for everyone in ["0.0.0.0/0", "::/0"] {
+            let all = TrustedProxyConfig {
+                addresses: vec!["10.0.0.1".into(), everyone.into()],
+                ..Default::default()
+            };
+            assert!(all.compile().expect_err("trusts all").contains(everyone));
+        }
+        let operator = TrustedProxyConfig {
+            addresses: vec!["10.0.0.1".into()],
+            allow_default_tenant: true,
+            ..Default::default()
+        };
+        let p = operator.compile().expect("valid").expect("on");
+        assert_eq!(
+            p.principal(b"default").map(|p| p.tenant),
+            Ok("default".into())
+        );
     }
 }

@@ -106,8 +106,9 @@ pub struct TenantLimitsOverride {
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantsConfig {
-    /// Most tenants open at once (each is a store, a write-ahead log and tasks of its own):
-    /// a key or a trusted proxy naming one more is refused.
+    /// Most tenants open at once once the server has started (each is a store, a
+    /// write-ahead log and tasks of its own): a key or a trusted proxy naming one more is
+    /// refused. Those known at start always open.
     pub max_tenants: usize,
     pub defaults: TenantLimits,
     pub overrides: std::collections::BTreeMap<String, TenantLimitsOverride>,
@@ -116,7 +117,7 @@ pub struct TenantsConfig {
 impl Default for TenantsConfig {
     fn default() -> Self {
         Self {
-            max_tenants: 1000,
+            max_tenants: 256,
             defaults: TenantLimits::default(),
             overrides: std::collections::BTreeMap::new(),
         }

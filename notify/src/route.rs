@@ -112,14 +112,18 @@ impl Route {
     }
 
     /// The group labels of an alert on this route, and the group key.
+    /// A tenant's alerts never share a group with another's, whatever `group_by` says.
     pub fn group(&self, labels: &BTreeMap<String, String>) -> (BTreeMap<String, String>, String) {
-        let group: BTreeMap<String, String> = match &self.group_by {
+        let mut group: BTreeMap<String, String> = match &self.group_by {
             None => labels.clone(),
             Some(names) => names
                 .iter()
                 .filter_map(|n| labels.get(n).map(|v| (n.clone(), v.clone())))
                 .collect(),
         };
+        if let Some(tenant) = labels.get("tenant") {
+            group.insert("tenant".into(), tenant.clone());
+        }
         let inner: Vec<String> = group
             .iter()
             .map(|(k, v)| format!("{k}={}", serde_json::Value::String(v.clone())))

@@ -39,6 +39,10 @@ const MAX_UNWRITTEN_HISTORY: usize = 10_000;
 struct Runner {
     dispatcher: Dispatcher,
     delivery: Delivery,
+    /// A tenant's alerts go out with fingerprints of their labels with `tenant` (two tenants'
+    /// alerts of one spec must not look the same to a receiver): which engine fingerprint
+    /// each stands for.
+    fingerprints: std::collections::HashMap<String, String>,
 }
 
 struct Shared {
@@ -166,6 +170,7 @@ impl Notifier {
                 runner: tokio::sync::Mutex::new(Runner {
                     dispatcher,
                     delivery,
+                    fingerprints: Default::default(),
                 }),
                 pending_view: Default::default(),
             }),
@@ -255,16 +260,27 @@ impl Runner {
         let now = s.clock.now();
         let engine = &s.engine;
         let mut firing = engine.firing();
-        if let Some(tenant) = &s.tenant {
-            // Routes and receivers are shared by all tenants: the label says whose alert it
-            // is (and lets a route send each tenant's to its own receiver). It replaces any
-            // `tenant` a spec's labels set, so no tenant can pass for another.
-            for f in &mut firing {
-                f.labels.insert("tenant".into(), tenant.clone());
+        // Routes and receivers are shared by all tenants: the label says whose alert it is
+        // (and lets a route send each tenant's to its own receiver). It replaces any `tenant`
+        // a spec's labels set, and the default tenant's alerts carry none, so no tenant can
+        // pass for another.
+        for f in &mut firing {
+            match &s.tenant {
+                Some(tenant) => {
+                    f.labels.insert("tenant".into(), tenant.clone());
+                    let qualified = sightline_slo::alert::fingerprint(&f.labels);
+                    let own = std::mem::replace(&mut f.fingerprint, qualified.clone());
+                    self.fingerprints.insert(qualified, own);
+                }
+                None => {
+                    f.labels.remove("tenant");
+                }
             }
         }
-        self.dispatcher
-            .observe_with(&firing, now, |fp| engine.resolved_annotations(fp));
+        let fingerprints = &self.fingerprints;
+        self.dispatcher.observe_with(&firing, now, |fp| {
+            engine.resolved_annotations(fingerprints.get(fp).map_or(fp, String::as_str))
+        });
         if self.dispatcher.next_due().is_none_or(|t| t > now) {
             return;
         }

@@ -82,6 +82,38 @@ def test_the_proxy_names_each_requests_tenant_over_grpc_http_and_sql(proxied):
     assert status == 403, (status, text)
 
 
+def test_a_header_sent_twice_or_naming_the_operator_s_tenant_is_refused(proxied):
+    srv, _ = proxied
+    # A gateway that adds its header beside the client's: neither copy is believed.
+    host, port = srv.http.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    body = json.dumps({"sql": "SELECT 1"}).encode()
+    conn.putrequest("POST", "/api/v1/sql")
+    for header, value in [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                          ("X-Scope-OrgID", "team-b"), ("X-Scope-OrgID", "team-c")]:  # fmt: skip
+        conn.putheader(header, value)
+    conn.endheaders(body)
+    r = conn.getresponse()
+    text = r.read().decode()
+    conn.close()
+    assert r.status == 401 and "once" in text, (r.status, text)
+    # The same over gRPC metadata, with the OpenTelemetry SDK's exporter.
+    exporter = GrpcSpanExporter(
+        endpoint=srv.otlp_grpc, insecure=True, timeout=5,
+        headers=(("x-scope-orgid", "team-b"), ("x-scope-orgid", "team-c")),
+    )  # fmt: skip
+    provider = TracerProvider(resource=Resource.create({"service.name": "checkout"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.get_tracer("proxy").start_span("twice", kind=trace.SpanKind.SERVER).end()
+    provider.shutdown()
+    for tenant in ("team-b", "team-c"):
+        status, text = sql(srv, "SELECT count(*) FROM spans WHERE name = 'twice'", {"X-Scope-OrgID": tenant})
+        assert status == 200 and json.loads(text)["rows"] == [[0]], (tenant, text)
+    # The operator's tenant is not the gateway's to name.
+    status, text = sql(srv, "SELECT count(*) FROM audit", {"X-Scope-OrgID": "default"})
+    assert status == 401 and "allow_default_tenant" in text, (status, text)
+
+
 def test_no_one_but_the_proxy_can_name_a_tenant(proxied):
     srv, key_a = proxied
     send_span(srv, "http", "team-b", "secret")
@@ -137,5 +169,25 @@ def test_a_proxy_naming_ever_new_tenants_is_held_to_max_tenants(tmp_path):
         for tenant in ("one", "two"):
             status, text = sql(srv, "SELECT count(*) FROM spans", {"X-Scope-OrgID": tenant})
             assert status == 200 and json.loads(text)["rows"] == [[1]], text
+    finally:
+        assert srv.stop() == 0, srv.log_tail()
+
+
+def test_tenants_known_at_start_open_whatever_max_tenants_says(tmp_path):
+    # Three tenants with data, then a restart with room for two: the known ones all open,
+    # a new one is refused.
+    srv = launch_server(tmp_path, CONFIG)
+    try:
+        for tenant in ("one", "two", "three"):
+            send_span(srv, "http", tenant, "a")
+    finally:
+        assert srv.stop() == 0, srv.log_tail()
+    srv = launch_server(tmp_path, CONFIG + "\n[tenants]\nmax_tenants = 2\n")
+    try:
+        for tenant in ("one", "two", "three"):
+            status, text = sql(srv, "SELECT count(*) FROM spans", {"X-Scope-OrgID": tenant})
+            assert status == 200 and json.loads(text)["rows"] == [[1]], (tenant, text)
+        status, text = sql(srv, "SELECT 1", {"X-Scope-OrgID": "four"})
+        assert status == 503, (status, text)
     finally:
         assert srv.stop() == 0, srv.log_tail()

@@ -51,10 +51,7 @@ pub async fn require(
             .map(HeaderValue::as_bytes),
         client: client.map(|c| c.0.0),
         certificate: certificate.as_ref().map(|c| &c.0.0),
-        org_id: req
-            .headers()
-            .get(sightline_common::proxy::ORG_ID_HEADER)
-            .map(HeaderValue::as_bytes),
+        org_id: sightline_common::proxy::OrgId::of(req.headers()),
         via: "api",
     };
     let checked = keys.authenticate(&credentials, role.filter(|_| !whoami));
