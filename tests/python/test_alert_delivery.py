@@ -497,6 +497,11 @@ matchers = ['tenant="team-a"']
         poll(lambda: ops.delivered(), what="team-b's page at the operator's receiver", timeout=30)
         (b,) = ops.delivered()
         assert b.json["commonLabels"]["tenant"] == "team-b", b.json["commonLabels"]
+        # The same spec in two tenants: a receiver must never take one for the other.
+        assert b.json["groupLabels"]["tenant"] == "team-b" and a.json["groupLabels"]["tenant"] == "team-a"
+        assert a.json["groupKey"] != b.json["groupKey"]
+        assert {x["labels"]["tier"] for x in a.json["alerts"]} == {x["labels"]["tier"] for x in b.json["alerts"]}
+        assert not {x["fingerprint"] for x in a.json["alerts"]} & {x["fingerprint"] for x in b.json["alerts"]}
         time.sleep(2)  # a group_interval: nothing more arrives anywhere
         assert len(team_a.delivered()) == 1 and len(ops.delivered()) == 1
     finally:
