@@ -308,30 +308,35 @@ STORED_CONFIG = """
 interval = "1s"
 
 [retention]
-spans = "0"
+spans = "4h"
 
 [tenants.overrides.brief]
 max_stored_bytes = "256KiB"
 retention = { spans = "1h" }
+
+[tenants.overrides.keeper]
+retention = { spans = "0" }
 """
 
 
 def test_each_tenant_keeps_its_data_as_long_as_it_may_and_fills_no_more_disk_than_it_may(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    keys = {t: {r: create_key(data, t, r) for r in ("ingest", "admin")} for t in ("brief", "keeper")}
+    keys = {t: {r: create_key(data, t, r) for r in ("ingest", "admin")} for t in ("brief", "keeper", "plain")}
     admin = create_key(data, "default", "admin")
     srv = launch_server(tmp_path, STORED_CONFIG)
     try:
-        five_hours_ago = time.time_ns() - 5 * 3600 * 10**9
-        for t in ("brief", "keeper"):
-            assert post_spans(srv, keys[t]["ingest"], spans_request(t, 1, 300, at=five_hours_ago)).status_code == 200
+        hours_ago = lambda h: time.time_ns() - h * 3600 * 10**9  # noqa: E731
+        for t in ("brief", "keeper", "plain"):
+            assert post_spans(srv, keys[t]["ingest"], spans_request(t, 1, 300, at=hours_ago(6))).status_code == 200
+            assert post_spans(srv, keys[t]["ingest"], spans_request(t, 4, 200, at=hours_ago(3))).status_code == 200
             assert post_spans(srv, keys[t]["ingest"], spans_request(t, 2, 100)).status_code == 200
             flushed = requests.post(f"{srv.api_url}/api/v1/flush", headers=auth_header(keys[t]["admin"]), timeout=30)
             assert flushed.status_code == 200, flushed.text
 
-        # Retention: the brief tenant's hour of five hours ago goes at the next maintenance
-        # pass; the keeper keeps its own, the same hour, for ever ([retention] spans = "0").
+        # Retention, at the next maintenance pass: the brief tenant (1 h) keeps only the spans
+        # of now; a tenant without its own keeps 4 h ([retention]), so its hour of 3 h ago
+        # stays and that of 6 h ago goes; the keeper ("0") keeps the same hours for ever.
         def count(t: str) -> int:
             r = sql(srv, keys[t]["admin"], "SELECT count(*) FROM spans")
             assert r.status_code == 200, r.text
@@ -340,8 +345,11 @@ def test_each_tenant_keeps_its_data_as_long_as_it_may_and_fills_no_more_disk_tha
         deadline = time.monotonic() + 30
         while count("brief") != 100 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert count("brief") == 100, "the brief tenant's old hour was not dropped"
-        assert count("keeper") == 400
+        assert count("brief") == 100, "the brief tenant's old hours were not dropped"
+        while count("plain") != 300 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert count("plain") == 300, "[retention] did not hold for a tenant without its own"
+        assert count("keeper") == 600
 
         # Stored bytes: the brief tenant may fill 256 KiB. Incompressible padding passes it
         # in a few requests; then it is refused before its body is read, and the keeper is not.
