@@ -581,6 +581,11 @@ impl Keys {
             return Err(Denied::TooManyFailures { retry_after });
         }
         use crate::proxy::OrgId;
+        // A key when one is sent, else a client certificate's identity.
+        let key_or_certificate = || match (authorization, certificate) {
+            (None, Some(p)) => Ok(p.clone()),
+            _ => verify(&loaded, authorization),
+        };
         let presented = match (&self.proxy, org_id) {
             (Some(_), OrgId::Repeated) => Err(Denied::Unauthenticated(
                 "X-Scope-OrgID must be sent once (a gateway replaces its client's, never adds \
@@ -589,15 +594,13 @@ impl Keys {
             (Some(proxy), OrgId::One(org_id)) if trusted => proxy.principal(org_id),
             // Not from a proxy: the header may only repeat the tenant of the key sent with
             // it (exporters set up for a Mimir-style gateway send both).
-            (Some(_), OrgId::One(org_id)) => match (authorization, certificate) {
-                (None, None) => Err(Denied::Unauthenticated(
+            (Some(_), OrgId::One(_)) if authorization.is_none() && certificate.is_none() => {
+                Err(Denied::Unauthenticated(
                     "X-Scope-OrgID is believed only from the addresses in trusted_proxy; send \
                      an API key",
-                )),
-                (None, Some(p)) => Ok(p.clone()),
-                _ => verify(&loaded, authorization),
+                ))
             }
-            .and_then(|p| {
+            (Some(_), OrgId::One(org_id)) => key_or_certificate().and_then(|p| {
                 if org_id.trim_ascii() == p.tenant.as_bytes() {
                     Ok(p)
                 } else {
@@ -606,10 +609,7 @@ impl Keys {
                     ))
                 }
             }),
-            _ => match (authorization, certificate) {
-                (None, Some(p)) => Ok(p.clone()),
-                _ => verify(&loaded, authorization),
-            },
+            _ => key_or_certificate(),
         };
         let result = presented.and_then(|p| match role {
             Some(role) if !p.may(role) => Err(Denied::Forbidden(role)),
