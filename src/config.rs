@@ -231,6 +231,8 @@ impl Config {
     pub fn store(&self) -> sightline_store::StoreConfig {
         sightline_store::StoreConfig {
             data_dir: self.data_dir.clone(),
+            // The tenants' stores share one, made when the server starts (Tenants::new).
+            storage: None,
             tenant: "default".into(),
             flush_interval: self.storage.flush_interval,
             flush_max_bytes: self.storage.flush_max_bytes,

@@ -235,6 +235,11 @@ pub async fn serve(
     let mut known: Vec<String> = keys.tenants();
     known.extend(config.tls.clients.iter().map(|c| c.tenant.clone()));
     known.extend(sightline_store::paths::tenants_on_disk(&config.data_dir));
+    known.extend(
+        sightline_store::paths::tenants_in_storage(tenants.storage())
+            .await
+            .context("cannot list the tenants in the storage")?,
+    );
     known.sort();
     known.dedup();
     for name in known.iter().filter(|n| n.as_str() != DEFAULT_TENANT) {

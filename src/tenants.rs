@@ -46,6 +46,8 @@ pub struct Tenants {
     stop: CancellationToken,
     /// The query places, memory and spill space of every tenant's engine.
     query: QueryShared,
+    /// Where every tenant's Parquet files are (`storage.url`; the data directory by default).
+    storage: sightline_store::storage::Storage,
     /// Set once the tenants known at start are open: from then on `tenants.max_tenants`
     /// bounds the tenants open (those known at start always open, however many).
     capped: std::sync::atomic::AtomicBool,
@@ -58,8 +60,13 @@ impl Tenants {
         let (stopped_tx, stopped_rx) = tokio::sync::mpsc::unbounded_channel();
         let query = QueryShared::new(&config.query.limits(&config.data_dir))
             .context("cannot start the query engine")?;
+        let storage = config
+            .storage
+            .open(&config.data_dir)
+            .context("cannot open the storage (storage.url)")?;
         Ok(Arc::new(Self {
             query,
+            storage,
             config,
             link,
             open: RwLock::default(),
@@ -71,6 +78,11 @@ impl Tenants {
             stop: CancellationToken::new(),
             capped: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// Where every tenant's Parquet files are.
+    pub fn storage(&self) -> &sightline_store::storage::Storage {
+        &self.storage
     }
 
     fn opened(&self, name: &str) -> Option<Arc<TenantApi>> {
@@ -175,10 +187,16 @@ impl Tenants {
         let share = config.tenants.limits(name);
         let mut store_config = config.store();
         store_config.tenant = name.to_string();
+        store_config.storage = Some(self.storage.clone());
         store_config.retention =
             sightline_store::config::retention_by_table(&share.retention.or(config.retention));
-        let store = Store::open(store_config, registry)
-            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+        let store = Store::open(store_config, registry).await.with_context(|| {
+            format!(
+                "cannot open the store in {} (files in {})",
+                config.data_dir.display(),
+                self.storage.location()
+            )
+        })?;
         let engine = store
             .query_engine_in(
                 config.query.limits(&config.data_dir),

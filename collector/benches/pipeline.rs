@@ -192,10 +192,19 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("parquet");
     g.sample_size(10);
     g.throughput(Throughput::Elements(100 * SPANS as u64));
+    // Encoded and stored durably (fsync'd) in the data directory, as a flush does.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let storage = sightline_store::storage::Storage::local(dir.path()).expect("storage");
     g.bench_function("write_100k_spans", |b| {
         b.iter(|| {
-            sightline_store::writer::write_files(Table::Spans, dir.path(), &batches, 1)
-                .expect("write")
+            rt.block_on(sightline_store::writer::write_files(
+                &storage,
+                "default",
+                Table::Spans,
+                batches.clone(),
+                1,
+            ))
+            .expect("write")
         })
     });
     g.finish();

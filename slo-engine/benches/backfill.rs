@@ -48,7 +48,9 @@ fn backfill(c: &mut Criterion) {
     config.durability = Durability::Batched {
         interval: std::time::Duration::from_millis(100),
     };
-    let store = Store::open(config, &mut Default::default()).expect("store");
+    let store = rt
+        .block_on(Store::open(config, &mut Default::default()))
+        .expect("store");
     let limits = ItemLimits {
         max_past: std::time::Duration::from_secs(40 * 86_400),
         ..Default::default()

@@ -213,7 +213,9 @@ mod tests {
     async fn events_are_stored_and_only_an_audit_engine_sees_them() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut registry = Registry::default();
-        let store = Store::open(StoreConfig::new(dir.path()), &mut registry).expect("open");
+        let store = Store::open(StoreConfig::new(dir.path()), &mut registry)
+            .await
+            .expect("open");
         let engine = store
             .query_engine(Default::default())
             .await

@@ -5,15 +5,17 @@
 //! moment its files are published the `flushing` batches are dropped in the same critical
 //! section.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
 use arrow::record_batch::RecordBatch;
+use object_store::path::Path as ObjectPath;
 
 use crate::error::{Result, StoreError};
 use crate::memtable::{Memtable, Taken};
 use crate::paths;
 use crate::schema::Table;
+use crate::storage::Storage;
 use crate::writer::DataFile;
 
 /// A consistent view of a table for one query.
@@ -36,7 +38,8 @@ struct State {
 #[derive(Debug)]
 pub struct TableCatalog {
     table: Table,
-    dir: PathBuf,
+    tenant: String,
+    storage: Storage,
     state: RwLock<State>,
     /// Serialises flushes of this table.
     flush_lock: tokio::sync::Mutex<()>,
@@ -52,24 +55,54 @@ pub struct BufferStats {
 }
 
 impl TableCatalog {
-    /// Opens the catalog of `table` in `dir`, listing the files already there. What a crash
-    /// left behind is cleaned up: temporary files, and the files of a flush that did not
-    /// finish (newer than the watermark; their rows are still in the WAL).
-    pub fn open(table: Table, dir: PathBuf) -> Result<Self> {
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
-        let flushed_seq = read_watermark(&dir)?;
+    /// Opens the catalog of `tenant`'s `table` in `storage`, listing the files already there.
+    /// What a crash left behind is cleaned up: unfinished uploads and temporary files, the
+    /// half of an unfinished compaction ([`crate::compaction::recover`]), and the files of a
+    /// flush that did not finish (newer than the watermark; their rows are still in the WAL).
+    ///
+    /// # Errors
+    /// When the storage cannot be listed or read, or holds a compaction log of a newer release.
+    pub async fn open(storage: Storage, tenant: &str, table: Table) -> Result<Self> {
+        let prefix = paths::object::table_prefix(tenant, table);
+        storage.sweep_staged(&prefix);
+        let flushed_seq = read_watermark(&storage, tenant, table).await?;
+        let objects = storage.list(&prefix).await?;
+        let gone: HashSet<ObjectPath> = crate::compaction::recover(&storage, &objects).await?;
         let mut files = Vec::new();
-        for f in scan_files(&dir)? {
-            if f.wal_seq > flushed_seq {
-                tracing::warn!(path = %f.path.display(), "removing a file of an unfinished flush; its rows are replayed from the WAL");
-                std::fs::remove_file(&f.path).map_err(|e| StoreError::io(&f.path, e))?;
-            } else {
-                files.push(Arc::new(f));
+        for meta in objects.into_iter().filter(|m| !gone.contains(&m.location)) {
+            let path = meta.location;
+            if path
+                .filename()
+                .is_some_and(|n| n.ends_with(&format!(".{}", paths::TMP_EXT)))
+            {
+                tracing::warn!(%path, "removing an unfinished file left by a crash");
+                storage.delete(&path).await?;
+                continue;
             }
+            let Some((_, _, _, info)) = paths::object::parse_data_file(&path)
+                .filter(|(t, tb, _, _)| t == tenant && *tb == table)
+            else {
+                continue;
+            };
+            if info.wal_seq > flushed_seq {
+                tracing::warn!(%path, "removing a file of an unfinished flush; its rows are replayed from the WAL");
+                storage.delete(&path).await?;
+                continue;
+            }
+            files.push(Arc::new(DataFile {
+                rows: 0,
+                size: meta.size,
+                path,
+                min_time: info.min_time,
+                max_time: info.max_time,
+                wal_seq: info.wal_seq,
+            }));
         }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(Self {
             table,
-            dir,
+            tenant: tenant.to_string(),
+            storage,
             state: RwLock::new(State {
                 files,
                 flushed_seq,
@@ -97,8 +130,14 @@ impl TableCatalog {
         self.table
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The tenant whose table this is.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// Where the table's files are.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -183,34 +222,36 @@ impl TableCatalog {
             self.write().flushing = Taken::default();
             return Ok(Vec::new());
         };
-        let table = self.table;
-        let dir = self.dir.clone();
-        let to_write = taken.batches;
         let previous = self.flushed_seq();
-        let written = tokio::task::spawn_blocking(move || {
-            let files = crate::writer::write_files(table, &dir, &to_write, last_seq)?;
-            // The watermark is what makes the files count: a crash before it is written leaves
-            // files newer than the watermark, removed at the next start and replayed from the WAL.
-            if let Err(e) = write_watermark(&dir, last_seq) {
-                // The rows go back to the buffer: their files must not count later. Put the
-                // old watermark back (its rename may have happened) and drop the files.
-                if let Err(restore) = write_watermark(&dir, previous) {
-                    tracing::error!(error = %restore, "cannot restore the flush watermark");
+        let written = crate::writer::write_files(
+            &self.storage,
+            &self.tenant,
+            self.table,
+            taken.batches,
+            last_seq,
+        )
+        .await;
+        // The watermark is what makes the files count: a crash before it is written leaves
+        // files newer than the watermark, removed at the next start and replayed from the WAL.
+        let written = match written {
+            Ok(files) => {
+                match write_watermark(&self.storage, &self.tenant, self.table, last_seq).await {
+                    Ok(()) => Ok(files),
+                    Err(e) => {
+                        // The rows go back to the buffer: their files must not count later. Put
+                        // the old watermark back (the new one may have landed) and drop the files.
+                        if let Err(restore) =
+                            write_watermark(&self.storage, &self.tenant, self.table, previous).await
+                        {
+                            tracing::error!(error = %restore, "cannot restore the flush watermark");
+                        }
+                        crate::writer::delete_files(&self.storage, &files).await;
+                        Err(e)
+                    }
                 }
-                for f in &files {
-                    let _ = std::fs::remove_file(&f.path);
-                }
-                return Err(e);
             }
-            Ok(files)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            Err(StoreError::io(
-                &self.dir,
-                std::io::Error::other(format!("flush task failed: {e}")),
-            ))
-        });
+            Err(e) => Err(e),
+        };
         let mut s = self.write();
         let flushing = std::mem::take(&mut s.flushing);
         match written {
@@ -228,81 +269,24 @@ impl TableCatalog {
     }
 }
 
-/// Lists the data files under a table directory (`date=*/hour=*/*.parquet`).
-fn scan_files(dir: &Path) -> Result<Vec<DataFile>> {
-    let mut files = Vec::new();
-    for date in read_dir_sorted(dir)? {
-        let Some(date_name) = date.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
-            continue;
-        };
-        if !date.is_dir() {
-            continue;
-        }
-        for hour in read_dir_sorted(&date)? {
-            let Some(hour_name) = hour.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if !hour.is_dir() || paths::parse_partition(&date_name, hour_name).is_none() {
-                continue;
-            }
-            crate::compaction::recover_partition(&hour)?;
-            for file in read_dir_sorted(&hour)? {
-                let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
-                    continue;
-                };
-                if name.ends_with(&format!(".{}", paths::TMP_EXT)) {
-                    tracing::warn!(path = %file.display(), "removing unfinished file left by a crash");
-                    std::fs::remove_file(&file).map_err(|e| StoreError::io(&file, e))?;
-                    continue;
-                }
-                let Some(info) = paths::parse_data_file_name(name) else {
-                    continue;
-                };
-                let meta = std::fs::metadata(&file).map_err(|e| StoreError::io(&file, e))?;
-                files.push(DataFile {
-                    rows: 0,
-                    size: meta.len(),
-                    path: file,
-                    min_time: info.min_time,
-                    max_time: info.max_time,
-                    wal_seq: info.wal_seq,
-                });
-            }
-        }
-    }
-    Ok(files)
-}
-
-fn read_watermark(dir: &Path) -> Result<u64> {
-    let path = dir.join(paths::WATERMARK_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text.trim().parse().map_err(|e| {
-            StoreError::io(
-                &path,
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("bad watermark: {e}"),
-                ),
-            )
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(StoreError::io(&path, e)),
-    }
+async fn read_watermark(storage: &Storage, tenant: &str, table: Table) -> Result<u64> {
+    let path = paths::object::watermark(tenant, table);
+    let Some(bytes) = storage.read(&path).await? else {
+        return Ok(0);
+    };
+    String::from_utf8_lossy(&bytes).trim().parse().map_err(|e| {
+        StoreError::io(
+            path.as_ref(),
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad watermark: {e}"),
+            ),
+        )
+    })
 }
 
 /// Records durably that every write up to `seq` is in this table's files.
-fn write_watermark(dir: &Path, seq: u64) -> Result<()> {
-    let path = dir.join(paths::WATERMARK_FILE);
-    sightline_common::durable::write_atomically(&path, seq.to_string().as_bytes())
-        .map_err(|e| StoreError::io(&path, e))
-}
-
-fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut entries = std::fs::read_dir(dir)
-        .map_err(|e| StoreError::io(dir, e))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|e| StoreError::io(dir, e))?;
-    entries.sort();
-    Ok(entries)
+async fn write_watermark(storage: &Storage, tenant: &str, table: Table, seq: u64) -> Result<()> {
+    let path = paths::object::watermark(tenant, table);
+    storage.write(&path, seq.to_string().into()).await
 }

@@ -8,18 +8,19 @@
 //! most once per tier it climbs plus once at close: with 64 MiB flushes and a 256 MiB target,
 //! at most about three times (write amplification ≤ ~3–4).
 //!
-//! **Exactly once during a merge.** The merged file is written under a temporary name; a
-//! compaction log (`_compaction-<id>.json` in the partition) records its inputs and output;
-//! the output is renamed into place and the catalog swaps inputs for output under its lock, so a
-//! query sees either the inputs or the output. Inputs are deleted only after a grace period
-//! longer than any query may run (queries that started before the swap still read them), and
-//! the log is deleted after them. A crash at any step is repaired at start by
-//! [`recover_partition`]: with the output in place the inputs are deleted, without it the log.
+//! **Exactly once during a merge.** A compaction log (`_compaction-<id>.json` in the
+//! partition) records the inputs and the output before the output is stored; the output
+//! appears whole (a put or a completed multipart upload, never a part of one), and the catalog
+//! swaps inputs for output under its lock, so a query sees either the inputs or the output.
+//! Inputs are deleted only after a grace period longer than any query may run (queries that
+//! started before the swap still read them), and the log is deleted after them. A crash at
+//! any step is repaired at start by [`recover`]: with the output there the inputs are deleted,
+//! without it the log.
 //!
 //! Merging streams: each input is already sorted, so DataFusion's sort-preserving merge reads
 //! them side by side and the writer never holds more than a few batches per input.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -27,19 +28,21 @@ use arrow::array::{Array, TimestampNanosecondArray};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::physical_expr::expressions::col;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
-use parquet::arrow::ArrowWriter;
+use object_store::ObjectMeta;
+use object_store::path::Path as ObjectPath;
+use parquet::arrow::AsyncArrowWriter;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
 use crate::paths;
 use crate::schema::Table;
+use crate::storage::Storage;
 use crate::writer::{self, DataFile};
 
 /// How compaction decides.
@@ -153,47 +156,59 @@ fn first_format() -> u32 {
 const LOG_PREFIX: &str = "_compaction-";
 const MERGE_BATCH_ROWS: usize = 1024;
 
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
+/// Whether an object is a compaction log.
+fn is_log(path: &ObjectPath) -> bool {
+    path.filename()
+        .is_some_and(|n| n.starts_with(LOG_PREFIX) && n.ends_with(".json"))
 }
 
-/// Repairs what a crash in the middle of a compaction left in a partition directory. Must run
-/// before the partition's files are listed.
-pub fn recover_partition(dir: &Path) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| StoreError::io(dir, e))?;
-    for entry in entries {
-        let path = entry.map_err(|e| StoreError::io(dir, e))?.path();
-        let name = file_name(&path);
-        if !name.starts_with(LOG_PREFIX) || !name.ends_with(".json") {
+/// The partition (`<tenant>/<table>/date=…/hour=…`) an object of it is in.
+fn partition_of(path: &ObjectPath) -> ObjectPath {
+    let parts: Vec<_> = path.parts().collect();
+    ObjectPath::from_iter(parts[..parts.len().saturating_sub(1)].iter().cloned())
+}
+
+/// Repairs what a crash in the middle of a compaction left among a table's `objects` (all of
+/// them, as listed): for each compaction log, if its output is there the inputs go, and then
+/// the log. Returns the objects deleted. Must run before the table's files are taken.
+///
+/// # Errors
+/// When an object cannot be read or deleted, or a log is of a newer release's format
+/// ([`StoreError::NewerFormat`]: it is left alone).
+pub async fn recover(storage: &Storage, objects: &[ObjectMeta]) -> Result<HashSet<ObjectPath>> {
+    let present: HashSet<&ObjectPath> = objects.iter().map(|m| &m.location).collect();
+    let mut deleted = HashSet::new();
+    for log_path in objects.iter().map(|m| &m.location).filter(|p| is_log(p)) {
+        let Some(text) = storage.read(log_path).await? else {
             continue;
-        }
-        let text = std::fs::read_to_string(&path).map_err(|e| StoreError::io(&path, e))?;
-        match serde_json::from_str::<CompactionLog>(&text) {
+        };
+        let partition = partition_of(log_path);
+        match serde_json::from_slice::<CompactionLog>(&text) {
             Ok(log) if log.format > LOG_FORMAT => {
                 return Err(StoreError::NewerFormat {
-                    path,
+                    path: log_path.as_ref().into(),
                     problem: format!("compaction log format {}", log.format),
                 });
             }
-            Ok(log) if dir.join(&log.output).exists() => {
+            Ok(log) if present.contains(&partition.clone().join(log.output.as_str())) => {
                 for input in &log.inputs {
-                    let p = dir.join(input);
-                    if p.exists() {
-                        tracing::info!(file = %p.display(), "removing a compacted input left by a restart");
-                        std::fs::remove_file(&p).map_err(|e| StoreError::io(&p, e))?;
+                    let p = partition.clone().join(input.as_str());
+                    if present.contains(&p) {
+                        tracing::info!(file = %p, "removing a compacted input left by a restart");
+                        storage.delete(&p).await?;
+                        deleted.insert(p);
                     }
                 }
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(log = %path.display(), error = %e, "unreadable compaction log; ignoring it")
+                tracing::warn!(log = %log_path, error = %e, "unreadable compaction log; ignoring it")
             }
         }
-        std::fs::remove_file(&path).map_err(|e| StoreError::io(&path, e))?;
+        storage.delete(log_path).await?;
+        deleted.insert(log_path.clone());
     }
-    Ok(())
+    Ok(deleted)
 }
 
 /// A finished merge: the new file, and what to delete (after the grace period).
@@ -201,27 +216,27 @@ pub fn recover_partition(dir: &Path) -> Result<()> {
 pub struct Merged {
     pub output: DataFile,
     pub inputs: Vec<Arc<DataFile>>,
-    pub log: PathBuf,
+    pub log: ObjectPath,
 }
 
-/// Merges `inputs` (all in one partition directory) into one sorted file. The output is in
-/// place and logged when this returns; the caller swaps it into the catalog.
+/// Merges `inputs` (all in one partition) into one sorted file. The output is stored and
+/// logged when this returns; the caller swaps it into the catalog.
 ///
 /// # Errors
 /// When an input cannot be read, the output or the log cannot be written, or an input holds
 /// rows of a newer schema version ([`StoreError::NewerFormat`]).
-pub async fn merge(table: Table, inputs: Vec<Arc<DataFile>>) -> Result<Merged> {
-    let dir = inputs
+pub async fn merge(storage: &Storage, table: Table, inputs: Vec<Arc<DataFile>>) -> Result<Merged> {
+    let partition = inputs
         .first()
-        .and_then(|f| f.path.parent())
-        .map(Path::to_path_buf)
+        .map(|f| partition_of(&f.path))
         .ok_or_else(|| StoreError::io("compaction", std::io::Error::other("no inputs")))?;
+    let at = || std::path::PathBuf::from(partition.as_ref());
     // Rows of a newer release may have columns this one would drop while merging.
     for f in &inputs {
-        let version = writer::schema_version_of(&f.path)?;
+        let version = writer::schema_version_of(storage, f).await?;
         if version > table.schema_version() {
             return Err(StoreError::NewerFormat {
-                path: f.path.clone(),
+                path: f.path.as_ref().into(),
                 problem: format!(
                     "{} rows of schema version {version}; this release merges up to version {}",
                     table.name(),
@@ -232,7 +247,7 @@ pub async fn merge(table: Table, inputs: Vec<Arc<DataFile>>) -> Result<Merged> {
     }
     let schema = table.schema();
     let df_err = |e: datafusion::error::DataFusionError| {
-        StoreError::io(&dir, std::io::Error::other(format!("merge: {e}")))
+        StoreError::io(at(), std::io::Error::other(format!("merge: {e}")))
     };
     let ordering = LexOrdering::new(
         table
@@ -242,18 +257,13 @@ pub async fn merge(table: Table, inputs: Vec<Arc<DataFile>>) -> Result<Merged> {
             .collect::<datafusion::error::Result<Vec<_>>>()
             .map_err(df_err)?,
     )
-    .ok_or_else(|| StoreError::io(&dir, std::io::Error::other("no sort columns")))?;
+    .ok_or_else(|| StoreError::io(at(), std::io::Error::other("no sort columns")))?;
     let groups = inputs
         .iter()
-        .map(|f| {
-            FileGroup::new(vec![PartitionedFile::new(
-                f.path.to_string_lossy().trim_start_matches('/').to_string(),
-                f.size,
-            )])
-        })
+        .map(|f| FileGroup::new(vec![PartitionedFile::new(f.path.to_string(), f.size)]))
         .collect();
     let config = FileScanConfigBuilder::new(
-        ObjectStoreUrl::local_filesystem(),
+        storage.url().clone(),
         Arc::new(ParquetSource::new(schema.clone())),
     )
     .with_file_groups(groups)
@@ -267,55 +277,71 @@ pub async fn merge(table: Table, inputs: Vec<Arc<DataFile>>) -> Result<Merged> {
     let ctx = SessionContext::new_with_config(
         datafusion::prelude::SessionConfig::new().with_batch_size(MERGE_BATCH_ROWS),
     );
+    storage.register(ctx.runtime_env().as_ref());
     let mut stream = plan.execute(0, ctx.task_ctx()).map_err(df_err)?;
 
     let wal_seq = inputs.iter().map(|f| f.wal_seq).max().unwrap_or(0);
     let min_time = inputs.iter().map(|f| f.min_time).min().unwrap_or(0);
     let max_time = inputs.iter().map(|f| f.max_time).max().unwrap_or(0);
     let name = paths::data_file_name(min_time, max_time, wal_seq, &writer::unique_id());
-    let path = dir.join(&name);
-    let tmp = path.with_extension(format!("{}.{}", paths::PARQUET_EXT, paths::TMP_EXT));
-    let parquet_err = |source| StoreError::Parquet {
-        path: tmp.clone(),
-        source,
-    };
-    let file = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
-    let mut out =
-        ArrowWriter::try_new(file, schema.clone(), Some(writer::writer_properties(table)))
-            .map_err(parquet_err)?;
-    let mut rows = 0u64;
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(df_err)?;
-        debug_assert!(
-            batch
-                .column_by_name(table.time_column())
-                .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
-                .is_none_or(|t| t.null_count() == 0)
-        );
-        rows += batch.num_rows() as u64;
-        out.write(&batch).map_err(parquet_err)?;
-    }
-    let file = out.into_inner().map_err(parquet_err)?;
-    file.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
-    let size = file.metadata().map_err(|e| StoreError::io(&tmp, e))?.len();
-    drop(file);
+    let path = partition.clone().join(name.as_str());
 
-    let log_path = dir.join(format!("{LOG_PREFIX}{}.json", writer::unique_id()));
+    // The log is stored (durably) before the output can appear: were the output there without
+    // it, nothing would say which inputs it replaces.
+    let log_path = partition
+        .clone()
+        .join(format!("{LOG_PREFIX}{}.json", writer::unique_id()).as_str());
     let log = CompactionLog {
         format: LOG_FORMAT,
         output: name,
-        inputs: inputs.iter().map(|f| file_name(&f.path)).collect(),
+        inputs: inputs
+            .iter()
+            .filter_map(|f| f.path.filename().map(str::to_string))
+            .collect(),
     };
-    let log_tmp = log_path.with_extension("json.tmp");
-    std::fs::write(&log_tmp, serde_json::to_vec(&log).unwrap_or_default())
-        .and_then(|()| std::fs::File::open(&log_tmp)?.sync_all())
-        .map_err(|e| StoreError::io(&log_tmp, e))?;
-    std::fs::rename(&log_tmp, &log_path).map_err(|e| StoreError::io(&log_path, e))?;
-    // The log must be durable before the output appears, or a power loss could keep the
-    // output without the record of what it replaces.
-    writer::sync_dir(&dir)?;
-    std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
-    writer::sync_dir(&dir)?;
+    storage
+        .write(
+            &log_path,
+            serde_json::to_vec(&log).unwrap_or_default().into(),
+        )
+        .await?;
+    let written = async {
+        let parquet_err = |source| StoreError::Parquet {
+            path: path.as_ref().into(),
+            source,
+        };
+        let mut out = AsyncArrowWriter::try_new(
+            object_store::buffered::BufWriter::new(storage.store().clone(), path.clone()),
+            schema.clone(),
+            Some(writer::writer_properties(table)),
+        )
+        .map_err(parquet_err)?;
+        let mut rows = 0u64;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(df_err)?;
+            debug_assert!(
+                batch
+                    .column_by_name(table.time_column())
+                    .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+                    .is_none_or(|t| t.null_count() == 0)
+            );
+            rows += batch.num_rows() as u64;
+            out.write(&batch).await.map_err(parquet_err)?;
+        }
+        out.finish().await.map_err(parquet_err)?;
+        Ok::<_, StoreError>((rows, out.bytes_written() as u64))
+    }
+    .await;
+    let (rows, size) = match written {
+        Ok(done) => done,
+        Err(e) => {
+            // Nothing of the output is visible (an unfinished upload never is); the log goes.
+            if let Err(e) = storage.delete(&log_path).await {
+                tracing::warn!(log = %log_path, error = %e, "cannot delete the log of a failed merge");
+            }
+            return Err(e);
+        }
+    };
     Ok(Merged {
         output: DataFile {
             path,
@@ -358,7 +384,7 @@ mod tests {
 
     fn file(size: u64) -> Arc<DataFile> {
         Arc::new(DataFile {
-            path: PathBuf::from(format!("/x/{size}.parquet")),
+            path: ObjectPath::from(format!("x/{size}.parquet")),
             size,
             rows: 1,
             min_time: 0,
@@ -410,7 +436,7 @@ mod tests {
         let hour = 3_600_000_000_000_i64;
         let mk = |max_time| {
             Arc::new(DataFile {
-                path: PathBuf::new(),
+                path: ObjectPath::default(),
                 size: 1,
                 rows: 1,
                 min_time: max_time,
@@ -425,29 +451,64 @@ mod tests {
         assert_eq!(gone[0].max_time, 7 * hour + 5);
     }
 
-    #[test]
-    fn a_compaction_log_of_every_format_is_recovered_and_a_newer_one_is_left_alone() {
+    #[tokio::test]
+    async fn a_compaction_log_of_every_format_is_recovered_and_a_newer_one_is_left_alone() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path();
-        std::fs::write(d.join("out.parquet"), b"o").expect("write");
-        std::fs::write(d.join("in.parquet"), b"i").expect("write");
+        let storage = Storage::local(dir.path()).expect("storage");
+        let part = ObjectPath::from("default/spans/date=2025-11-28/hour=08");
+        let put = |name: &str, bytes: &'static [u8]| {
+            let (storage, p) = (storage.clone(), part.clone().join(name));
+            async move { storage.write(&p, bytes.into()).await.expect("write") }
+        };
+        put("out.parquet", b"o").await;
+        put("in.parquet", b"i").await;
         // Format 1: no `format` field.
-        std::fs::write(
-            d.join(format!("{LOG_PREFIX}a.json")),
+        put(
+            "_compaction-a.json",
             br#"{"output":"out.parquet","inputs":["in.parquet"]}"#,
         )
-        .expect("write");
-        recover_partition(d).expect("recover");
-        assert!(!d.join("in.parquet").exists() && d.join("out.parquet").exists());
-        assert!(!d.join(format!("{LOG_PREFIX}a.json")).exists());
-        let newer = d.join(format!("{LOG_PREFIX}b.json"));
-        std::fs::write(
-            &newer,
+        .await;
+        let listed = storage.list(&part).await.expect("list");
+        let gone = recover(&storage, &listed).await.expect("recover");
+        assert_eq!(gone.len(), 2, "{gone:?}");
+        let left: Vec<String> = storage
+            .list(&part)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|m| m.location.to_string())
+            .collect();
+        assert_eq!(left, [part.clone().join("out.parquet").to_string()]);
+        // A log whose output never appeared: only the log goes.
+        put(
+            "_compaction-c.json",
+            br#"{"format":2,"output":"never.parquet","inputs":["out.parquet"]}"#,
+        )
+        .await;
+        let listed = storage.list(&part).await.expect("list");
+        let gone = recover(&storage, &listed).await.expect("recover");
+        assert_eq!(gone.len(), 1, "{gone:?}");
+        assert!(
+            storage
+                .read(&part.clone().join("out.parquet"))
+                .await
+                .expect("read")
+                .is_some()
+        );
+        put(
+            "_compaction-b.json",
             br#"{"format":9,"output":"out.parquet","inputs":[]}"#,
         )
-        .expect("write");
-        let e = recover_partition(d).expect_err("newer");
+        .await;
+        let listed = storage.list(&part).await.expect("list");
+        let e = recover(&storage, &listed).await.expect_err("newer");
         assert!(matches!(e, StoreError::NewerFormat { .. }), "{e}");
-        assert!(newer.exists());
+        assert!(
+            storage
+                .read(&part.clone().join("_compaction-b.json"))
+                .await
+                .expect("read")
+                .is_some()
+        );
     }
 }

@@ -24,6 +24,18 @@ pub struct StorageConfig {
     /// Size at which a write-ahead log segment is closed and a new one begun.
     #[serde(deserialize_with = "sightline_common::config::size")]
     pub wal_segment_bytes: usize,
+    /// Where the Parquet files go: absent (the data directory), `file:///abs/dir`, or
+    /// `s3://bucket/prefix`. The write-ahead log always stays in the data directory.
+    pub url: Option<String>,
+    /// An S3-compatible server's URL (`http://127.0.0.1:8333`); else AWS's, or
+    /// `AWS_ENDPOINT_URL`.
+    pub endpoint: Option<String>,
+    /// The bucket's region; else `AWS_REGION` / `AWS_DEFAULT_REGION`, or `us-east-1`.
+    pub region: Option<String>,
+    /// Credentials; else `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (and
+    /// `AWS_SESSION_TOKEN`) from the environment.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -42,11 +54,94 @@ impl Default for StorageConfig {
             durability: DurabilityMode::Fsync,
             sync_interval: Duration::from_millis(100),
             wal_segment_bytes: 64 << 20,
+            url: None,
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
         }
     }
 }
 
+/// Where `storage.url` puts the Parquet files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageUrl {
+    /// A local directory (the data directory when no URL is given).
+    Local(Option<std::path::PathBuf>),
+    /// An S3 bucket and prefix.
+    S3(crate::storage::S3Settings),
+}
+
 impl StorageConfig {
+    /// What `url` says, checked.
+    ///
+    /// # Errors
+    /// A URL of another scheme, a relative `file://` path, an S3 URL without a bucket, or S3
+    /// settings beside a URL that is not S3.
+    pub fn location(&self) -> Result<StorageUrl, String> {
+        let s3_keys = self.endpoint.is_some()
+            || self.region.is_some()
+            || self.access_key_id.is_some()
+            || self.secret_access_key.is_some();
+        match self.url.as_deref() {
+            None if s3_keys => Err(
+                "storage.endpoint, region and credentials need storage.url = \"s3://bucket/prefix\""
+                    .into(),
+            ),
+            None => Ok(StorageUrl::Local(None)),
+            Some(url) if url.starts_with("file://") => {
+                let path = std::path::PathBuf::from(&url["file://".len()..]);
+                if s3_keys {
+                    return Err("storage.endpoint, region and credentials are for s3:// URLs".into());
+                }
+                check(
+                    path.is_absolute(),
+                    "storage.url = \"file://…\" must name an absolute directory (file:///var/lib/x)",
+                )?;
+                Ok(StorageUrl::Local(Some(path)))
+            }
+            Some(url) if url.starts_with("s3://") => {
+                let bucket = url["s3://".len()..].split('/').next().unwrap_or_default();
+                check(!bucket.is_empty(), "storage.url names no bucket (s3://bucket/prefix)")?;
+                if let Some(endpoint) = &self.endpoint {
+                    check(
+                        endpoint.starts_with("http://") || endpoint.starts_with("https://"),
+                        "storage.endpoint must be an http:// or https:// URL",
+                    )?;
+                }
+                check(
+                    self.access_key_id.is_some() == self.secret_access_key.is_some(),
+                    "storage.access_key_id and storage.secret_access_key go together",
+                )?;
+                Ok(StorageUrl::S3(crate::storage::S3Settings {
+                    url: url.to_string(),
+                    endpoint: self.endpoint.clone(),
+                    region: self.region.clone(),
+                    access_key_id: self.access_key_id.clone(),
+                    secret_access_key: self.secret_access_key.clone(),
+                }))
+            }
+            Some(url) => Err(format!(
+                "storage.url {url:?} is neither s3://bucket/prefix nor file:///directory"
+            )),
+        }
+    }
+
+    /// The storage the URL names (`data_dir` without one). Call inside the runtime that is
+    /// to drive an S3 client's connections.
+    ///
+    /// # Errors
+    /// As [`StorageConfig::location`], or when the directory cannot be made or the S3 client
+    /// refuses the settings.
+    pub fn open(&self, data_dir: &std::path::Path) -> crate::Result<crate::storage::Storage> {
+        match self.location().map_err(crate::StoreError::Storage)? {
+            StorageUrl::Local(dir) => {
+                crate::storage::Storage::local(dir.as_deref().unwrap_or(data_dir))
+            }
+            StorageUrl::S3(settings) => crate::storage::Storage::s3(&settings),
+        }
+    }
+
     pub fn durability(&self) -> crate::Durability {
         match self.durability {
             DurabilityMode::Fsync => crate::Durability::Fsync,
@@ -186,7 +281,8 @@ impl StorageConfig {
         check(
             self.wal_segment_bytes >= 1 << 20,
             "storage.wal_segment_bytes must be at least 1MiB",
-        )
+        )?;
+        self.location().map(|_| ())
     }
 }
 

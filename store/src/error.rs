@@ -18,6 +18,15 @@ pub enum StoreError {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    #[error("object storage error on {path}: {source}")]
+    Object {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// The storage cannot be set up as configured (a bad URL, settings the client refuses).
+    #[error("{0}")]
+    Storage(String),
     #[error("Arrow error: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
     #[error("batch for table {table} does not match its schema: {reason}")]
@@ -48,7 +57,10 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            StoreError::Io { .. } | StoreError::Parquet { .. } | StoreError::ShuttingDown
+            StoreError::Io { .. }
+                | StoreError::Parquet { .. }
+                | StoreError::Object { .. }
+                | StoreError::ShuttingDown
         )
     }
 }

@@ -206,8 +206,9 @@ mod tests {
             expected.entry(*t).or_default().push(b.clone());
         }
         {
-            let store =
-                Store::open(StoreConfig::new(&data), &mut Registry::default()).expect("open");
+            let store = Store::open(StoreConfig::new(&data), &mut Registry::default())
+                .await
+                .expect("open");
             store.write(first).await.expect("write");
             store.flush_all().await.expect("flush");
             store.write(second).await.expect("write");
@@ -233,8 +234,9 @@ mod tests {
         for fixture in fixtures {
             let tmp = tempfile::tempdir().expect("tempdir");
             copy_tree(&fixture.join("data"), tmp.path());
-            let store =
-                Store::open(StoreConfig::new(tmp.path()), &mut Registry::default()).expect("open");
+            let store = Store::open(StoreConfig::new(tmp.path()), &mut Registry::default())
+                .await
+                .expect("open");
             let engine = store
                 .query_engine(Default::default())
                 .await

@@ -31,10 +31,18 @@ impl SqlTarget {
             .enable_all()
             .build()
             .expect("a runtime");
-        let catalogs: Vec<Arc<TableCatalog>> = Table::ALL
-            .iter()
-            .map(|t| Arc::new(TableCatalog::open(*t, dir.join(t.name())).expect("a table")))
-            .collect();
+        let storage = crate::storage::Storage::local(dir).expect("a storage");
+        let mut catalogs: Vec<Arc<TableCatalog>> = Vec::new();
+        for t in Table::ALL {
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "the fuzz target's own runtime, on its own thread"
+            )]
+            let catalog = runtime
+                .block_on(TableCatalog::open(storage.clone(), "default", t))
+                .expect("a table");
+            catalogs.push(Arc::new(catalog));
+        }
         let limits = QueryLimits {
             timeout,
             max_running: 4,

@@ -23,7 +23,7 @@
 //! # async fn demo(batch: arrow::record_batch::RecordBatch) -> anyhow::Result<()> {
 //! use sightline_store::{Store, StoreConfig, Table, query::QueryLimits};
 //! let mut registry = prometheus_client::registry::Registry::default();
-//! let store = Store::open(StoreConfig::new("./data"), &mut registry)?;
+//! let store = Store::open(StoreConfig::new("./data"), &mut registry).await?;
 //! store.write(vec![(Table::Spans, batch)]).await?;
 //! let engine = store.query_engine(QueryLimits::default()).await?;
 //! let out = engine.execute("SELECT count(*) FROM spans").await?;
@@ -59,6 +59,7 @@ pub mod provider;
 pub mod query;
 pub mod schema;
 pub mod sql_bounds;
+pub mod storage;
 #[cfg(test)]
 mod testing;
 pub mod wal;
@@ -85,7 +86,11 @@ pub use wal::Durability;
 /// Where and how the store keeps data.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
+    /// The write-ahead logs and lock files (always local), and the Parquet files unless
+    /// `storage` says where they are.
     pub data_dir: PathBuf,
+    /// Where the Parquet files, watermarks and compaction logs are; `None` is `data_dir`.
+    pub storage: Option<storage::Storage>,
     pub tenant: String,
     /// Buffered rows older than this are flushed to Parquet.
     pub flush_interval: Duration,
@@ -116,6 +121,7 @@ impl StoreConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
+            storage: None,
             tenant: "default".into(),
             flush_interval: Duration::from_secs(60),
             flush_max_bytes: 64 * 1024 * 1024,
@@ -164,6 +170,8 @@ pub type FlushReport = BTreeMap<&'static str, usize>;
 #[derive(Debug)]
 pub struct Store {
     config: StoreConfig,
+    /// Where the Parquet files are.
+    storage: storage::Storage,
     catalogs: Arc<BTreeMap<Table, Arc<TableCatalog>>>,
     metrics: StoreMetrics,
     wal: wal::Wal,
@@ -197,13 +205,17 @@ impl Store {
     /// Opens (or creates) the store under `config.data_dir`: lists the Parquet files, replays
     /// the write-ahead log into the buffers (skipping what is already in Parquet), and starts
     /// the log for new writes.
-    pub fn open(config: StoreConfig, registry: &mut Registry) -> Result<Arc<Self>> {
+    pub async fn open(config: StoreConfig, registry: &mut Registry) -> Result<Arc<Self>> {
         sightline_common::tenant::check_tenant(&config.tenant).map_err(StoreError::Tenant)?;
         let lock = lock_data_dir(&paths::lock_dir(&config.data_dir, &config.tenant))?;
+        let storage = match &config.storage {
+            Some(s) => s.clone(),
+            None => storage::Storage::local(&config.data_dir)?,
+        };
         let mut catalogs = BTreeMap::new();
         for table in Table::ALL {
-            let dir = paths::table_dir(&config.data_dir, &config.tenant, table);
-            catalogs.insert(table, Arc::new(TableCatalog::open(table, dir)?));
+            let catalog = TableCatalog::open(storage.clone(), &config.tenant, table).await?;
+            catalogs.insert(table, Arc::new(catalog));
         }
         let catalogs = Arc::new(catalogs);
         let wal_metrics = WalMetrics::new(registry);
@@ -260,6 +272,7 @@ impl Store {
         )?;
         let store = Arc::new(Self {
             config,
+            storage,
             catalogs,
             metrics: StoreMetrics::new(registry),
             wal,
@@ -285,6 +298,11 @@ impl Store {
 
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    /// Where this store's Parquet files are.
+    pub fn storage(&self) -> &storage::Storage {
+        &self.storage
     }
 
     /// The tenant whose data this store holds.
@@ -460,7 +478,7 @@ impl Store {
     pub async fn close(&self) -> Result<FlushReport> {
         self.closed.store(true, Ordering::Release);
         self.wal.close().await;
-        self.bury_due(true);
+        self.bury_due(true).await;
         let report = self.flush_all().await;
         if report.is_ok() {
             // Everything is in Parquet: the next start has nothing to replay.
@@ -502,7 +520,9 @@ mod tests {
     async fn queries_during_flushes_see_every_row_exactly_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut registry = Registry::default();
-        let store = Store::open(StoreConfig::new(dir.path()), &mut registry).expect("open");
+        let store = Store::open(StoreConfig::new(dir.path()), &mut registry)
+            .await
+            .expect("open");
         let engine = Arc::new(
             store
                 .query_engine(query::QueryLimits::default())
@@ -540,8 +560,9 @@ mod tests {
         // Reopened, the store finds every file and nothing more.
         drop(engine);
         drop(store);
-        let store =
-            Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("reopen");
+        let store = Store::open(StoreConfig::new(dir.path()), &mut Registry::default())
+            .await
+            .expect("reopen");
         let engine = store
             .query_engine(query::QueryLimits::default())
             .await
@@ -552,8 +573,9 @@ mod tests {
     #[tokio::test]
     async fn a_closed_store_refuses_writes_and_flushes_what_it_held() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("open");
+        let store = Store::open(StoreConfig::new(dir.path()), &mut Registry::default())
+            .await
+            .expect("open");
         store
             .write(vec![(Table::TraceFragments, fragments(0, 10, 0))])
             .await
@@ -575,8 +597,9 @@ mod tests {
     #[tokio::test]
     async fn a_batch_with_the_wrong_schema_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store =
-            Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("open");
+        let store = Store::open(StoreConfig::new(dir.path()), &mut Registry::default())
+            .await
+            .expect("open");
         let err = store
             .write(vec![(Table::Spans, fragments(0, 1, 0))])
             .await
@@ -619,15 +642,17 @@ mod recovery_tests {
     async fn unflushed_writes_come_back_once_after_a_crash() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let store =
-                Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("open");
+            let store = Store::open(StoreConfig::new(dir.path()), &mut Registry::default())
+                .await
+                .expect("open");
             write_each(&store, 0..10).await;
             store.flush_all().await.expect("flush");
             write_each(&store, 10..25).await;
             // No close: as if the process were killed. (The WAL thread still owns its file.)
         }
-        let store =
-            Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("reopen");
+        let store = Store::open(StoreConfig::new(dir.path()), &mut Registry::default())
+            .await
+            .expect("reopen");
         assert_eq!(
             ids(&store).await,
             expected(25),
@@ -640,8 +665,9 @@ mod recovery_tests {
             .expect("write");
         store.flush_all().await.expect("flush");
         drop(store);
-        let store =
-            Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("reopen");
+        let store = Store::open(StoreConfig::new(dir.path()), &mut Registry::default())
+            .await
+            .expect("reopen");
         assert_eq!(ids(&store).await, expected(26));
         store.close().await.expect("close");
         assert_eq!(store.wal_disk_bytes(), 0);
@@ -660,17 +686,26 @@ mod recovery_tests {
     async fn files_of_an_unfinished_flush_are_dropped_and_their_rows_replayed() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let store =
-                Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("open");
+            let store = Store::open(StoreConfig::new(dir.path()), &mut Registry::default())
+                .await
+                .expect("open");
             write_each(&store, 0..5).await;
             // A flush that wrote its file but crashed before recording the watermark.
             let catalog = store.catalog(Table::TraceFragments);
             let snapshot = catalog.snapshot();
-            writer::write_files(Table::TraceFragments, catalog.dir(), &snapshot.batches, 5)
-                .expect("write file");
+            writer::write_files(
+                catalog.storage(),
+                catalog.tenant(),
+                Table::TraceFragments,
+                snapshot.batches,
+                5,
+            )
+            .await
+            .expect("write file");
         }
-        let store =
-            Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("reopen");
+        let store = Store::open(StoreConfig::new(dir.path()), &mut Registry::default())
+            .await
+            .expect("reopen");
         assert_eq!(store.catalog(Table::TraceFragments).stats().files, 0);
         assert_eq!(ids(&store).await, expected(5));
     }
@@ -702,8 +737,9 @@ mod recovery_tests {
         let table_dir = paths::table_dir(dir.path(), "default", Table::TraceFragments);
         let watermark = table_dir.join(paths::WATERMARK_FILE);
         {
-            let store =
-                Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("open");
+            let store = Store::open(StoreConfig::new(dir.path()), &mut Registry::default())
+                .await
+                .expect("open");
             write_each(&store, 0..20).await;
             // A non-empty directory where the watermark goes: renaming onto it fails.
             let _ = std::fs::remove_file(&watermark);
@@ -729,8 +765,9 @@ mod recovery_tests {
             write_each(&store, 20..25).await;
             // Crash without close.
         }
-        let store =
-            Store::open(StoreConfig::new(dir.path()), &mut Registry::default()).expect("reopen");
+        let store = Store::open(StoreConfig::new(dir.path()), &mut Registry::default())
+            .await
+            .expect("reopen");
         assert_eq!(ids(&store).await, expected(25));
     }
 
@@ -746,8 +783,12 @@ mod recovery_tests {
             c
         };
         {
-            let default = Store::open(config("default"), &mut Registry::default()).expect("open");
-            let other = Store::open(config("team-a"), &mut Registry::default()).expect("open");
+            let default = Store::open(config("default"), &mut Registry::default())
+                .await
+                .expect("open");
+            let other = Store::open(config("team-a"), &mut Registry::default())
+                .await
+                .expect("open");
             write_each(&default, 0..3).await;
             write_each(&other, 10..15).await;
             default.flush_all().await.expect("flush");
@@ -760,17 +801,21 @@ mod recovery_tests {
         }
         assert!(paths::wal_dir(dir.path(), "team-a").starts_with(dir.path().join("team-a")));
         assert_eq!(paths::tenants_on_disk(dir.path()), ["default", "team-a"]);
-        let other = Store::open(config("team-a"), &mut Registry::default()).expect("reopen");
+        let other = Store::open(config("team-a"), &mut Registry::default())
+            .await
+            .expect("reopen");
         assert_eq!(ids(&other).await.len(), 5);
-        let default = Store::open(config("default"), &mut Registry::default()).expect("reopen");
+        let default = Store::open(config("default"), &mut Registry::default())
+            .await
+            .expect("reopen");
         assert_eq!(ids(&default).await, expected(3));
         assert!(matches!(
-            Store::open(config("team-a"), &mut Registry::default()),
+            Store::open(config("team-a"), &mut Registry::default()).await,
             Err(StoreError::Locked(_))
         ));
         for bad in ["../escape", "wal", ""] {
             assert!(matches!(
-                Store::open(config(bad), &mut Registry::default()),
+                Store::open(config(bad), &mut Registry::default()).await,
                 Err(StoreError::Tenant(_))
             ));
         }
@@ -788,7 +833,9 @@ mod recovery_tests {
             c
         };
         {
-            let store = Store::open(config(), &mut Registry::default()).expect("open");
+            let store = Store::open(config(), &mut Registry::default())
+                .await
+                .expect("open");
             let done = Arc::new(AtomicBool::new(false));
             let flusher = {
                 let store = store.clone();
@@ -817,7 +864,9 @@ mod recovery_tests {
             assert!(flushes > 3, "only {flushes} flushes raced the writes");
             // Crash without close.
         }
-        let store = Store::open(config(), &mut Registry::default()).expect("reopen");
+        let store = Store::open(config(), &mut Registry::default())
+            .await
+            .expect("reopen");
         assert_eq!(ids(&store).await, expected(1200));
     }
 }

@@ -3,11 +3,13 @@
 //! after a grace period, because queries planned before the swap may still read them.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use object_store::path::Path as ObjectPath;
+
 use crate::metrics::{FlushLabel, TableLabel};
+use crate::storage::Storage;
 use crate::{COMPACTION_MEMORY_SHARE, Store, StoreError, Table, compaction, paths, writer};
 
 /// Files to delete at `due`, then the compaction log that recorded their replacement.
@@ -15,47 +17,27 @@ use crate::{COMPACTION_MEMORY_SHARE, Store, StoreError, Table, compaction, paths
 pub(crate) struct Burial {
     due: Instant,
     files: Vec<Arc<writer::DataFile>>,
-    log: Option<PathBuf>,
+    log: Option<ObjectPath>,
 }
 
 impl Burial {
-    fn bury(self) {
+    async fn bury(self, storage: &Storage) {
         let mut all_gone = true;
         for f in &self.files {
-            if let Err(e) = std::fs::remove_file(&f.path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
+            if let Err(e) = storage.delete(&f.path).await {
                 all_gone = false;
-                tracing::warn!(file = %f.path.display(), error = %e, "cannot delete an old data file");
+                tracing::warn!(file = %f.path, error = %e, "cannot delete an old data file");
             }
         }
-        if let Some(log) = &self.log {
-            // The inputs' removal must be durable before the log that explains them goes: were
-            // the log gone and an input back after a power loss, its rows would count twice.
-            // If that cannot be made sure, the log stays, and the next start finishes the job.
-            let dir = log.parent().unwrap_or(std::path::Path::new("."));
-            match writer::sync_dir(dir) {
-                Ok(()) if all_gone => {
-                    if let Err(e) = std::fs::remove_file(log)
-                        && e.kind() != std::io::ErrorKind::NotFound
-                    {
-                        tracing::warn!(log = %log.display(), error = %e, "cannot delete a compaction log");
-                    }
-                }
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot sync a partition; its compaction log stays until the next start");
-                }
-            }
-        }
-        // Drop emptied hour and date directories (a partition with a log left is not empty).
-        for f in &self.files {
-            if let Some(hour) = f.path.parent() {
-                let _ = std::fs::remove_dir(hour);
-                if let Some(date) = hour.parent() {
-                    let _ = std::fs::remove_dir(date);
-                }
-            }
+        // The inputs' removal is durable before the log that explains them goes (a delete is,
+        // when it returns): were the log gone and an input back after a power loss, its rows
+        // would count twice. If an input cannot be deleted, the log stays, and the next start
+        // finishes the job. Emptied partitions go with their last object.
+        if let Some(log) = &self.log
+            && all_gone
+            && let Err(e) = storage.delete(log).await
+        {
+            tracing::warn!(%log, error = %e, "cannot delete a compaction log");
         }
     }
 }
@@ -76,7 +58,7 @@ impl Store {
     }
 
     /// Deletes the files whose grace period is over (all of them with `all`).
-    pub(crate) fn bury_due(&self, all: bool) {
+    pub(crate) async fn bury_due(&self, all: bool) {
         let now = Instant::now();
         let due: Vec<Burial> = {
             let mut g = self.graveyard();
@@ -86,15 +68,16 @@ impl Store {
             *g = wait;
             due
         };
+        let storage = self.storage();
         for b in due {
-            b.bury();
+            b.bury(storage).await;
         }
     }
 
     /// One pass of retention and compaction over every table.
     pub async fn maintain(&self) -> MaintenanceReport {
         let mut report = MaintenanceReport::default();
-        self.bury_due(false);
+        self.bury_due(false).await;
         let now = std::time::SystemTime::now();
         for table in Table::ALL {
             let catalog = &self.catalogs[&table];
@@ -134,14 +117,13 @@ impl Store {
             let Some(policy) = &self.config.compaction else {
                 continue;
             };
-            let mut by_dir: BTreeMap<PathBuf, Vec<Arc<writer::DataFile>>> = BTreeMap::new();
+            let mut by_hour: BTreeMap<i64, Vec<Arc<writer::DataFile>>> = BTreeMap::new();
             for f in catalog.files() {
-                if let Some(dir) = f.path.parent() {
-                    by_dir.entry(dir.to_path_buf()).or_default().push(f);
+                if let Some((_, _, hour, _)) = paths::object::parse_data_file(&f.path) {
+                    by_hour.entry(hour).or_default().push(f);
                 }
             }
-            for files in by_dir.into_values() {
-                let hour = paths::hour_of(files[0].min_time);
+            for (hour, files) in by_hour {
                 let Some(inputs) =
                     compaction::pick(policy, &files, hour, sightline_common::clock::now())
                 else {
@@ -176,6 +158,7 @@ impl Store {
                     }
                 }
                 let started = Instant::now();
+                let storage = self.storage().clone();
                 #[allow(
                     clippy::disallowed_methods,
                     reason = "a merge is blocking work: it runs on a runtime of its own inside spawn_blocking"
@@ -185,7 +168,7 @@ impl Store {
                         .enable_all()
                         .build()
                         .map_err(|e| StoreError::io("compaction runtime", e))?
-                        .block_on(compaction::merge(table, inputs))
+                        .block_on(compaction::merge(&storage, table, inputs))
                 })
                 .await
                 .unwrap_or_else(|e| {
@@ -217,8 +200,10 @@ impl Store {
                             "ok"
                         } else {
                             // An input vanished meanwhile (retention): undo the output.
-                            let _ = std::fs::remove_file(&output.path);
-                            let _ = std::fs::remove_file(&m.log);
+                            let storage = self.storage();
+                            if storage.delete(&output.path).await.is_ok() {
+                                let _ = storage.delete(&m.log).await;
+                            }
                             "skipped"
                         }
                     }
@@ -288,7 +273,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn hours_of_small_files_become_one_file_per_hour_and_queries_stay_exact() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(config(dir.path()), &mut Registry::default()).expect("open");
+        let store = Store::open(config(dir.path()), &mut Registry::default())
+            .await
+            .expect("open");
         let engine = Arc::new(
             store
                 .query_engine(query::QueryLimits::default())
@@ -337,7 +324,8 @@ mod tests {
         // The merged files are sorted by trace id, as flushed files are.
         for f in store.catalog(Table::TraceFragments).files() {
             let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-                std::fs::File::open(&f.path).expect("open"),
+                std::fs::File::open(store.storage().local_path(&f.path).expect("local"))
+                    .expect("open"),
             )
             .expect("reader")
             .build()
@@ -356,7 +344,9 @@ mod tests {
         // A restart finds exactly the merged files.
         drop(engine);
         drop(store);
-        let store = Store::open(config(dir.path()), &mut Registry::default()).expect("reopen");
+        let store = Store::open(config(dir.path()), &mut Registry::default())
+            .await
+            .expect("reopen");
         let engine = store
             .query_engine(query::QueryLimits::default())
             .await
@@ -397,7 +387,9 @@ mod tests {
         w.write(&short).expect("write");
         w.close().expect("close");
 
-        let store = Store::open(config(dir.path()), &mut Registry::default()).expect("open");
+        let store = Store::open(config(dir.path()), &mut Registry::default())
+            .await
+            .expect("open");
         let engine = store
             .query_engine(Default::default())
             .await
@@ -426,17 +418,22 @@ mod tests {
         store.flush_all().await.expect("flush");
         let files = store.catalog(table).files();
         assert_eq!(files.len(), 2);
-        assert!(
-            files
-                .iter()
-                .any(|f| writer::schema_version_of(&f.path).expect("footer") == 1)
-        );
+        let mut versions = Vec::new();
+        for f in &files {
+            versions.push(
+                writer::schema_version_of(store.storage(), f)
+                    .await
+                    .expect("footer"),
+            );
+        }
+        assert!(versions.contains(&1), "{versions:?}");
         let report = store.maintain().await;
         assert_eq!((report.compactions, report.compacted_files), (1, 2));
         let merged = store.catalog(table).files();
         assert_eq!(merged.len(), 1);
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(&merged[0].path).expect("open"),
+            std::fs::File::open(store.storage().local_path(&merged[0].path).expect("local"))
+                .expect("open"),
         )
         .expect("reader");
         assert_eq!(reader.schema().fields(), table.schema().fields());
@@ -461,7 +458,9 @@ mod tests {
         let base = (sightline_common::clock::now() / HOUR - 3) * HOUR;
         let inputs;
         {
-            let store = Store::open(config(dir.path()), &mut Registry::default()).expect("open");
+            let store = Store::open(config(dir.path()), &mut Registry::default())
+                .await
+                .expect("open");
             for i in 0..3 {
                 store
                     .write(vec![(Table::TraceFragments, fragments(i * 10, 10, base))])
@@ -472,13 +471,23 @@ mod tests {
             inputs = store.catalog(Table::TraceFragments).files();
             // The merge finishes (output renamed, log written) but the process dies before
             // the swap and the deletions.
-            compaction::merge(Table::TraceFragments, inputs.clone())
+            compaction::merge(store.storage(), Table::TraceFragments, inputs.clone())
                 .await
                 .expect("merge");
         }
-        let store = Store::open(config(dir.path()), &mut Registry::default()).expect("reopen");
+        let store = Store::open(config(dir.path()), &mut Registry::default())
+            .await
+            .expect("reopen");
         assert_eq!(store.catalog(Table::TraceFragments).files().len(), 1);
-        assert!(inputs.iter().all(|f| !f.path.exists()));
+        let storage = store.storage();
+        for f in &inputs {
+            assert_eq!(
+                storage.read(&f.path).await.expect("read"),
+                None,
+                "{}",
+                f.path
+            );
+        }
         let engine = store
             .query_engine(query::QueryLimits::default())
             .await
@@ -493,7 +502,9 @@ mod tests {
         c.retention
             .insert(Table::Spans, Duration::from_secs(2 * 3600));
         c.compaction = None;
-        let store = Store::open(c, &mut Registry::default()).expect("open");
+        let store = Store::open(c, &mut Registry::default())
+            .await
+            .expect("open");
         let now = sightline_common::clock::now();
         let old = (now / HOUR - 5) * HOUR;
         store

@@ -79,6 +79,25 @@ pub fn tenants_on_disk(root: &Path) -> Vec<String> {
     out
 }
 
+/// The tenants with files in an object storage that is not the data directory (whose are
+/// [`tenants_on_disk`]): the names at its root that are tenant names.
+///
+/// # Errors
+/// When the storage cannot be listed.
+pub async fn tenants_in_storage(storage: &crate::storage::Storage) -> crate::Result<Vec<String>> {
+    if storage.local_root().is_some() {
+        return Ok(Vec::new());
+    }
+    let mut names: Vec<String> = storage
+        .children(None)
+        .await?
+        .into_iter()
+        .filter(|n| sightline_common::tenant::check_tenant(n).is_ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// What a data file's name says about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileNameInfo {

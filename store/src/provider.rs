@@ -12,7 +12,6 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
-use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
@@ -166,11 +165,7 @@ impl TableProvider for StoreTable {
         if !files.is_empty() {
             let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions];
             for (i, f) in files.iter().enumerate() {
-                let path = f.path.to_string_lossy();
-                groups[i % partitions].push(PartitionedFile::new(
-                    path.trim_start_matches('/').to_string(),
-                    f.size,
-                ));
+                groups[i % partitions].push(PartitionedFile::new(f.path.to_string(), f.size));
             }
             let mut source = ParquetSource::new(self.schema.clone());
             if let Some(predicate) = conjunction(filters.iter().cloned()) {
@@ -178,18 +173,18 @@ impl TableProvider for StoreTable {
                 let physical = state.create_physical_expr(predicate, &df_schema)?;
                 source = source.with_predicate(physical);
             }
-            let config =
-                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                    .with_file_groups(
-                        groups
-                            .into_iter()
-                            .filter(|g| !g.is_empty())
-                            .map(FileGroup::new)
-                            .collect(),
-                    )
-                    .with_projection_indices(projection.cloned())?
-                    .with_limit(limit)
-                    .build();
+            let url = self.catalog.storage().url().clone();
+            let config = FileScanConfigBuilder::new(url, Arc::new(source))
+                .with_file_groups(
+                    groups
+                        .into_iter()
+                        .filter(|g| !g.is_empty())
+                        .map(FileGroup::new)
+                        .collect(),
+                )
+                .with_projection_indices(projection.cloned())?
+                .with_limit(limit)
+                .build();
             inputs.push(DataSourceExec::from_data_source(config));
         }
 

@@ -1,24 +1,24 @@
 //! Encoding buffered batches into Parquet files: split by hour, sorted for pruning, zstd,
-//! statistics and bloom filters, written to a temporary name, fsync'd, then renamed.
+//! statistics and bloom filters; stored whole through the [`Storage`] (durable when stored).
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, ArrayRef, TimestampNanosecondArray, UInt32Array};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::record_batch::RecordBatch;
+use object_store::ObjectStoreExt as _;
+use object_store::path::Path as ObjectPath;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use sightline_common::durable;
-
 use crate::error::{Result, StoreError};
 use crate::paths;
 use crate::schema::Table;
+use crate::storage::Storage;
 
 /// Rows per row group: small enough that time and trace-id statistics prune well.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -26,8 +26,8 @@ pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 /// A Parquet file of a table, as the catalog knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataFile {
-    /// Absolute path on the local file system.
-    pub path: PathBuf,
+    /// Where the file is in the storage.
+    pub path: ObjectPath,
     pub size: u64,
     pub rows: u64,
     /// Smallest and largest value of the table's time column, in ns.
@@ -83,15 +83,12 @@ pub fn writer_properties(table: Table) -> WriterProperties {
 
 /// The schema version a data file's rows were written with (1 for files from before versions
 /// were recorded). Reads the footer only.
-pub fn schema_version_of(path: &Path) -> Result<u16> {
-    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
-    let reader = parquet::file::reader::SerializedFileReader::new(file).map_err(|source| {
-        StoreError::Parquet {
-            path: path.to_path_buf(),
-            source,
-        }
-    })?;
-    let version = parquet::file::reader::FileReader::metadata(&reader)
+///
+/// # Errors
+/// When the file's footer cannot be read.
+pub async fn schema_version_of(storage: &Storage, file: &DataFile) -> Result<u16> {
+    let metadata = read_footer(storage, file).await?;
+    let version = metadata
         .file_metadata()
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|e| e.key == SCHEMA_VERSION_KEY))
@@ -99,6 +96,57 @@ pub fn schema_version_of(path: &Path) -> Result<u16> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     Ok(version)
+}
+
+/// A data file's footer (its metadata), read with one ranged request (two when the footer is
+/// over 64 KiB).
+///
+/// # Errors
+/// When the file cannot be read or is not Parquet.
+pub async fn read_footer(
+    storage: &Storage,
+    file: &DataFile,
+) -> Result<parquet::file::metadata::ParquetMetaData> {
+    use parquet::file::metadata::{FooterTail, ParquetMetaDataReader};
+    const TAIL: u64 = 8;
+    let parquet_err = |source| StoreError::Parquet {
+        path: PathBuf::from(file.path.as_ref()),
+        source,
+    };
+    let size = file.size;
+    if size < TAIL {
+        return Err(parquet_err(parquet::errors::ParquetError::EOF(
+            "too short for a Parquet file".into(),
+        )));
+    }
+    let get = |range: std::ops::Range<u64>| async move {
+        storage
+            .store()
+            .get_range(&file.path, range)
+            .await
+            .map_err(|e| storage.error(&file.path, e))
+    };
+    let guess = size.min(64 << 10);
+    let tail = get(size - guess..size).await?;
+    let footer: &[u8; 8] = tail[tail.len() - 8..]
+        .try_into()
+        .map_err(|_| parquet_err(parquet::errors::ParquetError::EOF("no footer".into())))?;
+    let length = FooterTail::try_new(footer)
+        .map_err(parquet_err)?
+        .metadata_length() as u64;
+    if length + TAIL > size {
+        return Err(parquet_err(parquet::errors::ParquetError::EOF(
+            "the footer is longer than the file".into(),
+        )));
+    }
+    let metadata = if length + TAIL <= guess {
+        let start = (guess - TAIL - length) as usize;
+        ParquetMetaDataReader::decode_metadata(&tail[start..tail.len() - 8])
+    } else {
+        let bytes = get(size - TAIL - length..size - TAIL).await?;
+        ParquetMetaDataReader::decode_metadata(&bytes)
+    };
+    metadata.map_err(parquet_err)
 }
 
 /// Sorts `batch` by the table's sort columns.
@@ -169,86 +217,118 @@ fn min_max_time(table: Table, batch: &RecordBatch) -> Result<(i64, i64)> {
     Ok((min, max))
 }
 
-/// Writes `batches` of `table` (writes up to WAL sequence `wal_seq`) as one sorted Parquet
-/// file per hour under `table_dir`. Files are durable (fsync'd file and directory) when this
-/// returns.
-pub fn write_files(
+/// A flush's files, encoded and not yet stored: each with where it goes.
+#[derive(Debug)]
+pub struct Encoded {
+    pub file: DataFile,
+    pub bytes: bytes::Bytes,
+}
+
+/// Encodes `batches` of `table` (writes up to WAL sequence `wal_seq`) as one sorted Parquet
+/// file per hour of `tenant`'s table, in memory (a flush's files are compressed, far smaller
+/// than the buffer they come from). CPU work: call it off the async threads.
+pub fn encode_files(
+    tenant: &str,
     table: Table,
-    table_dir: &Path,
     batches: &[RecordBatch],
     wal_seq: u64,
-) -> Result<Vec<DataFile>> {
+) -> Result<Vec<Encoded>> {
     if batches.iter().all(|b| b.num_rows() == 0) {
         return Ok(Vec::new());
     }
     let schema = table.schema();
     let all = concat_batches(&schema, batches)?;
-    let mut files: Vec<DataFile> = Vec::new();
-    let result = (|| {
-        for (hour, part) in split_by_hour(table, &all)? {
-            let sorted = sort_batch(table, &part)?;
-            let (min, max) = min_max_time(table, &sorted)?;
-            let dir = paths::partition_dir(table_dir, hour);
-            let name = paths::data_file_name(min, max, wal_seq, &unique_id());
-            files.push(write_one(table, &dir, &name, &sorted, min, max, wal_seq)?);
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        // All or nothing: the rows stay buffered, so no file of this flush may stay behind.
-        for f in &files {
-            let _ = std::fs::remove_file(&f.path);
-        }
-        return Err(e);
+    let mut files = Vec::new();
+    for (hour, part) in split_by_hour(table, &all)? {
+        let sorted = sort_batch(table, &part)?;
+        let (min, max) = min_max_time(table, &sorted)?;
+        let name = paths::data_file_name(min, max, wal_seq, &unique_id());
+        let path = paths::object::data_file(tenant, table, hour, &name);
+        let bytes = encode(table, &sorted, &path)?;
+        files.push(Encoded {
+            file: DataFile {
+                path,
+                size: bytes.len() as u64,
+                rows: sorted.num_rows() as u64,
+                min_time: min,
+                max_time: max,
+                wal_seq,
+            },
+            bytes: bytes.into(),
+        });
     }
     Ok(files)
 }
 
-/// Writes one sorted batch to `dir/name` atomically.
-pub fn write_one(
-    table: Table,
-    dir: &Path,
-    name: &str,
-    batch: &RecordBatch,
-    min_time: i64,
-    max_time: i64,
-    wal_seq: u64,
-) -> Result<DataFile> {
-    create_dir_durable(dir)?;
-    let path = dir.join(name);
-    let tmp = path.with_extension(format!("{}.{}", paths::PARQUET_EXT, paths::TMP_EXT));
-    let file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+/// One sorted batch as the bytes of a Parquet file.
+pub fn encode(table: Table, batch: &RecordBatch, path: &ObjectPath) -> Result<Vec<u8>> {
     let parquet_err = |source| StoreError::Parquet {
-        path: tmp.clone(),
+        path: PathBuf::from(path.as_ref()),
         source,
     };
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(table)))
-        .map_err(parquet_err)?;
+    let mut writer = ArrowWriter::try_new(
+        Vec::with_capacity(batch.get_array_memory_size() / 4),
+        batch.schema(),
+        Some(writer_properties(table)),
+    )
+    .map_err(parquet_err)?;
     writer.write(batch).map_err(parquet_err)?;
-    let file = writer.into_inner().map_err(parquet_err)?;
-    file.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
-    let size = file.metadata().map_err(|e| StoreError::io(&tmp, e))?.len();
-    drop(file);
-    std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
-    sync_dir(dir)?;
-    Ok(DataFile {
-        path,
-        size,
-        rows: batch.num_rows() as u64,
-        min_time,
-        max_time,
-        wal_seq,
-    })
+    writer.into_inner().map_err(parquet_err)
 }
 
-/// Creates `dir` (and its parents) so that the new entries survive a power loss.
-pub fn create_dir_durable(dir: &Path) -> Result<()> {
-    durable::create_dir_durable(dir).map_err(|e| StoreError::io(dir, e))
+/// Stores encoded files: all or nothing (on an error, those already stored are deleted).
+/// Durable when this returns.
+///
+/// # Errors
+/// The first file the storage refuses.
+pub async fn store_files(storage: &Storage, encoded: Vec<Encoded>) -> Result<Vec<DataFile>> {
+    let mut stored: Vec<DataFile> = Vec::with_capacity(encoded.len());
+    for e in encoded {
+        if let Err(err) = storage.write(&e.file.path, e.bytes).await {
+            delete_files(storage, &stored).await;
+            return Err(err);
+        }
+        stored.push(e.file);
+    }
+    Ok(stored)
 }
 
-/// Makes a rename or a new entry in `dir` durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    durable::sync_dir(dir).map_err(|e| StoreError::io(dir, e))
+/// Deletes files, logging (not returning) what cannot be deleted.
+pub async fn delete_files(storage: &Storage, files: &[DataFile]) {
+    for f in files {
+        if let Err(e) = storage.delete(&f.path).await {
+            tracing::warn!(file = %f.path, error = %e, "cannot delete a file");
+        }
+    }
+}
+
+/// Writes `batches` of `tenant`'s `table` (writes up to WAL sequence `wal_seq`) as one sorted
+/// Parquet file per hour into `storage`; durable when this returns.
+///
+/// # Errors
+/// When a batch cannot be encoded or a file stored (none of them is kept then).
+pub async fn write_files(
+    storage: &Storage,
+    tenant: &str,
+    table: Table,
+    batches: Vec<RecordBatch>,
+    wal_seq: u64,
+) -> Result<Vec<DataFile>> {
+    let tenant_owned = tenant.to_string();
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "encoding is CPU work: it runs in spawn_blocking, awaited right away"
+    )]
+    let encoded =
+        tokio::task::spawn_blocking(move || encode_files(&tenant_owned, table, &batches, wal_seq))
+            .await
+            .map_err(|e| {
+                StoreError::io(
+                    "flush",
+                    std::io::Error::other(format!("encoding failed: {e}")),
+                )
+            })??;
+    store_files(storage, encoded).await
 }
 
 #[cfg(test)]
@@ -278,13 +358,16 @@ mod tests {
         .expect("batch")
     }
 
-    #[test]
-    fn rows_of_two_hours_go_to_two_sorted_files() {
+    #[tokio::test]
+    async fn rows_of_two_hours_go_to_two_sorted_files() {
         assert!(!TRACES_VIEW_SQL.is_empty());
         let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::local(dir.path()).expect("storage");
         let h = 3_600_000_000_000_i64;
         let batch = fragments(&[("b", 10), ("a", h + 5), ("a", 20)]);
-        let files = write_files(Table::TraceFragments, dir.path(), &[batch], 7).expect("write");
+        let files = write_files(&storage, "default", Table::TraceFragments, vec![batch], 7)
+            .await
+            .expect("write");
         assert!(files.iter().all(|f| f.wal_seq == 7));
         assert_eq!(files.len(), 2);
         assert_eq!((files[0].min_time, files[0].max_time), (10, 20));
@@ -292,16 +375,21 @@ mod tests {
         assert!(
             files[0]
                 .path
-                .to_string_lossy()
-                .contains("date=1970-01-01/hour=00")
+                .as_ref()
+                .starts_with("default/trace_fragments/date=1970-01-01/hour=00/")
         );
         assert!(
             files[1]
                 .path
-                .to_string_lossy()
-                .contains("date=1970-01-01/hour=01")
+                .as_ref()
+                .starts_with("default/trace_fragments/date=1970-01-01/hour=01/")
         );
-        let f = File::open(&files[0].path).expect("open");
+        let on_disk = storage.local_path(&files[0].path).expect("local");
+        assert_eq!(
+            std::fs::metadata(&on_disk).expect("file").len(),
+            files[0].size
+        );
+        let f = std::fs::File::open(&on_disk).expect("open");
         let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
             .expect("reader");
         let kv = builder
@@ -317,7 +405,14 @@ mod tests {
         };
         assert_eq!(value(TABLE_KEY).as_deref(), Some("trace_fragments"));
         assert_eq!(value(SCHEMA_VERSION_KEY).as_deref(), Some("1"));
-        assert_eq!(schema_version_of(&files[0].path).expect("footer"), 1);
+        assert_eq!(
+            schema_version_of(&storage, &files[0])
+                .await
+                .expect("footer"),
+            1
+        );
+        let footer = read_footer(&storage, &files[0]).await.expect("footer");
+        assert_eq!(footer.file_metadata().num_rows(), 2);
         let reader = builder.build().expect("build");
         let got: Vec<RecordBatch> = reader.collect::<Result<_, _>>().expect("read");
         let ids = got[0]
@@ -327,14 +422,15 @@ mod tests {
             .expect("str");
         assert_eq!(ids.value(0), "a", "sorted by trace id");
         assert_eq!(ids.value(1), "b");
-        let leftovers = std::fs::read_dir(files[0].path.parent().expect("parent"))
+        let leftovers = std::fs::read_dir(on_disk.parent().expect("parent"))
             .expect("dir")
-            .filter(|e| {
-                e.as_ref()
-                    .map(|e| e.path().extension().is_some_and(|x| x == paths::TMP_EXT))
-                    .unwrap_or(false)
-            })
+            .filter(|e| e.as_ref().map(|e| e.path() != on_disk).unwrap_or(true))
             .count();
-        assert_eq!(leftovers, 0);
+        assert_eq!(leftovers, 0, "nothing staged is left beside the file");
+        let truncated = DataFile {
+            size: 7,
+            ..files[0].clone()
+        };
+        assert!(read_footer(&storage, &truncated).await.is_err());
     }
 }

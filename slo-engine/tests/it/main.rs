@@ -41,7 +41,9 @@ indicator:
 
 /// A store in `dir` and an engine over it with `specs`.
 async fn open(dir: &std::path::Path, clock: &ManualClock, specs: &str) -> (Arc<Store>, Engine) {
-    let store = Store::open(store_config(dir), &mut Default::default()).expect("store");
+    let store = Store::open(store_config(dir), &mut Default::default())
+        .await
+        .expect("store");
     let slos = spec::parse("test.yaml", specs).expect("specs");
     let query = store
         .query_engine(Default::default())

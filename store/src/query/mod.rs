@@ -262,6 +262,9 @@ impl QueryEngine {
         tenant: Option<TenantShare<'_>>,
     ) -> Result<Self, QueryError> {
         let runtime_env = shared.runtime_env.clone();
+        for catalog in catalogs {
+            catalog.storage().register(&runtime_env);
+        }
         let (pool, tenant_slots) = match tenant {
             None => (shared.pool.clone(), None),
             Some(t) => {

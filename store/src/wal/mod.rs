@@ -117,7 +117,7 @@ impl Writer {
             .open(&path)
             .map_err(|e| StoreError::io(&path, e))?;
         let bytes = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
-        crate::writer::sync_dir(dir)?;
+        sightline_common::durable::sync_dir(dir).map_err(|e| StoreError::io(dir, e))?;
         Ok((
             file,
             Segment {

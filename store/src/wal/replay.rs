@@ -170,7 +170,8 @@ pub fn replay(dir: &Path, mut apply: impl FnMut(WalRecord)) -> Result<ReplayRepo
                     "write-ahead log segment is damaged; its readable records were replayed, a \
                      copy was kept for inspection and the segment was cut before the damage");
                 std::fs::copy(&path, &target).map_err(|e| StoreError::io(&target, e))?;
-                crate::writer::sync_dir(&corrupt_dir)?;
+                sightline_common::durable::sync_dir(&corrupt_dir)
+                    .map_err(|e| StoreError::io(&corrupt_dir, e))?;
                 report.quarantined.push(target);
             }
         }
