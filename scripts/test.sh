@@ -101,6 +101,10 @@ step "Python: end-to-end tests against the real server"
 export SIGHTLINE_BIN="$TARGET/debug/sightline"
 "$VENV/bin/python" -m pytest tests/python -q -p no:cacheprovider
 
+step "Python: the same end-to-end tests with the server's Parquet files in the S3 server"
+# Every server the suite starts gets storage.url = s3://sightline/e2e/<its work directory's>.
+SIGHTLINE_TEST_STORAGE=s3 "$VENV/bin/python" -m pytest tests/python -q -p no:cacheprovider
+
 step "Web UI: pages in headless Chromium against \`sightline demo\`"
 if [ ! -x /usr/bin/chromium ]; then
   SUDO=""

@@ -380,3 +380,50 @@ impl QueryConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_url(url: Option<&str>) -> StorageConfig {
+        StorageConfig {
+            url: url.map(str::to_string),
+            ..StorageConfig::default()
+        }
+    }
+
+    #[test]
+    fn storage_urls_name_a_directory_or_a_bucket_and_nothing_else() {
+        assert_eq!(with_url(None).location(), Ok(StorageUrl::Local(None)));
+        assert_eq!(
+            with_url(Some("file:///var/lib/sightline")).location(),
+            Ok(StorageUrl::Local(Some("/var/lib/sightline".into())))
+        );
+        let mut s3 = with_url(Some("s3://bucket/some/prefix"));
+        s3.endpoint = Some("http://127.0.0.1:8333".into());
+        s3.access_key_id = Some("k".into());
+        s3.secret_access_key = Some("s".into());
+        let Ok(StorageUrl::S3(settings)) = s3.location() else {
+            panic!("{:?}", s3.location());
+        };
+        assert_eq!(settings.url, "s3://bucket/some/prefix");
+        assert_eq!(settings.endpoint.as_deref(), Some("http://127.0.0.1:8333"));
+        assert!(s3.validate().is_ok());
+        let refused = |c: StorageConfig, says: &str| {
+            let e = c.validate().expect_err(says);
+            assert!(e.contains(says), "{e}");
+        };
+        refused(with_url(Some("gs://bucket")), "neither s3://");
+        refused(with_url(Some("file://relative/dir")), "absolute directory");
+        refused(with_url(Some("s3:///prefix")), "names no bucket");
+        let mut half = with_url(Some("s3://b"));
+        half.access_key_id = Some("k".into());
+        refused(half, "go together");
+        let mut stray = with_url(None);
+        stray.endpoint = Some("http://x".into());
+        refused(stray, "need storage.url");
+        let mut ftp = with_url(Some("s3://b"));
+        ftp.endpoint = Some("ftp://x".into());
+        refused(ftp, "http:// or https://");
+    }
+}

@@ -1,6 +1,6 @@
 //! Where the Parquet files, watermarks and compaction logs live: one object store for the
 //! process. By default it is the data directory, through `object_store`'s local file system
-//! made durable ([`DurableLocal`]: every new object is fsync'd, and so is its directory, before
+//! made durable (`DurableLocal`: every new object is fsync'd, and so is its directory, before
 //! the put returns); with `[storage] url = "s3://bucket/prefix"` it is an S3 bucket. Both are
 //! laid out alike (see [`crate::paths::object`]), so the embedded default and a cluster differ
 //! only in the URL.

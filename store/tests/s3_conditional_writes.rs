@@ -1,6 +1,8 @@
 //! What the cluster's commits will stand on: the S3 server's conditional writes. Of writers
-//! racing to create one object, exactly one wins; of writers racing to replace one version of
-//! it, exactly one wins. Run against the real S3 server the test script starts (SeaweedFS,
+//! racing to create one object, exactly one wins — commits rely on that. Of writers racing to
+//! replace one version of it (`If-Match`), SeaweedFS 4.48 sometimes lets two win (seen in 1 run
+//! of 7 here): nothing of Sightline may rely on `PutMode::Update` being exclusive against it,
+//! so that half only checks that the object is one winner's whole write. Run against the real S3 server the test script starts (SeaweedFS,
 //! `SIGHTLINE_S3_ENDPOINT`); without one the test says so and passes, unless
 //! `SIGHTLINE_REQUIRE_S3` is set (the test script sets it).
 
@@ -93,18 +95,35 @@ async fn of_writers_racing_for_one_object_exactly_one_wins() {
         "the object is the winner's"
     );
 
-    // Replacing the version all of them read: again exactly one wins.
+    // Replacing the version all of them read: at least one wins (exactly one on S3 proper;
+    // SeaweedFS 4.48 is not exclusive here under a race), and the object is a winner's write.
     let version = UpdateVersion {
         e_tag,
         version: None,
     };
     let updated = race(&store, &path, |_| PutMode::Update(version.clone())).await;
-    assert_eq!(updated.iter().filter(|w| **w).count(), 1, "{updated:?}");
-    let winner = updated.iter().position(|w| *w).expect("one winner");
+    let winners: Vec<usize> = (0..WRITERS).filter(|i| updated[*i]).collect();
+    assert!(!winners.is_empty(), "{updated:?}");
+    if winners.len() > 1 {
+        eprintln!("If-Match let {} writers win: {winners:?}", winners.len());
+    }
     let now = store.get(&path).await.expect("read back");
-    assert_eq!(
-        now.bytes().await.expect("body").as_ref(),
-        format!("writer {winner}").as_bytes()
+    let body = now.bytes().await.expect("body");
+    assert!(
+        winners
+            .iter()
+            .any(|w| body.as_ref() == format!("writer {w}").as_bytes()),
+        "{body:?} is no winner's write ({winners:?})"
+    );
+    // Once the version has changed, replacing the old one fails.
+    let stale = PutOptions {
+        mode: PutMode::Update(version),
+        ..Default::default()
+    };
+    let refused = store.put_opts(&path, "late".into(), stale).await;
+    assert!(
+        matches!(refused, Err(object_store::Error::Precondition { .. })),
+        "{refused:?}"
     );
     store.delete(&path).await.expect("clean up");
 }

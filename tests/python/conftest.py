@@ -19,6 +19,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -251,6 +252,44 @@ def create_key(data_dir, tenant: str, role: str) -> str:
     return out.stdout.strip()
 
 
+def s3_storage_section(prefix: str) -> str:
+    """The `[storage]` keys that put a server's Parquet files under `prefix` of the test
+    script's S3 server (SeaweedFS): its endpoint, bucket and the run's SigV4 key."""
+    bucket = os.environ.get("SIGHTLINE_S3_BUCKET", "sightline")
+    return (
+        f'url = "s3://{bucket}/{prefix}"\n'
+        f'endpoint = "{os.environ["SIGHTLINE_S3_ENDPOINT"]}"\n'
+        'region = "us-east-1"\n'
+        f'access_key_id = "{os.environ["SIGHTLINE_S3_ACCESS_KEY_ID"]}"\n'
+        f'secret_access_key = "{os.environ["SIGHTLINE_S3_SECRET_ACCESS_KEY"]}"\n'
+    )
+
+
+# For the tests that open the data directory's Parquet files themselves: with the files in S3
+# (SIGHTLINE_TEST_STORAGE=s3) there are none there; test_object_storage.py reads them from
+# the bucket instead.
+reads_local_parquet = pytest.mark.skipif(
+    os.environ.get("SIGHTLINE_TEST_STORAGE") == "s3",
+    reason="reads Parquet files in the data directory; with storage.url in S3 they are in the bucket",
+)
+
+
+def _with_test_storage(workdir: Path, config: str | None) -> str | None:
+    """With `SIGHTLINE_TEST_STORAGE=s3` every server of the suite keeps its Parquet files in
+    the test S3 server, under a prefix of its work directory's (a restart in the same work
+    directory finds them again); a config that names a storage itself is left as it is."""
+    if os.environ.get("SIGHTLINE_TEST_STORAGE") != "s3":
+        return config
+    text = config or ""
+    if re.search(r"^\s*url\s*=", text, re.MULTILINE) and "[storage]" in text:
+        return config
+    prefix = "e2e/" + hashlib.sha256(str(workdir.resolve()).encode()).hexdigest()[:16]
+    section = s3_storage_section(prefix)
+    if re.search(r"^\[storage\]\s*$", text, re.MULTILINE):
+        return re.sub(r"^\[storage\]\s*$", "[storage]\n" + section.rstrip("\n"), text, count=1, flags=re.MULTILINE)
+    return text + "\n[storage]\n" + section
+
+
 def launch_server(workdir: Path, config: str | None = None, ca_file: str | None = None) -> Server:
     """Start `sightline serve` on ephemeral ports under `workdir` and wait until it is ready.
     `config` is the text of a TOML config file to start it with; `ca_file` the CA its TLS
@@ -269,6 +308,7 @@ def launch_server(workdir: Path, config: str | None = None, ca_file: str | None 
         "--http-listen", "127.0.0.1:0",
         "--ready-file", str(ready_file),
     ]  # fmt: skip
+    config = _with_test_storage(workdir, config)
     if config is not None:
         config_path = workdir / "sightline.toml"
         config_path.write_text(config)

@@ -13,7 +13,7 @@ import signal
 import pytest
 import requests
 from alerting import slo_spec
-from conftest import create_key, launch_server, poll
+from conftest import create_key, launch_server, poll, reads_local_parquet
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
@@ -96,6 +96,7 @@ def test_each_tenant_sees_only_its_rows_and_its_trace(two):
         assert [s["name"] for s in trace.json()["spans"]] == [mine]
 
 
+@reads_local_parquet
 def test_information_schema_and_paths_name_nothing_of_the_other_tenant(two):
     srv, keys, data, _, _ = two
     a = keys["team-a"]["admin"]
